@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# `make demo`: the bundled example, end to end, in a fresh temporary git project.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+project="$(mktemp -d "${TMPDIR:-/tmp}/xp-demo.XXXXXX")"
+cp -r "$here/cifar-toy/." "$project/"
+cd "$project"
+git init -q -b main
+git add -A
+git -c user.name=demo -c user.email=demo@example.com commit -q -m "cifar-toy example"
+echo "== xp init"; xp init
+echo "== xp run --dry-run"; xp run experiments/cifar/01_baseline.xp.toml --dry-run
+echo "== xp run"; xp run experiments/cifar/01_baseline.xp.toml
+echo "== xp ls"; xp ls
+echo
+echo "Demo project: $project"
+echo "Its runs:     $project/runs"
+echo "Try: cd $project && xp show c1fa00/1 && xp logs c1fa00/1"

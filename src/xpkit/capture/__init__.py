@@ -1,0 +1,1 @@
+"""What a run records: code provenance, host facts, GPUs."""

@@ -1,0 +1,111 @@
+"""Host facts as small independent collectors.
+
+Each collector returns a dict or raises; `capture_env` skips one that fails with a
+warning, so a broken probe never stops a run.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import platform
+import re
+import socket
+import sys
+import warnings
+from collections.abc import Callable
+from importlib import metadata
+from typing import Any
+
+REDACTED = "***"
+SECRET_NAME = re.compile(r"TOKEN|SECRET|KEY|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.IGNORECASE)
+
+
+class CaptureWarning(UserWarning):
+    """A collector failed and was skipped."""
+
+
+def collect_python() -> dict[str, Any]:
+    return {
+        "version": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "executable": sys.executable,
+    }
+
+
+def collect_platform() -> dict[str, Any]:
+    return {
+        "system": platform.system(),
+        "release": platform.release(),
+        "machine": platform.machine(),
+        "platform": platform.platform(),
+    }
+
+
+def collect_host() -> dict[str, Any]:
+    import psutil
+
+    return {
+        "hostname": socket.gethostname(),
+        "user": getpass.getuser(),
+        "cpu_count": os.cpu_count(),
+        "memory_bytes": psutil.virtual_memory().total,
+    }
+
+
+def collect_gpus() -> dict[str, Any]:
+    from xpkit.capture.gpus import probe
+
+    report = probe().to_json()
+    for gpu in report["gpus"]:
+        gpu.pop("processes", None)  # other users' PIDs are not this run's business
+        gpu.pop("memory_used_mib", None)
+    return report
+
+
+def collect_packages() -> dict[str, Any]:
+    found = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            found[name.lower()] = f"{name}=={dist.version}"
+    return {"packages": [found[k] for k in sorted(found)]}
+
+
+def collect_env_vars() -> dict[str, Any]:
+    return {"variables": redact(dict(os.environ))}
+
+
+def redact(variables: dict[str, str]) -> dict[str, str]:
+    """Replace the value of every variable whose name looks like a secret."""
+    return {
+        name: (REDACTED if SECRET_NAME.search(name) else value)
+        for name, value in sorted(variables.items())
+    }
+
+
+COLLECTORS: dict[str, Callable[[], dict[str, Any]]] = {
+    "python": collect_python,
+    "platform": collect_platform,
+    "host": collect_host,
+    "gpus": collect_gpus,
+    "packages": collect_packages,
+    "env": collect_env_vars,
+}
+
+
+def capture_env(
+    collectors: dict[str, Callable[[], dict[str, Any]]] | None = None,
+) -> dict[str, Any]:
+    """Run every collector; one that fails is recorded as skipped and warned about."""
+    result: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    for name, collect in (collectors or COLLECTORS).items():
+        try:
+            result[name] = collect()
+        except Exception as e:  # a collector must never stop a run
+            skipped[name] = f"{type(e).__name__}: {e}"
+            warnings.warn(f"env capture '{name}' skipped: {e}", CaptureWarning, stacklevel=2)
+    if skipped:
+        result["skipped"] = skipped
+    return result

@@ -1,0 +1,180 @@
+"""Code provenance: HEAD, branch, remote, and an immutable snapshot of the working tree.
+
+The snapshot is a commit of tracked + staged + untracked-not-ignored files made through
+a temporary index, so the user's branch, index, stash and files stay byte-identical.
+It is kept alive under `refs/xp/snapshots/<sha>`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xpkit.errors import GitError
+
+SNAPSHOT_REF_PREFIX = "refs/xp/snapshots/"
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+INLINE_LIMIT = 1024 * 1024  # untracked files above this are listed in git.diff, not inlined
+_IDENTITY = {
+    "GIT_AUTHOR_NAME": "xpkit",
+    "GIT_AUTHOR_EMAIL": "xpkit@localhost",
+    "GIT_COMMITTER_NAME": "xpkit",
+    "GIT_COMMITTER_EMAIL": "xpkit@localhost",
+}
+
+
+def git(root: Path, *args: str, env: dict[str, str] | None = None, check: bool = True) -> str:
+    """Run git in `root` and return its stdout without the trailing newline."""
+    try:
+        proc = subprocess.run(
+            ["git", *args],
+            cwd=root,
+            env={**os.environ, **env} if env else None,
+            capture_output=True,
+            text=True,
+            errors="replace",
+        )
+    except FileNotFoundError as e:
+        raise GitError("git is not installed or not on PATH; xpkit needs git >= 2.25") from e
+    if check and proc.returncode != 0:
+        raise GitError(f"`git {' '.join(args)}` failed in {root}: {proc.stderr.strip()}")
+    return proc.stdout.rstrip("\n")
+
+
+def repo_root(path: Path) -> Path:
+    """The top level of the git repository containing `path`, or a clear error."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"],
+            cwd=path,
+            capture_output=True,
+            text=True,
+        )
+    except FileNotFoundError as e:
+        raise GitError("git is not installed or not on PATH; xpkit needs git") from e
+    if out.returncode != 0:
+        raise GitError(
+            f"{path} is not inside a git repository. xpkit ties every run to the exact code it "
+            "ran, so it needs one: run `git init && git add -A && git commit -m init`, or pass "
+            "--no-git to run without code provenance."
+        )
+    return Path(out.stdout.strip())
+
+
+@dataclass
+class Snapshot:
+    """What `git.json` records, plus the diff text for `git.diff`."""
+
+    commit: str | None
+    branch: str | None
+    remote: str | None
+    dirty: bool
+    snapshot: str
+    not_inlined: list[dict[str, Any]] = field(default_factory=list)
+    diff: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        del data["diff"]
+        return data
+
+
+def take_snapshot(root: Path, exclude: tuple[Path, ...] = ()) -> Snapshot:
+    """Commit the working tree as it is now, without touching the user's index or HEAD."""
+    head = git(root, "rev-parse", "--verify", "-q", "HEAD", check=False) or None
+    branch = git(root, "symbolic-ref", "-q", "--short", "HEAD", check=False) or None
+    remote = _remote_url(root)
+    index = Path(git(root, "rev-parse", "--git-path", "index"))
+    index = index if index.is_absolute() else root / index
+    fd, tmp_index = tempfile.mkstemp(prefix="xp-index-")
+    os.close(fd)
+    try:
+        if index.exists():
+            shutil.copyfile(index, tmp_index)  # keeps git's stat cache: add -A stays fast
+        else:
+            os.unlink(tmp_index)
+        env = {"GIT_INDEX_FILE": tmp_index, **_IDENTITY}
+        pathspec = ["."] + [f":(exclude){p}" for p in _inside(root, exclude)]
+        git(root, "add", "-A", "--", *pathspec, env=env)
+        tree = git(root, "write-tree", env=env)
+    finally:
+        if os.path.exists(tmp_index):
+            os.unlink(tmp_index)
+    head_tree = git(root, "rev-parse", f"{head}^{{tree}}") if head else None
+    dirty = tree != head_tree
+    if dirty or head is None:
+        message = f"xp snapshot of {branch or 'detached HEAD'} at {head[:12] if head else 'root'}"
+        parents = ["-p", head] if head else []
+        sha = git(root, "commit-tree", tree, *parents, "-m", message, env=_IDENTITY)
+    else:
+        sha = head  # a clean tree is exactly HEAD
+    git(root, "update-ref", SNAPSHOT_REF_PREFIX + sha, sha)
+    snap = Snapshot(commit=head, branch=branch, remote=remote, dirty=dirty, snapshot=sha)
+    if dirty:
+        snap.not_inlined = _large_or_binary_new_files(root, head or EMPTY_TREE, sha)
+        snap.diff = _diff(root, head or EMPTY_TREE, sha, snap.not_inlined)
+    return snap
+
+
+def _inside(root: Path, paths: tuple[Path, ...]) -> list[str]:
+    rels = []
+    for path in paths:
+        try:
+            rel = path.resolve().relative_to(root.resolve())
+        except ValueError:
+            continue
+        if str(rel) != ".":
+            rels.append(str(rel))
+    return rels
+
+
+def _remote_url(root: Path) -> str | None:
+    remotes = git(root, "remote", check=False).split()
+    if not remotes:
+        return None
+    name = "origin" if "origin" in remotes else remotes[0]
+    return git(root, "remote", "get-url", name, check=False) or None
+
+
+def _large_or_binary_new_files(root: Path, base: str, sha: str) -> list[dict[str, Any]]:
+    """Files added by the snapshot that are binary or over INLINE_LIMIT."""
+    status = git(root, "diff", "--no-renames", "--name-status", "-z", base, sha)
+    fields = status.split("\0")
+    added = {fields[i + 1] for i in range(0, len(fields) - 1, 2) if fields[i] == "A"}
+    if not added:
+        return []
+    numstat = git(root, "diff", "--no-renames", "--numstat", "-z", base, sha)
+    listed = []
+    for record in numstat.split("\0"):
+        parts = record.split("\t")
+        if len(parts) != 3 or parts[2] not in added:
+            continue
+        path = parts[2]
+        try:
+            size = (root / path).stat().st_size
+        except OSError:
+            size = 0
+        binary = parts[0] == "-"
+        if binary or size > INLINE_LIMIT:
+            listed.append({"path": path, "bytes": size, "reason": "binary" if binary else "large"})
+    return listed
+
+
+def _diff(root: Path, base: str, sha: str, not_inlined: list[dict[str, Any]]) -> str:
+    excludes = [f":(exclude,literal){f['path']}" for f in not_inlined]
+    text = git(root, "diff", "--no-color", "--no-ext-diff", base, sha, "--", ".", *excludes)
+    if not_inlined:
+        listing = "\n".join(
+            f"#   {f['path']} ({f['bytes']} bytes, {f['reason']})" for f in not_inlined
+        )
+        text = f"# new files in the snapshot, not inlined here:\n{listing}\n" + text
+    return text + "\n" if text and not text.endswith("\n") else text
+
+
+def snapshot_exists(root: Path, sha: str) -> bool:
+    return bool(git(root, "rev-parse", "--verify", "-q", f"{sha}^{{commit}}", check=False))

@@ -1,0 +1,163 @@
+"""GPU probe: NVML first, `nvidia-smi` as the fallback, nothing when neither exists.
+
+Used by env capture (what the run saw) and by the scheduler (which GPUs are free).
+Tests fake GPUs with a fake `nvidia-smi` on PATH and XP_GPU_PROBE=nvidia-smi.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from xpkit.errors import XpError
+from xpkit.settings import XP_GPU_PROBE
+
+SMI_TIMEOUT = 20.0
+
+
+class GpuProbeError(XpError):
+    """The GPU probe that was asked for could not run."""
+
+
+@dataclass
+class GpuProcess:
+    pid: int
+    used_mib: int
+
+
+@dataclass
+class Gpu:
+    index: int
+    uuid: str
+    name: str
+    memory_total_mib: int
+    memory_used_mib: int
+    processes: list[GpuProcess] = field(default_factory=list)
+
+
+@dataclass
+class GpuReport:
+    source: str  # "nvml", "nvidia-smi" or "none"
+    driver: str | None = None
+    cuda: str | None = None
+    gpus: list[Gpu] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def probe() -> GpuReport:
+    """What GPUs this machine has and what runs on them, by XP_GPU_PROBE's method."""
+    method = XP_GPU_PROBE.get()
+    if method == "none":
+        return GpuReport(source="none")
+    if method in ("auto", "nvml"):
+        try:
+            return probe_nvml()
+        except GpuProbeError:
+            if method == "nvml":
+                raise
+    if shutil.which("nvidia-smi"):
+        return probe_nvidia_smi()
+    if method == "nvidia-smi":
+        raise GpuProbeError("XP_GPU_PROBE=nvidia-smi but nvidia-smi is not on PATH")
+    return GpuReport(source="none")
+
+
+def probe_nvml() -> GpuReport:
+    try:
+        import pynvml  # nvidia-ml-py
+
+        pynvml.nvmlInit()
+    except Exception as e:  # the library raises its own types, or ImportError
+        raise GpuProbeError(f"NVML is not available: {e}") from e
+    try:
+        driver = _text(pynvml.nvmlSystemGetDriverVersion())
+        cuda_int = pynvml.nvmlSystemGetCudaDriverVersion_v2()
+        report = GpuReport(
+            source="nvml", driver=driver, cuda=f"{cuda_int // 1000}.{cuda_int % 1000 // 10}"
+        )
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            procs = pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
+            report.gpus.append(
+                Gpu(
+                    index=index,
+                    uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
+                    name=_text(pynvml.nvmlDeviceGetName(handle)),
+                    memory_total_mib=int(memory.total) // 2**20,
+                    memory_used_mib=int(memory.used) // 2**20,
+                    processes=[
+                        GpuProcess(pid=p.pid, used_mib=int(p.usedGpuMemory or 0) // 2**20)
+                        for p in procs
+                    ],
+                )
+            )
+        return report
+    except pynvml.NVMLError as e:
+        raise GpuProbeError(f"NVML query failed: {e}") from e
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:
+            pass
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _smi(*args: str) -> str:
+    try:
+        proc = subprocess.run(
+            ["nvidia-smi", *args], capture_output=True, text=True, timeout=SMI_TIMEOUT
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise GpuProbeError(f"nvidia-smi failed: {e}") from e
+    if proc.returncode != 0:
+        raise GpuProbeError(f"nvidia-smi {' '.join(args)} failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def _csv_rows(text: str) -> list[list[str]]:
+    return [[c.strip() for c in line.split(",")] for line in text.splitlines() if line.strip()]
+
+
+def _int(text: str) -> int:
+    try:
+        return int(float(text))
+    except ValueError:
+        return 0  # "[N/A]" on some boards
+
+
+def probe_nvidia_smi() -> GpuReport:
+    fields = "index,uuid,name,memory.total,memory.used,driver_version"
+    gpus_csv = _smi(f"--query-gpu={fields}", "--format=csv,noheader,nounits")
+    apps_csv = _smi(
+        "--query-compute-apps=gpu_uuid,pid,used_memory", "--format=csv,noheader,nounits"
+    )
+    header = _smi()
+    cuda = re.search(r"CUDA Version:\s*([\d.]+)", header)
+    report = GpuReport(source="nvidia-smi", cuda=cuda.group(1) if cuda else None)
+    by_uuid: dict[str, Gpu] = {}
+    for row in _csv_rows(gpus_csv):
+        if len(row) < 6:
+            continue
+        gpu = Gpu(
+            index=_int(row[0]),
+            uuid=row[1],
+            name=row[2],
+            memory_total_mib=_int(row[3]),
+            memory_used_mib=_int(row[4]),
+        )
+        report.driver = row[5]
+        report.gpus.append(gpu)
+        by_uuid[gpu.uuid] = gpu
+    for row in _csv_rows(apps_csv):
+        if len(row) >= 3 and row[0] in by_uuid:
+            by_uuid[row[0]].processes.append(GpuProcess(pid=_int(row[1]), used_mib=_int(row[2])))
+    return report

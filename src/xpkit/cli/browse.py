@@ -1,0 +1,235 @@
+"""`xp ls`, `xp show`, `xp logs`."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from xpkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from xpkit.store.index import RunRow
+
+METRIC_COLUMNS = 6
+
+
+def _experiment_filter(value: str | None) -> str | None:
+    """--exp takes an experiment ID or an experiment file."""
+    if value is None:
+        return None
+    from xpkit import names
+    from xpkit.experiment import SUFFIX, load_experiment
+
+    if value.endswith(SUFFIX) or Path(value).is_file():
+        return load_experiment(Path(value)).id
+    if not names.ID_PATTERN.match(value):
+        raise ConfigError(
+            f"--exp {value!r}: give a 6-character experiment ID or an experiment file"
+        )
+    return value
+
+
+@click.command("ls")
+@click.option("--exp", "exp", metavar="ID|FILE", help="Only runs of this experiment.")
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(["queued", "running", "finished", "failed", "killed", "lost"]),
+    help="Only runs with this status (repeatable).",
+)
+@click.option(
+    "--where",
+    "where",
+    multiple=True,
+    metavar="COND",
+    help="Filter on a param or metric: 'lr=0.1', 'acc>0.9' (repeatable, all must hold).",
+)
+@click.option("--tag", "tags", multiple=True, help="Only runs with this tag (repeatable).")
+@click.option(
+    "--limit", default=50, show_default=True, help="Show at most this many runs (0: all)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, one object per run.")
+def ls_cmd(
+    exp: str | None,
+    statuses: tuple[str, ...],
+    where: tuple[str, ...],
+    tags: tuple[str, ...],
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List runs, newest first, with the params that vary and their summary metrics.
+
+    Examples: xp ls --exp k3j9x2 --status failed; xp ls --where 'lr=0.1' --where 'acc>0.9'
+    """
+    from dataclasses import asdict
+
+    from xpkit.settings import load_settings
+    from xpkit.store.index import load_rows
+    from xpkit.store.query import filter_rows, parse_where
+
+    conditions = tuple(parse_where(w) for w in where)
+    settings = load_settings()
+    rows, problems = load_rows(settings.runs, _experiment_filter(exp))
+    for problem in problems:
+        click.echo(f"xp: warning: {problem}", err=True)
+    rows = filter_rows(rows, statuses=statuses, conditions=conditions, tags=tags)
+    total = len(rows)
+    shown = rows[:limit] if limit > 0 else rows
+    if as_json:
+        for row in shown:
+            click.echo(json.dumps(asdict(row)))
+        return
+    _print_table(shown)
+    if total > len(shown):
+        click.echo(f"... {total - len(shown)} more (of {total}); --limit 0 shows all", err=True)
+
+
+def _print_table(rows: list[RunRow]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from xpkit.cli.fmt import age, duration, status, value
+    from xpkit.store.query import varying_params
+
+    # Piped output keeps whole rows on one line (for grep); a terminal wraps.
+    console = Console() if sys.stdout.isatty() else Console(width=100_000)
+    if not rows:
+        console.print("no runs")
+        return
+    params = varying_params(rows)
+    metrics: dict[str, None] = {}
+    for row in rows:
+        metrics.update(dict.fromkeys(k for k in row.summary if not k.startswith("_")))
+    metric_names = list(metrics)[:METRIC_COLUMNS]
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("name", "status", "age", "duration", "host"):
+        table.add_column(column, no_wrap=True)
+    for column in (*params, *metric_names):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(
+            row.name,
+            status(row.status),
+            age(row.created),
+            duration(row.duration),
+            row.host or "-",
+            *(value(row.params.get(p)) for p in params),
+            *(value(row.summary.get(m)) for m in metric_names),
+        )
+    console.print(table)
+
+
+@click.command("show")
+@click.argument("run")
+@click.option("--json", "as_json", is_flag=True, help="Print all recorded metadata as JSON.")
+def show_cmd(run: str, as_json: bool) -> None:
+    """Show everything about RUN (a name, a unique prefix, or EXPID/TRIAL).
+
+    Example: xp show k3j9x2/4
+    """
+    from xpkit.settings import load_settings
+    from xpkit.store import rundir as rd
+    from xpkit.store.query import resolve_run
+
+    run_dir = resolve_run(load_settings().runs, run)
+    info = run_dir.read_run()
+    info["status"] = rd.status_of(run_dir, info)
+    record = {
+        "run": info,
+        "config": run_dir.read_optional(rd.CONFIG_JSON, {}),
+        "summary": run_dir.read_optional(rd.SUMMARY_JSON, {}),
+        "git": run_dir.read_optional(rd.GIT_JSON, {}),
+        "env": run_dir.read_optional(rd.ENV_JSON, {}),
+        "dir": str(run_dir.path),
+    }
+    if as_json:
+        click.echo(json.dumps(record, indent=2, default=str))
+        return
+    _print_run(record)
+
+
+def _print_run(record: dict[str, Any]) -> None:
+    from rich.console import Console
+
+    from xpkit.cli.fmt import duration, status, value
+
+    console = Console(highlight=False)
+    info, git, env = record["run"], record["git"], record["env"]
+    console.print(f"[bold]{info['name']}[/]  {status(info['status'])}")
+    experiment = info["experiment"]
+    python = env.get("python", {})
+    exit_text = value(info.get("exit_code"))
+    if info.get("reason"):
+        exit_text += f" ({info['reason']})"
+    if "snapshot" in git:
+        dirty = " (dirty)" if git.get("dirty") else ""
+        git_text = (
+            f"{git.get('branch')} @ {(git.get('commit') or '-')[:12]}{dirty}, "
+            f"snapshot {git['snapshot'][:12]}"
+        )
+    else:
+        git_text = "no code provenance (--no-git)"
+    lines = [
+        ("experiment", f"{experiment.get('name', '')} ({info['experiment_id']}) "
+                       f"{experiment.get('file') or ''}".rstrip()),
+        ("command", info["command"]),
+        ("dir", record["dir"]),
+        ("host", f"{info.get('host')} pid {info.get('pid')}"),
+        ("created", _stamp(info.get("created"))),
+        ("started", _stamp(info.get("started"))),
+        ("ended", _stamp(info.get("ended"))),
+        ("duration", duration(info.get("duration"))),
+        ("exit", exit_text),
+        ("peak RSS", f"{(info.get('peak_rss_bytes') or 0) / 2**20:.1f} MiB"),
+        ("tags", ", ".join(info.get("tags") or []) or "-"),
+        ("git", git_text),
+        ("python", f"{python.get('version', '-')} {python.get('executable', '')}"),
+        ("gpus", ", ".join(g["name"] for g in env.get("gpus", {}).get("gpus", [])) or "none"),
+    ]  # fmt: skip
+    for key, text in lines:
+        console.print(f"  [bold]{key:<11}[/]{text}")
+    for title, table in (("params", info.get("params")), ("summary", record["summary"])):
+        if table:
+            console.print(f"[bold]{title}[/]")
+            for key, val in table.items():
+                console.print(f"  {key:<20} {value(val)}")
+
+
+def _stamp(timestamp: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp)) if timestamp else "-"
+
+
+@click.command("logs")
+@click.argument("run")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new output until the run ends.")
+def logs_cmd(run: str, follow: bool) -> None:
+    """Print RUN's output.log (stdout and stderr as the terminal saw them).
+
+    Example: xp logs k3j9x2/4 -f
+    """
+    from xpkit.settings import load_settings
+    from xpkit.store import rundir as rd
+    from xpkit.store.query import resolve_run
+
+    run_dir = resolve_run(load_settings().runs, run)
+    out = sys.stdout.buffer
+    with open(run_dir.file(rd.OUTPUT_LOG), "rb") as log:
+        while True:
+            chunk = log.read(65536)
+            if chunk:
+                out.write(chunk)
+                out.flush()
+                continue
+            if not follow:
+                break
+            if rd.status_of(run_dir, run_dir.read_run()) not in rd.ACTIVE:
+                out.write(log.read())  # what arrived between the last read and the end
+                out.flush()
+                break
+            time.sleep(0.2)

@@ -1,0 +1,84 @@
+"""Entry point. Subcommands are imported only when invoked, so `xp --help` stays fast;
+every XpError becomes a one-paragraph message and exit code 2 here, in one place."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import warnings
+from typing import Any
+
+import click
+
+from xpkit.errors import XpError
+
+# name -> (module, attribute, one-line help shown by `xp --help` without importing it)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "init": ("xpkit.cli.project", "init_cmd", "Set up xpkit in this git repository."),
+    "new": ("xpkit.cli.project", "new_cmd", "Write a new experiment file with a fresh ID."),
+    "run": ("xpkit.cli.run", "run_cmd", "Run an experiment file or a command, recorded."),
+    "ls": ("xpkit.cli.browse", "ls_cmd", "List runs, newest first."),
+    "show": ("xpkit.cli.browse", "show_cmd", "Show everything about one run."),
+    "logs": ("xpkit.cli.browse", "logs_cmd", "Print or follow a run's output.log."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[cmd_name]
+        command = getattr(importlib.import_module(module), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, short) for name, (_, _, short) in COMMANDS.items()])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="xpkit", prog_name="xp")
+def cli() -> None:
+    """xpkit: every run tied to its exact code, isolated, recorded, reportable.
+
+    Start with `xp init`, then `xp new experiments/<topic>/01_<name>` and
+    `xp run experiments/<topic>/01_<name>.xp.toml`.
+    """
+
+
+def _show_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int,
+    file: Any = None, line: str | None = None,
+) -> None:  # fmt: skip
+    click.echo(f"xp: warning: {message}", err=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    warnings.showwarning = _show_warning
+    try:
+        cli.main(args=argv, prog_name="xp", standalone_mode=False)
+    except XpError as e:
+        click.echo(f"xp: error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("xp: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("xp: interrupted", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except SystemExit:
+        raise
+    sys.exit(0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,112 @@
+"""`xp run`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from xpkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from xpkit.execute.runner import Outcome
+    from xpkit.store.rundir import RunDir
+
+
+def _parse_params(pairs: tuple[str, ...]) -> dict[str, object]:
+    from xpkit.experiment import parse_scalar
+
+    params: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--param {pair!r}: write KEY=VALUE, e.g. --param lr=0.1")
+        params[key.strip()] = parse_scalar(raw)
+    return params
+
+
+@click.command(
+    "run",
+    context_settings={"ignore_unknown_options": True},
+)
+@click.option("--name", help="Human-readable part of the run names (the slug).")
+@click.option("--tag", "tags", multiple=True, help="Tag the runs (repeatable).")
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Set a parameter; overrides the grid (repeatable).",
+)
+@click.option("--dry-run", is_flag=True, help="Print what would run; run and write nothing.")
+@click.option("--no-git", is_flag=True, help="Run outside git: no snapshot, no code provenance.")
+@click.argument("target", nargs=-1, type=click.UNPROCESSED, required=True)
+def run_cmd(
+    name: str | None,
+    tags: tuple[str, ...],
+    params: tuple[str, ...],
+    dry_run: bool,
+    no_git: bool,
+    target: tuple[str, ...],
+) -> None:
+    """Run EXPERIMENT_FILE's grid, or `-- COMMAND ...`, each run recorded in its own
+    directory and executed from a snapshot of the code.
+
+    Examples:
+
+      xp run experiments/cifar/01_baseline.xp.toml --dry-run
+
+      xp run experiments/cifar/01_baseline.xp.toml --param seed=3
+
+      xp run --name quick -- python train.py --lr 0.1
+    """
+    from rich.console import Console
+
+    from xpkit.cli.fmt import duration, status
+    from xpkit.execute.launch import SweepRequest, plan, run_sweep
+    from xpkit.settings import load_settings
+    from xpkit.store.create import capture_provenance
+
+    console = Console(stderr=True, highlight=False)
+    settings = load_settings()
+    is_file = len(target) == 1 and target[0].endswith(".toml")
+    request = SweepRequest(
+        experiment_file=Path(target[0]) if is_file else None,
+        argv=None if is_file else list(target),
+        params=_parse_params(params),
+        name=name,
+        tags=list(tags),
+        no_git=no_git,
+    )
+    planned = plan(settings, request)
+    if dry_run:
+        click.echo(f"{len(planned)} run(s) would run in {settings.runs}:")
+        for item in planned:
+            click.echo(f"  {item.new.expid}_NNN_{item.new.slug}: {item.new.command}")
+        return
+    provenance = capture_provenance(settings, no_git)
+    total = len(planned)
+    counter = iter(range(1, total + 1))
+
+    def on_start(run_dir: RunDir) -> None:
+        console.rule(f"[bold]{run_dir.name}[/] ({next(counter)}/{total})")
+
+    def on_end(run_dir: RunDir, outcome: Outcome) -> None:
+        info = run_dir.read_run()
+        console.print(
+            f"{status(info['status'])} {info['name']} in {duration(info['duration'])}"
+            + (f" ({info['reason']})" if info.get("reason") else "")
+        )
+
+    results = run_sweep(settings, planned, provenance, on_start=on_start, on_end=on_end)
+    counts: dict[str, int] = {}
+    for _, outcome in results:
+        counts[outcome.status] = counts.get(outcome.status, 0) + 1
+    summary = ", ".join(f"{n} {s}" for s, n in counts.items())
+    console.print(f"\n{summary}. Runs are in {settings.runs} (`xp ls` lists them).")
+    if counts.get("killed"):
+        sys.exit(130)
+    if counts.get("failed"):
+        sys.exit(1)

@@ -1,0 +1,1 @@
+"""How one run executes: its snapshot workspace and the runner around the command."""

@@ -1,0 +1,302 @@
+"""Run one command for one run directory: tee its output, beat, forward signals.
+
+The command runs in its own process group so that Ctrl-C reaches the runner first;
+the runner forwards SIGINT to the whole group, waits a grace period, then escalates
+to SIGTERM and SIGKILL, and records `killed`.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from xpkit.errors import RunError
+from xpkit.settings import (
+    XP_EXPERIMENT_ID,
+    XP_HEARTBEAT_INTERVAL,
+    XP_KILL_GRACE,
+    XP_RUN_DIR,
+    XP_RUN_NAME,
+    XP_TRIAL,
+)
+from xpkit.store import rundir as rd
+from xpkit.store.rundir import RunDir
+
+_SHELL_WORDS = {
+    "cd", "export", "source", ".", "if", "for", "while", "until", "case", "exec", "eval",
+    "set", "unset", "time", "{", "(", "!", "env", "[", "test",
+}  # fmt: skip
+
+
+@dataclass
+class Outcome:
+    status: str
+    exit_code: int | None
+
+
+def _set_parent_death_signal() -> None:  # pragma: no cover - runs in the child
+    """Linux: the command gets SIGTERM if the runner dies (kill -9), instead of running
+    on unobserved and holding GPUs while its run shows `lost`."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def resolve_program(command: str, argv: list[str] | None, cwd: Path, path_env: str) -> None:
+    """Fail early, with a clear message, when the program to start does not exist."""
+    if argv is not None:
+        program = argv[0]
+    else:
+        try:
+            words = shlex.split(command)
+        except ValueError as e:
+            raise RunError(f"command {command!r} is not valid shell syntax: {e}") from e
+        words = [w for w in words if not ("=" in w and w.split("=")[0].isidentifier())]
+        if not words or words[0] in _SHELL_WORDS or any(c in command for c in "|;&$`<>"):
+            return  # the shell will report problems itself
+        program = words[0]
+    if "/" in program:
+        target = Path(program) if os.path.isabs(program) else cwd / program
+        if target.exists():
+            return
+        raise RunError(f"command not found: {program!r} (no such file in {cwd})")
+    if shutil.which(program, path=path_env) is None:
+        raise RunError(
+            f"command not found: {program!r} is not on PATH. Check the spelling of the "
+            "command, or activate the environment that provides it."
+        )
+
+
+def child_environment(run: dict[str, Any], run_dir: Path, extra: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(extra)
+    env[XP_RUN_DIR.name] = str(run_dir)
+    env[XP_RUN_NAME.name] = run["name"]
+    env[XP_EXPERIMENT_ID.name] = run["experiment_id"]
+    env[XP_TRIAL.name] = str(run["trial"])
+    env.setdefault("PYTHONUNBUFFERED", "1")  # live output through the pipe
+    return env
+
+
+class _Tee(threading.Thread):
+    """Copy the child's output to the terminal and to output.log as it arrives."""
+
+    def __init__(self, fd: int, log: IO[bytes], echo: IO[bytes] | None) -> None:
+        super().__init__(daemon=True)
+        self.fd, self.log, self.echo = fd, log, echo
+
+    def run(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            self.log.write(chunk)
+            if self.echo is not None:
+                try:
+                    self.echo.write(chunk)
+                    self.echo.flush()
+                except (OSError, ValueError):
+                    self.echo = None  # terminal gone; keep logging
+        os.close(self.fd)
+
+
+class _Monitor(threading.Thread):
+    """Heartbeat every XP_HEARTBEAT_INTERVAL; peak RSS of the process tree each second."""
+
+    def __init__(self, run_dir: RunDir, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.run_dir, self.pid = run_dir, pid
+        self.stop = threading.Event()
+        self.peak_rss = 0
+
+    def run(self) -> None:
+        import psutil
+
+        interval = XP_HEARTBEAT_INTERVAL.get()
+        last_beat = 0.0
+        while not self.stop.is_set():
+            if time.monotonic() - last_beat >= interval:
+                self.run_dir.beat()
+                last_beat = time.monotonic()
+            try:
+                root = psutil.Process(self.pid)
+                tree = [root, *root.children(recursive=True)]
+                rss = sum(p.memory_info().rss for p in tree if p.is_running())
+                self.peak_rss = max(self.peak_rss, rss)
+            except psutil.Error:
+                pass
+            self.stop.wait(min(1.0, interval))
+
+
+class Runner:
+    """Executes one prepared run directory in a given working directory."""
+
+    def __init__(self, run_dir: RunDir, cwd: Path, *, echo: bool = True) -> None:
+        self.run_dir = run_dir
+        self.cwd = cwd
+        self.echo = echo
+        self._interrupts = 0
+        self._pgid: int | None = None
+
+    def execute(self, extra_env: dict[str, str] | None = None) -> Outcome:
+        run = self.run_dir.read_run()
+        env = child_environment(run, self.run_dir.path, extra_env or {})
+        try:
+            resolve_program(run["command"], run["argv"], self.cwd, env.get("PATH", ""))
+        except RunError as e:
+            self._fail_to_start(str(e))
+            raise RunError(f"{run['name']}: {e}") from e
+        args = run["argv"] if run["argv"] is not None else ["/bin/sh", "-c", run["command"]]
+        read_fd, write_fd = os.pipe()
+        import subprocess
+
+        try:
+            child = subprocess.Popen(
+                args,
+                cwd=self.cwd,
+                env=env,
+                stdout=write_fd,
+                stderr=write_fd,
+                start_new_session=True,
+                preexec_fn=_set_parent_death_signal if sys.platform == "linux" else None,
+            )
+        except OSError as e:
+            os.close(read_fd)
+            os.close(write_fd)
+            reason = f"could not start {args[0]!r}: {e.strerror}"
+            self._fail_to_start(reason)
+            raise RunError(f"{run['name']}: {reason}") from e
+        os.close(write_fd)
+        self._pgid = child.pid
+        started = rd.now()
+        self.run_dir.beat()
+        self.run_dir.update_run(
+            status="running", started=started, pid=child.pid, host=socket.gethostname()
+        )
+        echo = sys.stdout.buffer if self.echo else None
+        with open(self.run_dir.file(rd.OUTPUT_LOG), "ab", buffering=0) as log:
+            tee = _Tee(read_fd, log, echo)
+            monitor = _Monitor(self.run_dir, child.pid)
+            tee.start()
+            monitor.start()
+            with self._forward_signals():
+                exit_code, ru_maxrss = self._wait(child.pid)
+            child.returncode = exit_code
+            tee.join(timeout=5.0)
+            if tee.is_alive():  # leftovers of the run still hold the pipe open
+                _killpg(child.pid, signal.SIGKILL)
+                tee.join()
+            monitor.stop.set()
+            monitor.join()
+        ended = rd.now()
+        status = "finished" if exit_code == 0 else "failed"
+        if self._interrupts:
+            status = "killed"
+        self.run_dir.update_run(
+            status=status,
+            ended=ended,
+            duration=round(ended - started, 3),
+            exit_code=exit_code,
+            peak_rss_bytes=max(monitor.peak_rss, ru_maxrss * 1024),
+            reason=_reason(status, exit_code),
+        )
+        return Outcome(status, exit_code)
+
+    def _wait(self, pid: int) -> tuple[int, int]:
+        while True:
+            try:
+                _, wait_status, usage = os.wait4(pid, 0)
+                return os.waitstatus_to_exitcode(wait_status), usage.ru_maxrss
+            except InterruptedError:  # pragma: no cover - PEP 475 retries for us
+                continue
+
+    def _fail_to_start(self, reason: str) -> None:
+        now = rd.now()
+        self.run_dir.update_run(status="failed", ended=now, reason=reason)
+        with open(self.run_dir.file(rd.OUTPUT_LOG), "a", encoding="utf-8") as log:
+            log.write(f"xp: {reason}\n")
+
+    def _forward_signals(self) -> _SignalForwarder:
+        return _SignalForwarder(self._on_signal)
+
+    def _on_signal(self, signum: int) -> None:
+        self._interrupts += 1
+        if self._pgid is None:
+            return
+        if self._interrupts == 1:
+            _killpg(self._pgid, signal.SIGINT)
+            threading.Thread(target=self._escalate, args=(self._pgid,), daemon=True).start()
+        else:  # a second Ctrl-C: the user does not want to wait
+            _killpg(self._pgid, signal.SIGKILL)
+
+    def _escalate(self, pgid: int) -> None:
+        grace = XP_KILL_GRACE.get()
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline:
+                if not _group_alive(pgid):
+                    return
+                time.sleep(0.05)
+            _killpg(pgid, sig)
+
+
+def _reason(status: str, exit_code: int) -> str | None:
+    if status == "failed":
+        if exit_code < 0:
+            return f"killed by signal {signal.Signals(-exit_code).name}"
+        return f"exit code {exit_code}"
+    if status == "killed":
+        return "interrupted by the user (SIGINT/SIGTERM to the runner)"
+    return None
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _SignalForwarder:
+    """Route SIGINT/SIGTERM to a callback while the child runs (main thread only)."""
+
+    def __init__(self, callback: Callable[[int], None]) -> None:
+        self.callback = callback
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _SignalForwarder:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, lambda s, _f: self.callback(s))
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)

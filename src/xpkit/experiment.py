@@ -1,0 +1,274 @@
+"""Experiment files: parse, validate, and expand the grid into run specs.
+
+An experiment file `experiments/<topic>/NN_<name>.xp.toml` holds one experiment: its
+random ID, a command template, a parameter grid and explicit extra runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import shlex
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xpkit import names
+from xpkit.errors import ConfigError
+from xpkit.settings import _read_toml
+
+SUFFIX = ".xp.toml"
+Scalar = str | int | float | bool
+
+FIELDS = {
+    "id": "the experiment ID, 6 characters [a-z0-9], written by `xp new`",
+    "name": "a short human-readable name",
+    "description": "free text",
+    "command": "the command template, e.g. 'python train.py --lr {lr}'",
+    "grid": "table of parameter -> list of values; every combination runs",
+    "runs": "array of tables [[runs]]: explicit extra parameter sets",
+    "gpus": "GPUs per run (integer >= 0)",
+    "tags": "list of strings",
+}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run an experiment expands to."""
+
+    params: dict[str, Scalar]
+    command: str
+    slug: str
+
+
+@dataclass
+class Experiment:
+    path: Path | None
+    id: str
+    name: str
+    command: str
+    grid: dict[str, list[Scalar]] = field(default_factory=dict)
+    runs: list[dict[str, Scalar]] = field(default_factory=list)
+    gpus: int = 0
+    tags: list[str] = field(default_factory=list)
+    description: str = ""
+
+    def expand(self, overrides: dict[str, Scalar] | None = None) -> list[RunSpec]:
+        """Every run of this experiment: the grid's cartesian product, then `[[runs]]`."""
+        overrides = overrides or {}
+        grid = {k: list(v) for k, v in self.grid.items()}
+        for key, value in overrides.items():
+            grid[key] = [value]
+        combos: list[dict[str, Scalar]] = []
+        if grid:
+            keys = list(grid)
+            combos += [dict(zip(keys, values)) for values in itertools.product(*grid.values())]
+        elif not self.runs:
+            combos.append({})
+        single = {k: v[0] for k, v in grid.items() if len(v) == 1}
+        for index, extra in enumerate(self.runs):
+            combo = {**single, **extra, **overrides}
+            missing = [k for k in grid if k not in combo]
+            if missing:
+                raise ConfigError(
+                    f"{self.where}: runs[{index}] has no value for {', '.join(missing)}; "
+                    "give it there (the grid has several values for it)"
+                )
+            combos.append(combo)
+        placeholders = template_fields(self.command)
+        for index, combo in enumerate(combos):
+            missing = [p for p in placeholders if p not in combo]
+            if missing:
+                known = ", ".join(sorted(combo)) or "none"
+                raise ConfigError(
+                    f"{self.where}: the command uses {{{missing[0]}}} but run {index} has no "
+                    f"value for it (parameters: {known}). Add it to [grid] or to each [[runs]]."
+                )
+        varying = [k for k in _all_keys(combos) if len({repr(c.get(k)) for c in combos}) > 1]
+        return [
+            RunSpec(
+                params=combo,
+                command=render_command(self.command, combo),
+                slug=names.params_slug(self.name, {k: combo[k] for k in varying if k in combo}),
+            )
+            for combo in combos
+        ]
+
+    @property
+    def where(self) -> str:
+        return str(self.path) if self.path else "experiment"
+
+
+def _all_keys(combos: list[dict[str, Scalar]]) -> list[str]:
+    seen: dict[str, None] = {}
+    for combo in combos:
+        seen.update(dict.fromkeys(combo))
+    return list(seen)
+
+
+def template_fields(template: str) -> list[str]:
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as e:
+        raise ConfigError(f"command template {template!r} is invalid: {e}") from e
+    return [name for _, name, _, _ in parsed if name is not None]
+
+
+def render_command(template: str, params: dict[str, Scalar]) -> str:
+    """The template with each placeholder replaced by its shell-quoted value."""
+    out = []
+    for literal, name, spec, conversion in string.Formatter().parse(template):
+        out.append(literal)
+        if name is None:
+            continue
+        if not name:
+            raise ConfigError(f"command template {template!r}: empty placeholder {{}}")
+        value: Any = params[name]
+        if conversion == "r":
+            value = repr(value)
+        elif conversion == "s":
+            value = str(value)
+        out.append(shlex.quote(format(value, spec or "")))
+    return "".join(out)
+
+
+def parse_scalar(text: str) -> Scalar:
+    """A `--param k=v` value: bool, int, float, or else the string itself."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _line_of(source: str, key: str) -> str:
+    pattern = re.compile(rf"^\s*{re.escape(key)}\s*=", re.MULTILINE)
+    match = pattern.search(source)
+    if not match:
+        return ""
+    return f":{source.count(chr(10), 0, match.start()) + 1}"
+
+
+def _is_scalar(value: object) -> bool:
+    return isinstance(value, (str, int, float, bool))
+
+
+def default_name(path: Path) -> str:
+    stem = path.name.removesuffix(SUFFIX)
+    return re.sub(r"^\d+_", "", stem) or stem
+
+
+def load_experiment(path: Path) -> Experiment:
+    """Parse and validate an experiment file; every error names the file and line."""
+    if not path.is_file():
+        raise ConfigError(
+            f"experiment file {path} does not exist. Create one with `xp new {path}`"
+            if path.name.endswith(SUFFIX)
+            else f"experiment file {path} does not exist (experiment files end in {SUFFIX})"
+        )
+    raw = _read_toml(path)
+    source = path.read_text(encoding="utf-8", errors="replace")
+
+    def fail(key: str, message: str) -> ConfigError:
+        return ConfigError(f"{path}{_line_of(source, key)}: {message}")
+
+    unknown = [k for k in raw if k not in FIELDS]
+    if unknown:
+        valid = "; ".join(f"{k} ({v})" for k, v in FIELDS.items())
+        raise fail(unknown[0], f"unknown field '{unknown[0]}'. Valid fields: {valid}")
+    for key in ("id", "command"):
+        if key not in raw:
+            raise ConfigError(f"{path}: required field '{key}' is missing ({FIELDS[key]})")
+    for key in ("id", "name", "command", "description"):
+        if key in raw and not isinstance(raw[key], str):
+            raise fail(key, f"'{key}' must be a string, got {raw[key]!r}")
+    if not names.ID_PATTERN.match(raw["id"]):
+        raise fail("id", f"'id' must be 6 characters [a-z0-9], got {raw['id']!r}")
+    if not raw["command"].strip():
+        raise fail("command", "'command' is empty")
+    gpus = raw.get("gpus", 0)
+    if not isinstance(gpus, int) or isinstance(gpus, bool) or gpus < 0:
+        raise fail("gpus", f"'gpus' must be an integer >= 0, got {gpus!r}")
+    tags = raw.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise fail("tags", f"'tags' must be a list of strings, got {tags!r}")
+    grid_raw = raw.get("grid", {})
+    if not isinstance(grid_raw, dict):
+        raise fail("grid", f"'grid' must be a table [grid], got {grid_raw!r}")
+    grid: dict[str, list[Scalar]] = {}
+    for key, values in grid_raw.items():
+        values = values if isinstance(values, list) else [values]
+        if not values:
+            raise fail(key, f"grid.{key} is an empty list; give at least one value")
+        for index, value in enumerate(values):
+            if not _is_scalar(value):
+                raise fail(
+                    key,
+                    f"grid.{key}[{index}] is {type(value).__name__} {value!r}; grid values "
+                    "must be scalars (string, integer, float, boolean)",
+                )
+        grid[key] = values
+    runs_raw = raw.get("runs", [])
+    if not isinstance(runs_raw, list) or not all(isinstance(r, dict) for r in runs_raw):
+        raise fail("runs", "'runs' must be an array of tables [[runs]]")
+    for index, extra in enumerate(runs_raw):
+        for key, value in extra.items():
+            if not _is_scalar(value):
+                raise fail(key, f"runs[{index}].{key} is {value!r}; values must be scalars")
+    experiment = Experiment(
+        path=path,
+        id=raw["id"],
+        name=raw.get("name") or default_name(path),
+        command=raw["command"],
+        grid=grid,
+        runs=runs_raw,
+        gpus=gpus,
+        tags=tags,
+        description=raw.get("description", ""),
+    )
+    try:
+        template_fields(experiment.command)
+    except ConfigError as e:
+        raise fail("command", str(e)) from e
+    return experiment
+
+
+def find_experiment_files(root: Path, skip: tuple[Path, ...] = ()) -> list[Path]:
+    """Every experiment file in the project, skipping hidden folders and `skip`."""
+    found = []
+    skipped = {p.resolve() for p in skip}
+    for path in sorted(root.rglob(f"*{SUFFIX}")):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts[:-1]):
+            continue
+        if any(parent.resolve() in skipped for parent in path.parents):
+            continue
+        found.append(path)
+    return found
+
+
+def read_id(path: Path) -> str | None:
+    try:
+        value = _read_toml(path).get("id")
+    except ConfigError:
+        return None
+    return value if isinstance(value, str) else None
+
+
+def check_unique_id(experiment: Experiment, others: list[Path]) -> None:
+    """Two files with one ID means a copy: say which and how to give it a fresh one."""
+    assert experiment.path is not None
+    mine = experiment.path.resolve()
+    for other in others:
+        if other.resolve() != mine and read_id(other) == experiment.id:
+            raise ConfigError(
+                f"experiment ID '{experiment.id}' is used by two files: {experiment.path} and "
+                f"{other}. One was probably copied from the other; runs of both would mix. "
+                f"Give the copy a fresh ID with `xp new --reid <copy>` "
+                f"(or create copies with `xp new NEW --from {other}`)."
+            )

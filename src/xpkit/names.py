@@ -1,0 +1,131 @@
+"""Experiment IDs, trial allocation, slugs and run names.
+
+A run name is `<expid>_<trial>_<slug>`: grep for the experiment ID finds exactly that
+experiment's runs, and the trial number is unique within the experiment.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import secrets
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+from xpkit.errors import RunError, StoreError
+
+ID_ALPHABET = string.ascii_lowercase + string.digits
+ID_LENGTH = 6
+ID_PATTERN = re.compile(r"^[a-z0-9]{6}$")
+RUN_NAME_PATTERN = re.compile(r"^(?P<expid>[a-z0-9]{6})_(?P<trial>\d{3,})(?:_(?P<slug>.*))?$")
+SLUG_MAX = 60
+# Hidden bookkeeping folder of a runs root: claims, queue state; never a run.
+META_DIR = ".xp"
+
+
+def new_experiment_id(taken: set[str] | frozenset[str] = frozenset()) -> str:
+    """A fresh random experiment ID not in `taken`."""
+    while True:
+        candidate = "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_LENGTH))
+        if candidate not in taken and not candidate.isdigit():
+            return candidate
+
+
+def command_experiment_id(argv: list[str]) -> str:
+    """A stable ID for an ad-hoc command, so repeats of one command group together."""
+    normalized = " ".join(" ".join(argv).split())
+    number = int.from_bytes(hashlib.sha256(normalized.encode()).digest()[:8], "big")
+    chars = []
+    for _ in range(ID_LENGTH):
+        number, rest = divmod(number, len(ID_ALPHABET))
+        chars.append(ID_ALPHABET[rest])
+    return "".join(chars)
+
+
+def slugify(text: str, limit: int = SLUG_MAX) -> str:
+    """A file-name-safe, readable slug: letters, digits, '.', '-' only."""
+    slug = re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-.")
+    slug = re.sub(r"-{2,}", "-", slug)
+    return slug[:limit].rstrip("-.") or "run"
+
+
+def params_slug(prefix: str, params: dict[str, object]) -> str:
+    parts = [prefix] if prefix else []
+    parts += [f"{key}{_short(value)}" for key, value in params.items()]
+    return slugify("-".join(parts))
+
+
+def _short(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def run_name(expid: str, trial: int, slug: str) -> str:
+    return f"{expid}_{trial:03d}_{slug}"
+
+
+@dataclass(frozen=True)
+class ParsedName:
+    expid: str
+    trial: int
+    slug: str
+
+
+def parse_run_name(name: str) -> ParsedName | None:
+    match = RUN_NAME_PATTERN.match(name)
+    if not match:
+        return None
+    return ParsedName(match["expid"], int(match["trial"]), match["slug"] or "")
+
+
+def allocate_trial(runs_root: Path, expid: str) -> int:
+    """Claim the next trial number of `expid` by exclusive file creation.
+
+    Works across processes and across machines sharing the runs root (O_EXCL create is
+    atomic on local filesystems, NFSv3+ and sshfs); no locks, no server. Concurrent
+    callers that collide simply move on to the next number.
+    """
+    claims = runs_root / META_DIR / "trials" / expid
+    try:
+        claims.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StoreError(
+            f"runs root {runs_root} is not writable: {e.strerror}. "
+            "Set `runs = ...` in xp.toml or XP_RUNS to a folder you can write."
+        ) from e
+    trial = _highest_trial(runs_root, claims, expid) + 1
+    for _ in range(100_000):
+        try:
+            fd = os.open(claims / f"{trial:03d}", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            trial += 1
+            continue
+        except OSError as e:
+            if e.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+                raise StoreError(
+                    f"runs root {runs_root} is not writable: {e.strerror}."
+                    " Set `runs = ...` in xp.toml or XP_RUNS to a folder you can write."
+                ) from e
+            raise
+        os.write(fd, f"{os.getpid()}\n".encode())
+        os.close(fd)
+        return trial
+    raise RunError(f"could not claim a trial number for experiment {expid} in {claims}")
+
+
+def _highest_trial(runs_root: Path, claims: Path, expid: str) -> int:
+    highest = 0
+    for entry in os.scandir(claims):
+        if entry.name.isdigit():
+            highest = max(highest, int(entry.name))
+    prefix = expid + "_"
+    for entry in os.scandir(runs_root):
+        if entry.name.startswith(prefix):
+            parsed = parse_run_name(entry.name)
+            if parsed:
+                highest = max(highest, parsed.trial)
+    return highest

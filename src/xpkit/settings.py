@@ -1,0 +1,202 @@
+"""Project settings (xp.toml or [tool.xp] in pyproject.toml) and every XP_* env var.
+
+Nothing else in xpkit reads `os.environ` for its own variables: each one is declared
+here once, with its type and default.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from xpkit.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class EnvVar(Generic[T]):
+    """One environment variable: its name, how to parse it, and its default."""
+
+    name: str
+    parse: Callable[[str], T]
+    default: T
+    help: str = ""
+
+    def get(self) -> T:
+        raw = os.environ.get(self.name)
+        if raw is None or raw == "":
+            return self.default
+        try:
+            return self.parse(raw)
+        except ValueError as e:
+            raise ConfigError(
+                f"environment variable {self.name}={raw!r} is invalid: {e}. {self.help}"
+            ) from e
+
+    def is_set(self) -> bool:
+        return bool(os.environ.get(self.name))
+
+
+def _path(raw: str) -> Path:
+    return Path(raw).expanduser()
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if value <= 0:
+        raise ValueError("must be a positive number of seconds")
+    return value
+
+
+def _choice(*valid: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in valid:
+            raise ValueError(f"valid values are {', '.join(valid)}")
+        return raw
+
+    return parse
+
+
+# Set by the runner for the program it starts; read by `xp.init()` to attach.
+XP_RUN_DIR = EnvVar("XP_RUN_DIR", _path, None, "The directory of the current run.")
+XP_RUN_NAME = EnvVar("XP_RUN_NAME", str, "", "The name of the current run.")
+XP_EXPERIMENT_ID = EnvVar("XP_EXPERIMENT_ID", str, "", "The experiment ID of the current run.")
+XP_TRIAL = EnvVar("XP_TRIAL", int, 0, "The trial number of the current run.")
+# Overrides and tuning.
+XP_RUNS = EnvVar("XP_RUNS", _path, None, "Overrides the runs root of xp.toml.")
+XP_CACHE_DIR = EnvVar(
+    "XP_CACHE_DIR", _path, Path("~/.cache/xpkit").expanduser(), "Local cache (run index)."
+)
+XP_HEARTBEAT_INTERVAL = EnvVar(
+    "XP_HEARTBEAT_INTERVAL", _positive_float, 5.0, "Seconds between heartbeats of a run."
+)
+XP_HEARTBEAT_TIMEOUT = EnvVar(
+    "XP_HEARTBEAT_TIMEOUT",
+    _positive_float,
+    60.0,
+    "Seconds without heartbeat after which a running run shows as lost.",
+)
+XP_KILL_GRACE = EnvVar(
+    "XP_KILL_GRACE", _positive_float, 10.0, "Seconds between SIGINT, SIGTERM and SIGKILL."
+)
+XP_FLUSH_INTERVAL = EnvVar(
+    "XP_FLUSH_INTERVAL", _positive_float, 1.0, "Max seconds a logged metric stays in memory."
+)
+XP_GPU_PROBE = EnvVar(
+    "XP_GPU_PROBE",
+    _choice("auto", "nvml", "nvidia-smi", "none"),
+    "auto",
+    "How GPUs are found: auto (NVML, then nvidia-smi), nvml, nvidia-smi or none.",
+)
+
+CONFIG_FILE = "xp.toml"
+_KNOWN_KEYS = {
+    "runs": "folder holding all run directories (default 'runs')",
+    "workdir": "folder for snapshot worktrees (default ~/.cache/xpkit/worktrees/<project>)",
+    "link": "list of ignored folders symlinked into every snapshot worktree",
+    "experiments": "folder searched for experiment files (default 'experiments')",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings of one project."""
+
+    root: Path
+    runs: Path
+    workdir: Path
+    link: tuple[str, ...] = ()
+    experiments: Path = field(default=Path("experiments"))
+    source: Path | None = None
+
+    @property
+    def experiments_dir(self) -> Path:
+        return self.root / self.experiments
+
+
+def default_workdir(root: Path) -> Path:
+    # Outside the project on purpose: a worktree inside it would be snapshotted as an
+    # embedded repository unless ignored, and must live on a local disk anyway.
+    import hashlib
+
+    digest = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:8]
+    return XP_CACHE_DIR.get() / "worktrees" / f"{root.name}-{digest}"
+
+
+def find_project_root(start: Path) -> Path | None:
+    """The nearest folder at or above `start` holding xp.toml, [tool.xp] or .git."""
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        if (folder / CONFIG_FILE).is_file() or _has_tool_xp(folder / "pyproject.toml"):
+            return folder
+        if (folder / ".git").exists():
+            return folder
+    return None
+
+
+def _has_tool_xp(pyproject: Path) -> bool:
+    if not pyproject.is_file():
+        return False
+    try:
+        return "xp" in _read_toml(pyproject).get("tool", {})
+    except ConfigError:
+        return False
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from e
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
+
+
+def load_settings(start: Path | None = None) -> Settings:
+    """Settings of the project containing `start` (default: the current folder).
+
+    Without xp.toml or [tool.xp] the defaults apply, rooted at the git top level.
+    """
+    start = Path.cwd() if start is None else start
+    root = find_project_root(start) or start.resolve()
+    raw: dict[str, Any] = {}
+    source: Path | None = None
+    if (root / CONFIG_FILE).is_file():
+        source = root / CONFIG_FILE
+        raw = _read_toml(source)
+    elif _has_tool_xp(root / "pyproject.toml"):
+        source = root / "pyproject.toml"
+        raw = _read_toml(source)["tool"]["xp"]
+    where = str(source) if source else "defaults"
+    unknown = sorted(set(raw) - set(_KNOWN_KEYS))
+    if unknown:
+        valid = "; ".join(f"{k}: {v}" for k, v in _KNOWN_KEYS.items())
+        raise ConfigError(f"{where}: unknown setting {', '.join(unknown)}. Valid settings: {valid}")
+    for key in ("runs", "workdir", "experiments"):
+        if key in raw and not isinstance(raw[key], str):
+            raise ConfigError(f"{where}: '{key}' must be a string path, got {raw[key]!r}")
+    link = raw.get("link", [])
+    if not isinstance(link, list) or not all(isinstance(x, str) for x in link):
+        raise ConfigError(f"{where}: 'link' must be a list of folder names, got {link!r}")
+    runs_override = XP_RUNS.get()
+    runs = runs_override if runs_override else Path(raw.get("runs", "runs")).expanduser()
+    workdir = Path(raw["workdir"]).expanduser() if "workdir" in raw else default_workdir(root)
+    return Settings(
+        root=root,
+        runs=(root / runs).resolve() if not runs.is_absolute() else runs,
+        workdir=(root / workdir).resolve() if not workdir.is_absolute() else workdir,
+        link=tuple(link),
+        experiments=Path(raw.get("experiments", "experiments")),
+        source=source,
+    )

@@ -1,0 +1,1 @@
+"""Files are the truth: run directories, their index, the trash."""

@@ -1,0 +1,142 @@
+"""Create a run directory with everything known before the program starts.
+
+Shared by `xp run`, the queue (`xp submit`) and standalone `xp.init()`: claim a trial,
+create `<expid>_<trial>_<slug>` exclusively, write run.json, config.json, git.json,
+git.diff and env.json. A run directory exists only once run.json is complete.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xpkit import names
+from xpkit.capture.env import capture_env
+from xpkit.capture.git import Snapshot, repo_root, take_snapshot
+from xpkit.errors import StoreError
+from xpkit.settings import Settings
+from xpkit.store import rundir as rd
+from xpkit.store.rundir import RunDir
+
+
+@dataclass
+class Provenance:
+    """What every run of one sweep shares: code snapshot and host environment."""
+
+    project: Path
+    snapshot: Snapshot | None  # None with --no-git: no code provenance
+    env: dict[str, Any]
+    cwd: str = "."  # where the command starts, relative to the project root
+
+
+@dataclass
+class NewRun:
+    """One run to create."""
+
+    expid: str
+    slug: str
+    command: str
+    argv: list[str] | None  # set for `xp run -- CMD`: executed without a shell
+    params: dict[str, Any] = field(default_factory=dict)
+    experiment: dict[str, Any] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+    gpus: int = 0
+    sweep: str | None = None
+
+
+def ensure_runs_root(runs_root: Path) -> None:
+    try:
+        runs_root.mkdir(parents=True, exist_ok=True)
+        probe = runs_root / names.META_DIR
+        probe.mkdir(exist_ok=True)
+        if not os.access(probe, os.W_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as e:
+        raise StoreError(
+            f"runs root {runs_root} is not writable: {e.strerror}. "
+            "Set `runs = ...` in xp.toml or XP_RUNS to a folder you can write."
+        ) from e
+
+
+def create_run(
+    runs_root: Path, new: NewRun, provenance: Provenance, status: str = "queued"
+) -> RunDir:
+    """Claim a trial and write the run directory; returns it with status `status`."""
+    trial = names.allocate_trial(runs_root, new.expid)
+    name = names.run_name(new.expid, trial, new.slug)
+    snapshot = provenance.snapshot
+    run = {
+        "name": name,
+        "experiment_id": new.expid,
+        "trial": trial,
+        "slug": new.slug,
+        "experiment": new.experiment,
+        "status": status,
+        "command": new.command,
+        "argv": new.argv,
+        "params": new.params,
+        "tags": new.tags,
+        "gpus_requested": new.gpus,
+        "project": str(provenance.project),
+        "cwd": provenance.cwd,
+        "snapshot": snapshot.snapshot if snapshot else None,
+        "sweep": new.sweep,
+        "host": socket.gethostname(),
+        "user": getpass.getuser(),
+        "created": rd.now(),
+        "started": None,
+        "ended": None,
+        "duration": None,
+        "pid": None,
+        "exit_code": None,
+        "peak_rss_bytes": None,
+        "gpus": [],
+        "reason": None,
+    }
+    path = runs_root / name
+    # Write everything into a hidden staging folder first, then rename: a crash
+    # never leaves a run directory without its metadata.
+    staging = runs_root / names.META_DIR / "staging" / name
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    run_dir = RunDir.create(staging, run)
+    run_dir.write_json(rd.CONFIG_JSON, new.params)
+    run_dir.write_json(
+        rd.GIT_JSON, snapshot.to_json() if snapshot else {"provenance": "none (--no-git)"}
+    )
+    (staging / rd.GIT_DIFF).write_text(snapshot.diff if snapshot else "", encoding="utf-8")
+    run_dir.write_json(rd.ENV_JSON, provenance.env)
+    (staging / rd.OUTPUT_LOG).touch()
+    (staging / rd.METRICS).touch()
+    try:
+        os.rename(staging, path)
+    except OSError as e:
+        raise StoreError(f"cannot move new run {name} into {runs_root}: {e.strerror}") from e
+    return RunDir(path)
+
+
+def capture_provenance(settings: Settings, no_git: bool) -> Provenance:
+    """Snapshot the code (unless --no-git) and capture the host, once per sweep."""
+    cwd = Path.cwd().resolve()
+    if no_git:
+        snapshot = None
+        project = settings.root
+    else:
+        project = repo_root(settings.root)
+        snapshot = take_snapshot(project, exclude=(settings.runs, settings.workdir))
+        if snapshot.not_inlined:
+            listed = ", ".join(f["path"] for f in snapshot.not_inlined[:5])
+            warnings.warn(
+                f"{len(snapshot.not_inlined)} binary or large (>1 MiB) new file(s) are in the "
+                f"snapshot but only listed in git.diff: {listed}",
+                stacklevel=2,
+            )
+    try:
+        rel = str(cwd.relative_to(project))
+    except ValueError:
+        rel = "."
+    return Provenance(project=project, snapshot=snapshot, env=capture_env(), cwd=rel)

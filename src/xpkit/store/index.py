@@ -1,0 +1,220 @@
+"""SQLite cache of run metadata, for fast listing and filtering.
+
+Lives on local disk under XP_CACHE_DIR (never inside a runs root, which may be a
+network mount). Refreshed incrementally: a run directory is re-read only when its
+mtime changed, which every atomic metadata write (a rename into it) guarantees.
+Deleting the index loses nothing; it is rebuilt from the run directories.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xpkit import names
+from xpkit.settings import XP_CACHE_DIR
+from xpkit.store import rundir as rd
+
+SCHEMA_VERSION = 1
+# A directory modified this recently may still change within the same mtime tick.
+UNSETTLED_SECONDS = 2.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    name TEXT PRIMARY KEY,
+    experiment_id TEXT, trial INTEGER, status TEXT, experiment TEXT,
+    created REAL, started REAL, ended REAL, duration REAL, host TEXT,
+    exit_code INTEGER, params TEXT, summary TEXT, tags TEXT, command TEXT,
+    dir_mtime INTEGER, error TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_exp ON runs (experiment_id);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+"""
+
+_COLUMNS = [
+    "name",
+    "experiment_id",
+    "trial",
+    "status",
+    "experiment",
+    "created",
+    "started",
+    "ended",
+    "duration",
+    "host",
+    "exit_code",
+    "params",
+    "summary",
+    "tags",
+    "command",
+    "dir_mtime",
+    "error",
+]
+
+
+@dataclass
+class RunRow:
+    """One run as the index knows it; `status` already accounts for lost runs."""
+
+    name: str
+    experiment_id: str
+    trial: int
+    status: str
+    experiment: str
+    created: float | None
+    started: float | None
+    ended: float | None
+    duration: float | None
+    host: str | None
+    exit_code: int | None
+    params: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+    command: str = ""
+
+
+def index_path(runs_root: Path) -> Path:
+    digest = hashlib.sha1(str(runs_root.resolve()).encode()).hexdigest()[:16]
+    return XP_CACHE_DIR.get() / "index" / f"{digest}.sqlite"
+
+
+class RunIndex:
+    """The index of one runs root."""
+
+    def __init__(self, runs_root: Path, path: Path | None = None) -> None:
+        self.runs_root = runs_root
+        self.path = path or index_path(runs_root)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self._migrate()
+        self.warnings: list[str] = []
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _migrate(self) -> None:
+        self.db.executescript(_SCHEMA)
+        row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if row is None or int(row[0]) != SCHEMA_VERSION:
+            with self.db:
+                self.db.execute("DELETE FROM runs")
+                self.db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
+                )
+
+    def refresh(self) -> None:
+        """Bring the index up to date with the run directories."""
+        known = dict(self.db.execute("SELECT name, dir_mtime FROM runs").fetchall())
+        seen = set()
+        changed = []
+        settled_before = (time.time() - UNSETTLED_SECONDS) * 1e9
+        try:
+            entries = list(os.scandir(self.runs_root))
+        except FileNotFoundError:
+            entries = []
+        for entry in entries:
+            if entry.name.startswith(".") or not names.RUN_NAME_PATTERN.match(entry.name):
+                continue
+            try:
+                mtime = entry.stat().st_mtime_ns
+            except OSError:
+                continue
+            if not entry.is_dir():
+                continue
+            seen.add(entry.name)
+            if known.get(entry.name) != mtime or mtime > settled_before:
+                changed.append((entry.name, mtime))
+        gone = [name for name in known if name not in seen]
+        with self.db:
+            if gone:
+                self.db.executemany("DELETE FROM runs WHERE name=?", [(n,) for n in gone])
+            if changed:
+                rows = [self._read(name, mtime) for name, mtime in changed]
+                placeholders = ",".join("?" * len(_COLUMNS))
+                self.db.executemany(f"INSERT OR REPLACE INTO runs VALUES ({placeholders})", rows)
+        for name, error in self.db.execute("SELECT name, error FROM runs WHERE error IS NOT NULL"):
+            self.warnings.append(f"skipped run {name}: {error}")
+
+    def _read(self, name: str, mtime: int) -> tuple[Any, ...]:
+        run_dir = rd.RunDir(self.runs_root / name)
+        parsed = names.parse_run_name(name)
+        try:
+            run = run_dir.read_run()
+        except Exception as e:  # corrupt or half-written: remember why, never crash
+            return (name, parsed.expid if parsed else "", parsed.trial if parsed else 0,
+                    "corrupt", "", None, None, None, None, None, None, "{}", "{}", "[]", "",
+                    mtime, str(e).removeprefix(f"{name}: "))  # fmt: skip
+        summary = run_dir.read_optional(rd.SUMMARY_JSON, {})
+        experiment = run.get("experiment") or {}
+        return (
+            name,
+            run.get("experiment_id", ""),
+            run.get("trial", 0),
+            run.get("status", "unknown"),
+            experiment.get("name", "") if isinstance(experiment, dict) else str(experiment),
+            run.get("created"),
+            run.get("started"),
+            run.get("ended"),
+            run.get("duration"),
+            run.get("host"),
+            run.get("exit_code"),
+            json.dumps(run.get("params") or {}),
+            json.dumps(summary if isinstance(summary, dict) else {}),
+            json.dumps(run.get("tags") or []),
+            run.get("command", ""),
+            mtime,
+            None,
+        )
+
+    def rows(self, experiment_id: str | None = None) -> list[RunRow]:
+        """Every indexed run (optionally of one experiment), newest first."""
+        sql = f"SELECT {', '.join(_COLUMNS)} FROM runs WHERE error IS NULL"
+        args: tuple[Any, ...] = ()
+        if experiment_id:
+            sql += " AND experiment_id = ?"
+            args = (experiment_id,)
+        sql += " ORDER BY created DESC, name DESC"
+        result = []
+        for values in self.db.execute(sql, args):
+            data = dict(zip(_COLUMNS, values))
+            row = RunRow(
+                name=data["name"],
+                experiment_id=data["experiment_id"],
+                trial=data["trial"],
+                status=data["status"],
+                experiment=data["experiment"],
+                created=data["created"],
+                started=data["started"],
+                ended=data["ended"],
+                duration=data["duration"],
+                host=data["host"],
+                exit_code=data["exit_code"],
+                params=json.loads(data["params"]),
+                summary=json.loads(data["summary"]),
+                tags=json.loads(data["tags"]),
+                command=data["command"],
+            )
+            if row.status == "running":
+                # Heartbeats touch a file without changing the directory: read them live.
+                run_dir = rd.RunDir(self.runs_root / row.name)
+                row.status = rd.effective_status("running", run_dir.heartbeat_age(), row.started)
+            result.append(row)
+        return result
+
+
+def load_rows(runs_root: Path, experiment_id: str | None = None) -> tuple[list[RunRow], list[str]]:
+    """Refresh the index and return its rows plus warnings about skipped runs."""
+    index = RunIndex(runs_root)
+    try:
+        index.refresh()
+        return index.rows(experiment_id), index.warnings
+    finally:
+        index.close()

@@ -1,0 +1,132 @@
+"""Find runs: resolve a RUN reference, filter rows with `--where` conditions."""
+
+from __future__ import annotations
+
+import operator
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xpkit import names
+from xpkit.errors import ConfigError, RunError
+from xpkit.store.index import RunRow
+from xpkit.store.rundir import RunDir
+
+_OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    "!=": operator.ne,
+    "==": operator.eq,
+    "=": operator.eq,
+    ">": operator.gt,
+    "<": operator.lt,
+}
+_CONDITION = re.compile(r"^\s*([A-Za-z_][\w.\-/]*)\s*(>=|<=|!=|==|=|>|<)\s*(.*?)\s*$")
+
+
+@dataclass(frozen=True)
+class Condition:
+    key: str
+    op: str
+    value: Any
+
+    def matches(self, row: RunRow) -> bool:
+        actual = lookup(row, self.key)
+        if actual is None:
+            return self.op == "!="
+        expected = self.value
+        if isinstance(actual, (int, float)) and not isinstance(actual, bool):
+            if not isinstance(expected, (int, float)):
+                return self.op == "!="
+        elif isinstance(actual, bool) or isinstance(expected, bool):
+            if not isinstance(expected, bool) or not isinstance(actual, bool):
+                expected, actual = str(expected).lower(), str(actual).lower()
+        else:
+            actual, expected = str(actual), str(expected)
+        try:
+            return _OPERATORS[self.op](actual, expected)
+        except TypeError:
+            return False
+
+
+def lookup(row: RunRow, key: str) -> Any:
+    """A param, then a summary metric, then a run field, by name."""
+    if key in row.params:
+        return row.params[key]
+    if key in row.summary:
+        return row.summary[key]
+    for prefix, table in (("params.", row.params), ("summary.", row.summary)):
+        if key.startswith(prefix):
+            return table.get(key[len(prefix) :])
+    if key == "tag":
+        return ",".join(row.tags)
+    return getattr(row, key, None) if key in RunRow.__dataclass_fields__ else None
+
+
+def parse_where(text: str) -> Condition:
+    match = _CONDITION.match(text)
+    if not match:
+        raise ConfigError(
+            f"--where {text!r} is not a condition. Write KEY OP VALUE with OP one of "
+            "= != > >= < <=, e.g. --where 'lr=0.1' --where 'acc>0.9'"
+        )
+    from xpkit.experiment import parse_scalar
+
+    return Condition(match[1], match[2], parse_scalar(match[3]))
+
+
+def filter_rows(
+    rows: list[RunRow],
+    *,
+    statuses: tuple[str, ...] = (),
+    conditions: tuple[Condition, ...] = (),
+    tags: tuple[str, ...] = (),
+) -> list[RunRow]:
+    return [
+        row
+        for row in rows
+        if (not statuses or row.status in statuses)
+        and all(tag in row.tags for tag in tags)
+        and all(c.matches(row) for c in conditions)
+    ]
+
+
+def varying_params(rows: list[RunRow]) -> list[str]:
+    """Params whose values differ between the rows (the interesting columns)."""
+    keys: dict[str, None] = {}
+    for row in rows:
+        keys.update(dict.fromkeys(row.params))
+    return [k for k in keys if len({repr(r.params.get(k)) for r in rows}) > 1]
+
+
+def resolve_run(runs_root: Path, ref: str) -> RunDir:
+    """A run by full name, unique prefix, or EXPID/TRIAL."""
+    ref = ref.strip().rstrip("/")
+    if (runs_root / ref).is_dir() and names.RUN_NAME_PATTERN.match(ref):
+        return RunDir(runs_root / ref)
+    try:
+        entries = [e.name for e in os.scandir(runs_root) if not e.name.startswith(".")]
+    except FileNotFoundError:
+        entries = []
+    if "/" in ref:
+        expid, _, trial = ref.partition("/")
+        if not trial.isdigit():
+            raise RunError(f"run {ref!r}: TRIAL must be a number, as in {expid}/7")
+        candidates = [
+            n for n in entries
+            if (p := names.parse_run_name(n)) and p.expid == expid and p.trial == int(trial)
+        ]  # fmt: skip
+    else:
+        candidates = [n for n in entries if n.startswith(ref) and names.parse_run_name(n)]
+    if len(candidates) == 1:
+        return RunDir(runs_root / candidates[0])
+    if not candidates:
+        raise RunError(
+            f"no run matches {ref!r} in {runs_root}. Give a full run name, a unique prefix, "
+            "or EXPID/TRIAL (e.g. k3j9x2/4); `xp ls` lists runs."
+        )
+    shown = ", ".join(sorted(candidates)[:8])
+    raise RunError(f"{ref!r} matches {len(candidates)} runs ({shown}); give more characters")

@@ -1,0 +1,153 @@
+"""A run directory: exclusive creation, atomic JSON writes, status and heartbeat.
+
+Every metadata file is written to a temporary file, fsynced and renamed over the old
+one, so a reader sees either the old or the new content, never half of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from xpkit.errors import StoreError
+from xpkit.settings import XP_HEARTBEAT_TIMEOUT
+
+RUN_JSON = "run.json"
+CONFIG_JSON = "config.json"
+GIT_JSON = "git.json"
+GIT_DIFF = "git.diff"
+ENV_JSON = "env.json"
+OUTPUT_LOG = "output.log"
+METRICS = "metrics.jsonl"
+SUMMARY_JSON = "summary.json"
+ARTIFACTS = "artifacts"
+HEARTBEAT = ".heartbeat"
+
+ACTIVE = ("queued", "running")
+ENDED = ("finished", "failed", "killed")
+STATUSES = ("queued", "running", "finished", "failed", "killed", "lost")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so that a crash leaves either the old file or the new one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=False, default=str)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def read_json(path: Path) -> Any:
+    with path.open(encoding="utf-8") as f:
+        return json.load(f)
+
+
+def now() -> float:
+    return round(time.time(), 3)
+
+
+class RunDir:
+    """One run's directory. Cheap to construct; reads files on demand."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @classmethod
+    def create(cls, path: Path, run: dict[str, Any]) -> RunDir:
+        """Create the directory exclusively and write its first run.json."""
+        try:
+            path.mkdir(parents=False, exist_ok=False)
+        except FileExistsError as e:
+            raise StoreError(f"run directory {path} already exists") from e
+        except OSError as e:
+            raise StoreError(
+                f"cannot create run directory {path}: {e.strerror}. "
+                "Check that the runs root is writable (`runs = ...` in xp.toml or XP_RUNS)."
+            ) from e
+        rundir = cls(path)
+        (path / ARTIFACTS).mkdir()
+        rundir.write_run(run)
+        return rundir
+
+    # --- metadata -----------------------------------------------------------------
+    def read_run(self) -> dict[str, Any]:
+        try:
+            data = read_json(self.file(RUN_JSON))
+        except FileNotFoundError as e:
+            raise StoreError(f"{self.name}: run.json is missing") from e
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise StoreError(f"{self.name}: run.json is corrupt ({e})") from e
+        if not isinstance(data, dict):
+            raise StoreError(f"{self.name}: run.json is not a JSON object")
+        return data
+
+    def write_run(self, run: dict[str, Any]) -> None:
+        write_json_atomic(self.file(RUN_JSON), run)
+
+    def update_run(self, **changes: Any) -> dict[str, Any]:
+        run = self.read_run()
+        run.update(changes)
+        self.write_run(run)
+        return run
+
+    def write_json(self, name: str, data: Any) -> None:
+        write_json_atomic(self.file(name), data)
+
+    def read_optional(self, name: str, default: Any = None) -> Any:
+        try:
+            return read_json(self.file(name))
+        except (OSError, ValueError):
+            return default
+
+    # --- liveness -----------------------------------------------------------------
+    def beat(self) -> None:
+        """Refresh the heartbeat. Touching a file leaves the directory mtime alone,
+        so the index does not re-read a run on every beat."""
+        hb = self.file(HEARTBEAT)
+        try:
+            os.utime(hb)
+        except FileNotFoundError:
+            hb.touch()
+
+    def heartbeat_age(self) -> float | None:
+        try:
+            return time.time() - self.file(HEARTBEAT).stat().st_mtime
+        except OSError:
+            return None
+
+
+def effective_status(status: str, heartbeat_age: float | None, started: float | None) -> str:
+    """`running` with a stale heartbeat is `lost`: its runner died or its machine did."""
+    if status != "running":
+        return status
+    timeout = XP_HEARTBEAT_TIMEOUT.get()
+    if heartbeat_age is None:
+        age = time.time() - started if started else None
+        return "lost" if age is not None and age > timeout else status
+    return "lost" if heartbeat_age > timeout else status
+
+
+def status_of(rundir: RunDir, run: dict[str, Any]) -> str:
+    return effective_status(
+        run.get("status", "unknown"), rundir.heartbeat_age(), run.get("started")
+    )

@@ -1,0 +1,338 @@
+"""The in-process API used by training code: `run = xp.init(); run.log({...})`.
+
+Under `xp run`, `init()` attaches to the run the runner created (XP_RUN_DIR). Started
+directly (`python train.py`), it creates a standalone run with the same snapshot and
+capture, and marks it finished or failed at exit.
+
+Logged metrics are kept in memory and appended to metrics.jsonl at least every
+XP_FLUSH_INTERVAL seconds, at exit and on SIGTERM/SIGINT, so a crash loses at most
+the last second. The current run is a ContextVar, not a module global.
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import os
+import shlex
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from contextvars import ContextVar
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import IO, Any
+
+from xpkit.errors import RunError
+from xpkit.settings import XP_FLUSH_INTERVAL, XP_HEARTBEAT_INTERVAL, XP_RUN_DIR
+from xpkit.store import rundir as rd
+from xpkit.store.rundir import RunDir
+
+_current_run: ContextVar[Run | None] = ContextVar("xpkit_current_run", default=None)
+_KEY_CACHE: dict[str, str] = {}
+
+
+def current_run() -> Run | None:
+    """The run `init()` started in this context, if any."""
+    return _current_run.get()
+
+
+def _encode_key(key: str) -> str:
+    encoded = _KEY_CACHE.get(key)
+    if encoded is None:
+        import json
+
+        encoded = _KEY_CACHE[key] = json.dumps(key)
+    return encoded
+
+
+def _encode_value(value: object) -> str:
+    if type(value) is float:
+        if math.isfinite(value):
+            return repr(value)
+        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if type(value) is int:
+        return str(value)
+    import json
+
+    return json.dumps(value)
+
+
+def _scalar(key: str, value: object) -> float | int | bool | str:
+    """Accept plain numbers fast; convert numpy/torch scalars; reject the rest."""
+    if isinstance(value, (int, float, str)):  # bool is an int
+        return value
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise RunError(
+            f"run.log: metric {key!r} has a {type(value).__name__} value; log numbers "
+            "(int, float, bool, numpy or torch scalars) or strings"
+        ) from None
+
+
+class Summary(dict[str, Any]):
+    """`run.summary`: the last value of each metric unless set explicitly."""
+
+    def __init__(self, owner: Run) -> None:
+        super().__init__()
+        self._owner = owner
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self._owner._explicit[key] = value
+        self._owner._summary_dirty = True
+
+
+class Run:
+    """A run as seen from inside the training program."""
+
+    def __init__(self, run_dir: RunDir, *, owned: bool) -> None:
+        self._run_dir = run_dir
+        self._owned = owned  # standalone: this process also owns status and heartbeat
+        info = run_dir.read_run()
+        self.name: str = info["name"]
+        self.id: str = info["experiment_id"]
+        self.trial: int = info["trial"]
+        self.config: dict[str, Any] = run_dir.read_optional(rd.CONFIG_JSON, {}) or {}
+        self._explicit: dict[str, Any] = {}
+        self._last: dict[str, Any] = {}
+        existing = run_dir.read_optional(rd.SUMMARY_JSON, {}) or {}
+        self.summary = Summary(self)
+        dict.update(self.summary, existing)
+        self._summary_dirty = False
+        self._pending: deque[tuple[int, float, dict[str, Any]]] = deque()
+        self._step = 0
+        self._flush_interval = XP_FLUSH_INTERVAL.get()
+        self._last_flush = time.monotonic()
+        self._flush_lock = threading.Lock()
+        self._metrics = open(run_dir.file(rd.METRICS), "a", encoding="utf-8")  # noqa: SIM115
+        self._closed = False
+        self._failed = False
+        self._stop = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_loop, daemon=True, name="xp-flush")
+        self._flusher.start()
+
+    # --- public API -----------------------------------------------------------
+    @property
+    def dir(self) -> Path:
+        return self._run_dir.path
+
+    @property
+    def artifacts(self) -> Path:
+        path = self._run_dir.file(rd.ARTIFACTS)
+        path.mkdir(exist_ok=True)
+        return path
+
+    def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Record metric values at `step` (default: one more than the last step)."""
+        if self._closed:
+            raise RunError(f"run {self.name} is finished; log() after finish() is lost")
+        values = {}
+        for key, value in metrics.items():
+            values[key] = value if type(value) is float else _scalar(key, value)
+        if step is None:
+            step = self._step
+        self._step = step + 1
+        self._pending.append((step, time.time(), values))
+        self._last.update(values)
+        if time.monotonic() - self._last_flush >= self._flush_interval:
+            self.flush()
+
+    def set_config(self, config: Mapping[str, Any]) -> None:
+        """Merge values into the run's config and persist config.json."""
+        self.config.update(config)
+        self._run_dir.write_json(rd.CONFIG_JSON, self.config)
+
+    def flush(self) -> None:
+        """Append pending metric lines and rewrite summary.json if it changed."""
+        with self._flush_lock:
+            self._last_flush = time.monotonic()
+            pending = self._pending
+            count = len(pending)
+            if count:
+                lines = []
+                for _ in range(count):
+                    step, stamp, values = pending.popleft()
+                    fields = "".join(
+                        f", {_encode_key(k)}: {_encode_value(v)}" for k, v in values.items()
+                    )
+                    lines.append(f'{{"step": {step}, "time": {stamp:.3f}{fields}}}\n')
+                self._metrics.write("".join(lines))
+                self._metrics.flush()
+                self._summary_dirty = True
+            if self._summary_dirty and not self._metrics.closed:
+                self._summary_dirty = False
+                merged = {**dict(self.summary), **self._last, **self._explicit}
+                dict.update(self.summary, merged)
+                self._run_dir.write_json(rd.SUMMARY_JSON, merged)
+
+    def finish(self, status: str | None = None) -> None:
+        """Flush everything; a standalone run also records its final status."""
+        if self._closed:
+            return
+        self._stop.set()
+        self.flush()
+        self._closed = True
+        self._metrics.close()
+        if self._owned:
+            ended = rd.now()
+            info = self._run_dir.read_run()
+            final = status or ("failed" if self._failed else "finished")
+            self._run_dir.update_run(
+                status=final,
+                ended=ended,
+                duration=round(ended - (info.get("started") or ended), 3),
+                exit_code=0 if final == "finished" else 1,
+            )
+            _restore_streams()
+        if _current_run.get() is self:
+            _current_run.set(None)
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:  # fmt: skip
+        if exc_type is not None:
+            self._failed = True
+        status = "killed" if exc_type is KeyboardInterrupt else None
+        self.finish(status)
+
+    def __repr__(self) -> str:
+        return f"<xpkit.Run {self.name} at {self.dir}>"
+
+    # --- internals -----------------------------------------------------------
+    def _flush_loop(self) -> None:
+        beat_every = XP_HEARTBEAT_INTERVAL.get()
+        last_beat = 0.0
+        while not self._stop.wait(self._flush_interval):
+            try:
+                self.flush()
+                if self._owned and time.monotonic() - last_beat >= beat_every:
+                    self._run_dir.beat()
+                    last_beat = time.monotonic()
+            except (OSError, ValueError):
+                return  # closed underneath us at exit
+
+
+# --- process-wide hooks: exit, signals, output capture for standalone runs ------
+_saved_streams: list[tuple[str, IO[str]]] = []
+
+
+class _TeeStream:
+    """Writes to the original stream and to output.log (standalone runs)."""
+
+    def __init__(self, original: IO[str], log: IO[str]) -> None:
+        self._original, self._log = original, log
+
+    def write(self, text: str) -> int:
+        self._log.write(text)
+        self._log.flush()
+        return self._original.write(text)
+
+    def flush(self) -> None:
+        self._original.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._original, name)
+
+
+def _capture_streams(run_dir: RunDir) -> None:
+    log = open(run_dir.file(rd.OUTPUT_LOG), "a", encoding="utf-8")  # noqa: SIM115
+    for attr in ("stdout", "stderr"):
+        original = getattr(sys, attr)
+        _saved_streams.append((attr, original))
+        setattr(sys, attr, _TeeStream(original, log))
+
+
+def _restore_streams() -> None:
+    while _saved_streams:
+        attr, original = _saved_streams.pop()
+        setattr(sys, attr, original)
+
+
+def _install_exit_hooks(run: Run) -> None:
+    atexit.register(run.finish)
+    previous_hook = sys.excepthook
+
+    def excepthook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        run._failed = True
+        previous_hook(kind, value, tb)
+
+    sys.excepthook = excepthook
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(signum)
+
+        def handler(sig: int, frame: FrameType | None, previous: Any = previous) -> None:
+            run.flush()
+            if callable(previous):
+                previous(sig, frame)
+            elif previous == signal.SIG_DFL:
+                if sig == signal.SIGTERM and run._owned:
+                    run.finish("killed")
+                signal.signal(sig, signal.SIG_DFL)
+                os.kill(os.getpid(), sig)
+
+        signal.signal(signum, handler)
+
+
+def init(
+    *, config: Mapping[str, Any] | None = None, name: str | None = None,
+    tags: list[str] | None = None, no_git: bool = False,
+) -> Run:  # fmt: skip
+    """Attach to the run `xp run` started, or create a standalone run.
+
+    `config` is merged into the run's config.json; `name` and `tags` only apply to a
+    standalone run (under `xp run` they come from the experiment file or the CLI).
+    """
+    existing = _current_run.get()
+    if existing is not None and not existing._closed:
+        return existing
+    run_dir_path = XP_RUN_DIR.get()
+    if run_dir_path is not None:
+        run = Run(RunDir(run_dir_path), owned=False)
+    else:
+        run = _standalone(name, tags or [], no_git)
+    if config:
+        run.set_config(config)
+    _install_exit_hooks(run)
+    _current_run.set(run)
+    return run
+
+
+def _standalone(name: str | None, tags: list[str], no_git: bool) -> Run:
+    from xpkit import names
+    from xpkit.settings import load_settings
+    from xpkit.store.create import NewRun, capture_provenance, create_run, ensure_runs_root
+
+    settings = load_settings()
+    argv = [os.path.basename(sys.executable), *sys.argv]
+    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+    label = name or script.removesuffix(".py")
+    provenance = capture_provenance(settings, no_git)
+    ensure_runs_root(settings.runs)
+    new = NewRun(
+        expid=names.command_experiment_id(argv),
+        slug=names.slugify(label),
+        command=shlex.join(argv),
+        argv=argv,
+        experiment={"name": label, "file": None},
+        tags=tags,
+    )
+    run_dir = create_run(settings.runs, new, provenance, status="running")
+    run_dir.beat()
+    run_dir.update_run(started=rd.now(), pid=os.getpid())
+    _capture_streams(run_dir)
+    return Run(run_dir, owned=True)
