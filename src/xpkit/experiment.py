@@ -7,6 +7,7 @@ random ID, a command template, a parameter grid and explicit extra runs.
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import shlex
 import string
@@ -266,6 +267,7 @@ def check_unique_id(experiment: Experiment, others: list[Path]) -> None:
     mine = experiment.path.resolve()
     for other in others:
         if other.resolve() != mine and read_id(other) == experiment.id:
+            other = Path(os.path.relpath(other))
             raise ConfigError(
                 f"experiment ID '{experiment.id}' is used by two files: {experiment.path} and "
                 f"{other}. One was probably copied from the other; runs of both would mix. "

@@ -99,7 +99,7 @@ def take_snapshot(root: Path, exclude: tuple[Path, ...] = ()) -> Snapshot:
         else:
             os.unlink(tmp_index)
         env = {"GIT_INDEX_FILE": tmp_index, **_IDENTITY}
-        pathspec = ["."] + [f":(exclude){p}" for p in _inside(root, exclude)]
+        pathspec = ["."] + [f":(exclude,literal){p}" for p in _unignored(root, exclude)]
         git(root, "add", "-A", "--", *pathspec, env=env)
         tree = git(root, "write-tree", env=env)
     finally:
@@ -121,16 +121,21 @@ def take_snapshot(root: Path, exclude: tuple[Path, ...] = ()) -> Snapshot:
     return snap
 
 
-def _inside(root: Path, paths: tuple[Path, ...]) -> list[str]:
+def _unignored(root: Path, paths: tuple[Path, ...]) -> list[str]:
+    """The paths inside the project that git would otherwise add. Naming an ignored
+    path in a pathspec, even to exclude it, makes `git add` fail."""
     rels = []
     for path in paths:
         try:
             rel = path.resolve().relative_to(root.resolve())
         except ValueError:
             continue
-        if str(rel) != ".":
+        if str(rel) != "." and path.exists():
             rels.append(str(rel))
-    return rels
+    if not rels:
+        return []
+    ignored = git(root, "check-ignore", "--", *rels, check=False).splitlines()
+    return [r for r in rels if r not in ignored]
 
 
 def _remote_url(root: Path) -> str | None:

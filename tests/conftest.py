@@ -1,0 +1,155 @@
+"""Shared fixtures: real git projects, an isolated cache, a fake nvidia-smi, the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+XP = [sys.executable, "-m", "xpkit.cli.main"]
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test gets its own cache (index, worktrees) and no inherited run."""
+    monkeypatch.setenv("XP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("XP_GPU_PROBE", "none")
+    # `python` in commands must be this interpreter, which has xpkit installed.
+    bin_dir = str(Path(sys.executable).parent)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    for name in ("XP_RUN_DIR", "XP_RUN_NAME", "XP_EXPERIMENT_ID", "XP_TRIAL", "XP_RUNS"):
+        monkeypatch.delenv(name, raising=False)
+    yield
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout
+
+
+TRAIN_PY = textwrap.dedent(
+    """\
+    import argparse, sys, time
+    import xpkit as xp
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sleep", type=float, default=0.0)
+    args = parser.parse_args()
+    run = xp.init(config=vars(args))
+    print("started", flush=True)
+    time.sleep(args.sleep)
+    print("VERSION", open("version.txt").read().strip(), flush=True)
+    for step in range(5):
+        run.log({"loss": 1.0 / (step + 1) * args.lr, "acc": 0.5 + step * 0.1}, step=step)
+    print("done", args.lr, args.seed)
+    print("to stderr", file=sys.stderr)
+    """
+)
+
+
+@pytest.fixture
+def git_project(tmp_path: Path) -> Path:
+    """A real git repository with one commit: train.py, version.txt, an experiment."""
+    root = tmp_path / "project"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    git(root, "config", "user.name", "Test")
+    git(root, "config", "user.email", "test@example.com")
+    (root / "train.py").write_text(TRAIN_PY)
+    (root / "version.txt").write_text("v1\n")
+    (root / "xp.toml").write_text('runs = "runs"\nlink = []\n')
+    (root / ".gitignore").write_text("/runs/\n")
+    exp = root / "experiments" / "toy"
+    exp.mkdir(parents=True)
+    (exp / "01_base.xp.toml").write_text(
+        textwrap.dedent(
+            """\
+            id = "abc123"
+            name = "base"
+            command = "python train.py --lr {lr} --seed {seed}"
+            tags = ["toy"]
+
+            [grid]
+            lr = [0.1, 0.01]
+            seed = [0]
+            """
+        )
+    )
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "init")
+    return root
+
+
+@pytest.fixture
+def runs_root(git_project: Path) -> Path:
+    return git_project / "runs"
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def run_xp(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> Result:
+    """Run the real `xp` CLI in a subprocess, as a user would."""
+    proc = subprocess.run(
+        [*XP, *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def xp() -> Callable[..., Result]:
+    return run_xp
+
+
+FAKE_SMI = textwrap.dedent(
+    """\
+    #!/bin/sh
+    # A fake nvidia-smi: two GPUs, a process on GPU 1.
+    case "$*" in
+      *--query-gpu=*)
+        echo "0, GPU-aaaa, NVIDIA Fake A100, 40960, 3, 550.54.15"
+        echo "1, GPU-bbbb, NVIDIA Fake A100, 40960, 20480, 550.54.15" ;;
+      *--query-compute-apps=*)
+        echo "GPU-bbbb, 4242, 20470" ;;
+      *)
+        echo "| NVIDIA-SMI 550.54.15   Driver Version: 550.54.15   CUDA Version: 12.4 |" ;;
+    esac
+    """
+)
+
+
+@pytest.fixture
+def fake_gpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fake `nvidia-smi` first on PATH, and the probe told to use it."""
+    bin_dir = tmp_path / "fakebin"
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text(FAKE_SMI)
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("XP_GPU_PROBE", "nvidia-smi")
+    return smi

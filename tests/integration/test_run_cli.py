@@ -1,0 +1,267 @@
+"""`xp run` end to end: real git, real subprocesses, the real CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import XP, Result, git
+from xpkit.store import rundir as rd
+
+pytestmark = pytest.mark.integration
+EXP = "experiments/toy/01_base.xp.toml"
+RUN_FILES = {"run.json", "config.json", "git.json", "git.diff", "env.json", "output.log",
+             "metrics.jsonl", "summary.json", "artifacts"}  # fmt: skip
+
+
+def runs_of(runs_root: Path) -> list[Path]:
+    return (
+        sorted(p for p in runs_root.iterdir() if not p.name.startswith("."))
+        if runs_root.exists()
+        else []
+    )
+
+
+def read_run(path: Path) -> dict[str, object]:
+    return json.loads((path / rd.RUN_JSON).read_text())
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def test_experiment_sweep_records_every_run(
+    git_project: Path, runs_root: Path, xp: Callable[..., Result]
+) -> None:
+    result = xp("run", EXP, cwd=git_project, env={"MY_API_TOKEN": "supersecret"})
+    assert result.returncode == 0, result.output
+    assert "VERSION v1" in result.stdout and "to stderr" in result.stdout  # live tee
+    runs = runs_of(runs_root)
+    assert [p.name for p in runs] == ["abc123_001_base-lr0.1", "abc123_002_base-lr0.01"]
+    for path in runs:
+        assert {p.name for p in path.iterdir()} >= RUN_FILES
+        run = read_run(path)
+        assert run["status"] == "finished" and run["exit_code"] == 0
+        assert run["peak_rss_bytes"] > 1_000_000  # type: ignore[operator]
+        assert run["duration"] > 0  # type: ignore[operator]
+        log = (path / rd.OUTPUT_LOG).read_text()
+        assert "VERSION v1" in log and "to stderr" in log
+        metrics = (path / rd.METRICS).read_text().splitlines()
+        assert len(metrics) == 5
+        summary = json.loads((path / rd.SUMMARY_JSON).read_text())
+        assert summary["acc"] == pytest.approx(0.9)
+        env_text = (path / rd.ENV_JSON).read_text()
+        assert "supersecret" not in env_text
+        assert json.loads(env_text)["env"]["variables"]["MY_API_TOKEN"] == "***"
+        git_info = json.loads((path / rd.GIT_JSON).read_text())
+        assert git_info["branch"] == "main" and git_info["dirty"] is False
+    assert read_run(runs[0])["params"] == {"lr": 0.1, "seed": 0}
+    # the worktree is gone once no run needs it
+    workdirs = list((git_project.parent / "cache" / "worktrees").glob("*/*"))
+    assert workdirs == []
+    assert "worktree" not in git(git_project, "worktree", "list").split("\n", 1)[-1]
+
+    listing = xp("ls", cwd=git_project)
+    assert listing.returncode == 0
+    assert "abc123_001_base-lr0.1" in listing.stdout and "finished" in listing.stdout
+    filtered = xp("ls", "--where", "lr=0.01", "--json", cwd=git_project)
+    assert [json.loads(line)["name"] for line in filtered.stdout.splitlines()] == [
+        "abc123_002_base-lr0.01"
+    ]
+    shown = xp("show", "abc123/1", cwd=git_project)
+    assert shown.returncode == 0 and "python train.py --lr 0.1 --seed 0" in shown.stdout
+    logs = xp("logs", "abc123_002", cwd=git_project)
+    assert "VERSION v1" in logs.stdout
+
+
+def test_editing_and_committing_during_a_run_changes_nothing_it_executes(
+    git_project: Path, runs_root: Path
+) -> None:
+    proc = subprocess.Popen(
+        [*XP, "run", "--", "python", "train.py", "--sleep", "3"],
+        cwd=git_project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    wait_for(lambda: any(read_run(p).get("status") == "running" for p in runs_of(runs_root)))
+    (git_project / "version.txt").write_text("v2\n")
+    git(git_project, "commit", "-qam", "v2")
+    git(git_project, "checkout", "-q", "-b", "other")
+    (git_project / "version.txt").write_text("v3-uncommitted\n")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "VERSION v1" in out
+    (run,) = runs_of(runs_root)
+    assert "VERSION v1" in (run / rd.OUTPUT_LOG).read_text()
+
+
+def test_dirty_tree_run_leaves_index_and_stash_identical(
+    git_project: Path, runs_root: Path, xp: Callable[..., Result]
+) -> None:
+    (git_project / "version.txt").write_text("v2-dirty\n")
+    git(git_project, "add", "version.txt")
+    (git_project / "extra.py").write_text("X = 1\n")
+    (git_project / "stash.txt").write_text("s")
+    git(git_project, "stash", "push", "-u", "-q", "--", "stash.txt")
+    index = git_project / ".git" / "index"
+    before = (hashlib.sha256(index.read_bytes()).hexdigest(), git(git_project, "stash", "list"),
+              git(git_project, "status", "--porcelain"))  # fmt: skip
+    result = xp("run", "--", "python", "train.py", cwd=git_project)
+    assert result.returncode == 0, result.output
+    after = (hashlib.sha256(index.read_bytes()).hexdigest(), git(git_project, "stash", "list"),
+             git(git_project, "status", "--porcelain"))  # fmt: skip
+    assert before == after
+    assert "VERSION v2-dirty" in result.stdout
+    (run,) = runs_of(runs_root)
+    diff = (run / rd.GIT_DIFF).read_text()
+    assert "+X = 1" in diff and "+v2-dirty" in diff
+    git_info = json.loads((run / rd.GIT_JSON).read_text())
+    assert git_info["dirty"] is True
+    assert git(git_project, "show", f"{git_info['snapshot']}:extra.py") == "X = 1\n"
+
+
+def test_adhoc_commands_group_under_one_experiment_id(
+    git_project: Path, runs_root: Path, xp: Callable[..., Result]
+) -> None:
+    for _ in range(2):
+        assert (
+            xp("run", "--tag", "quick", "--", "python", "train.py", cwd=git_project).returncode == 0
+        )
+    names = [p.name for p in runs_of(runs_root)]
+    assert names[0][:6] == names[1][:6]
+    assert [n[7:10] for n in names] == ["001", "002"]
+    assert read_run(runs_of(runs_root)[0])["tags"] == ["quick"]
+
+
+def test_param_override_and_name(
+    git_project: Path, runs_root: Path, xp: Callable[..., Result]
+) -> None:
+    result = xp("run", EXP, "--param", "lr=0.5", "--name", "probe", cwd=git_project)
+    assert result.returncode == 0, result.output
+    (run,) = runs_of(runs_root)
+    assert run.name == "abc123_001_probe"
+    assert read_run(run)["params"] == {"lr": 0.5, "seed": 0}
+
+
+def test_dry_run_writes_nothing(
+    git_project: Path, runs_root: Path, xp: Callable[..., Result]
+) -> None:
+    result = xp("run", EXP, "--dry-run", cwd=git_project)
+    assert result.returncode == 0
+    assert "2 run(s)" in result.stdout and "--lr 0.01 --seed 0" in result.stdout
+    assert runs_of(runs_root) == []
+
+
+def test_link_folders_are_symlinked_into_the_worktree(
+    git_project: Path, runs_root: Path, xp: Callable[..., Result]
+) -> None:
+    (git_project / "xp.toml").write_text('runs = "runs"\nlink = ["datasets"]\n')
+    (git_project / ".gitignore").write_text("/runs/\n/datasets/\n")
+    (git_project / "datasets").mkdir()
+    (git_project / "datasets" / "d.txt").write_text("data!")
+    result = xp("run", "--", "cat", "datasets/d.txt", cwd=git_project)
+    assert result.returncode == 0, result.output
+    assert "data!" in result.stdout
+
+
+def test_failed_command_is_recorded_and_exit_code_propagates(
+    git_project: Path, runs_root: Path, xp: Callable[..., Result]
+) -> None:
+    result = xp("run", "--", "python", "-c", "import sys; sys.exit(3)", cwd=git_project)
+    assert result.returncode == 1
+    (run,) = runs_of(runs_root)
+    info = read_run(run)
+    assert info["status"] == "failed" and info["exit_code"] == 3
+    assert info["reason"] == "exit code 3"
+
+
+def test_thirty_concurrent_runs_get_distinct_trials(git_project: Path, runs_root: Path) -> None:
+    procs = [
+        subprocess.Popen(
+            [*XP, "run", "--", "true"],
+            cwd=git_project,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(30)
+    ]
+    for proc in procs:
+        assert proc.wait(timeout=240) == 0, proc.stderr.read() if proc.stderr else ""
+    trials = sorted(int(p.name.split("_")[1]) for p in runs_of(runs_root))
+    assert trials == list(range(1, 31))
+    assert all(read_run(p)["status"] == "finished" for p in runs_of(runs_root))
+
+
+def test_kill_9_of_the_runner_shows_lost(
+    git_project: Path, runs_root: Path, xp: Callable[..., Result]
+) -> None:
+    env = {**os.environ, "XP_HEARTBEAT_INTERVAL": "0.2", "XP_HEARTBEAT_TIMEOUT": "1.5"}
+    proc = subprocess.Popen([*XP, "run", "--", "sleep", "30"], cwd=git_project, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    wait_for(lambda: any(read_run(p).get("status") == "running" for p in runs_of(runs_root)))
+    (run,) = runs_of(runs_root)
+    child = read_run(run)["pid"]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    listing = xp("ls", "--json", cwd=git_project, env={"XP_HEARTBEAT_TIMEOUT": "1.5"})
+    assert json.loads(listing.stdout)["status"] == "running"
+    time.sleep(2)
+    listing = xp("ls", "--json", cwd=git_project, env={"XP_HEARTBEAT_TIMEOUT": "1.5"})
+    assert json.loads(listing.stdout)["status"] == "lost"
+    shown = xp("show", run.name, cwd=git_project, env={"XP_HEARTBEAT_TIMEOUT": "1.5"})
+    assert "lost" in shown.stdout
+    # the orphaned command was told to stop when its runner died
+    wait_for(lambda: not Path(f"/proc/{child}").exists() or _zombie(child), timeout=10)
+
+
+def _zombie(pid: object) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
+
+
+def test_ctrl_c_forwards_sigint_and_records_killed(git_project: Path, runs_root: Path) -> None:
+    script = "import signal, sys, time\n" \
+             "signal.signal(signal.SIGINT, lambda *a: (print('got SIGINT', flush=True), sys.exit(5)))\n" \
+             "print('ready', flush=True)\ntime.sleep(30)\n"  # fmt: skip
+    (git_project / "wait.py").write_text(script)
+    proc = subprocess.Popen([*XP, "run", "--", "python", "wait.py"], cwd=git_project,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    wait_for(lambda: any("ready" in (p / rd.OUTPUT_LOG).read_text() for p in runs_of(runs_root)))
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    (run,) = runs_of(runs_root)
+    info = read_run(run)
+    assert info["status"] == "killed" and info["exit_code"] == 5
+    assert "got SIGINT" in (run / rd.OUTPUT_LOG).read_text()
+
+
+def test_ctrl_c_escalates_when_the_command_ignores_it(git_project: Path, runs_root: Path) -> None:
+    (git_project / "stubborn.py").write_text(
+        "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\ntime.sleep(60)\n"
+    )
+    env = {**os.environ, "XP_KILL_GRACE": "0.5"}
+    proc = subprocess.Popen([*XP, "run", "--", "python", "stubborn.py"], cwd=git_project,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    wait_for(lambda: any("ready" in (p / rd.OUTPUT_LOG).read_text() for p in runs_of(runs_root)))
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 130
+    assert time.monotonic() - started < 10
+    (run,) = runs_of(runs_root)
+    assert read_run(run)["status"] == "killed"
+    assert read_run(run)["exit_code"] == -signal.SIGTERM

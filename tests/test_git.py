@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import git
+from xpkit.capture.git import SNAPSHOT_REF_PREFIX, repo_root, take_snapshot
+from xpkit.errors import GitError
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_clean_tree_snapshot_is_head(git_project: Path) -> None:
+    head = git(git_project, "rev-parse", "HEAD").strip()
+    snap = take_snapshot(git_project)
+    assert snap.snapshot == head
+    assert not snap.dirty
+    assert snap.branch == "main"
+    assert snap.diff == ""
+    assert git(git_project, "rev-parse", SNAPSHOT_REF_PREFIX + head).strip() == head
+
+
+def test_dirty_tree_snapshot_leaves_index_stash_and_head_alone(git_project: Path) -> None:
+    (git_project / "version.txt").write_text("v2-staged\n")
+    git(git_project, "add", "version.txt")
+    (git_project / "train.py").write_text("print('unstaged edit')\n")
+    (git_project / "stashme.txt").write_text("x")
+    git(git_project, "stash", "push", "-u", "-q", "--", "stashme.txt")
+    (git_project / "new_module.py").write_text("NEW = 1\n")
+    (git_project / "runs").mkdir()
+    (git_project / "runs" / "ignored.txt").write_text("ignored by .gitignore")
+    index = git_project / ".git" / "index"
+    before = {
+        "index": digest(index),
+        "head": git(git_project, "rev-parse", "HEAD"),
+        "stash": git(git_project, "stash", "list"),
+        "status": git(git_project, "status", "--porcelain"),
+    }
+    snap = take_snapshot(git_project)
+    after = {
+        "index": digest(index),
+        "head": git(git_project, "rev-parse", "HEAD"),
+        "stash": git(git_project, "stash", "list"),
+        "status": git(git_project, "status", "--porcelain"),
+    }
+    assert before == after
+    assert snap.dirty
+    assert git(git_project, "rev-parse", f"{snap.snapshot}^").strip() == before["head"].strip()
+    files = git(git_project, "ls-tree", "-r", "--name-only", snap.snapshot).split()
+    assert "new_module.py" in files
+    assert "stashme.txt" not in files
+    assert not any(f.startswith("runs/") for f in files)
+    assert git(git_project, "show", f"{snap.snapshot}:version.txt") == "v2-staged\n"
+    assert git(git_project, "show", f"{snap.snapshot}:train.py") == "print('unstaged edit')\n"
+    assert "+NEW = 1" in snap.diff
+    assert "+v2-staged" in snap.diff
+
+
+def test_binary_and_large_untracked_files_are_listed_not_inlined(git_project: Path) -> None:
+    (git_project / "weights.bin").write_bytes(bytes(range(256)) * 4)
+    (git_project / "big.txt").write_text("x" * 100 + "\n" * 20_000 + "y" * (1024 * 1024))
+    (git_project / "small.txt").write_text("hello\n")
+    snap = take_snapshot(git_project)
+    listed = {f["path"]: f["reason"] for f in snap.not_inlined}
+    assert listed == {"weights.bin": "binary", "big.txt": "large"}
+    assert "+hello" in snap.diff
+    assert "yyyy" not in snap.diff
+    assert "#   big.txt" in snap.diff
+
+
+def test_excluded_paths_stay_out_even_if_not_ignored(git_project: Path) -> None:
+    (git_project / "work").mkdir()
+    (git_project / "work" / "tree.txt").write_text("x")
+    snap = take_snapshot(git_project, exclude=(git_project / "work",))
+    files = git(git_project, "ls-tree", "-r", "--name-only", snap.snapshot).split()
+    assert "work/tree.txt" not in files
+
+
+def test_repository_without_commits(tmp_path: Path) -> None:
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "a.py").write_text("A = 1\n")
+    snap = take_snapshot(tmp_path)
+    assert snap.commit is None and snap.dirty
+    assert "+A = 1" in snap.diff
+
+
+def test_not_a_repository_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(GitError, match="not inside a git repository.*--no-git"):
+        repo_root(tmp_path)

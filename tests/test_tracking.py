@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from xpkit.errors import RunError
+from xpkit.store import rundir as rd
+from xpkit.store.create import NewRun, Provenance, create_run
+from xpkit.tracking import Run
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> rd.RunDir:
+    new = NewRun(expid="abc123", slug="t", command="x", argv=["x"], params={"lr": 0.1})
+    return create_run(tmp_path / "runs", new, Provenance(tmp_path, None, {}))
+
+
+def metric_lines(run_dir: rd.RunDir) -> list[dict[str, object]]:
+    return [json.loads(line) for line in run_dir.file(rd.METRICS).read_text().splitlines()]
+
+
+def test_log_flush_and_summary(run_dir: rd.RunDir) -> None:
+    run = Run(run_dir, owned=False)
+    assert run.config == {"lr": 0.1}
+    run.log({"loss": 0.5, "acc": 0.8}, step=10)
+    run.log({"loss": 0.25})  # step 11
+    run.summary["best_acc"] = 0.93
+    run.flush()
+    lines = metric_lines(run_dir)
+    assert [(line["step"], line["loss"]) for line in lines] == [(10, 0.5), (11, 0.25)]
+    assert all(isinstance(line["time"], float) for line in lines)
+    summary = json.loads(run_dir.file(rd.SUMMARY_JSON).read_text())
+    assert summary == {"loss": 0.25, "acc": 0.8, "best_acc": 0.93}
+    run.finish()
+    with pytest.raises(RunError, match="finished"):
+        run.log({"loss": 1.0})
+
+
+def test_explicit_summary_wins_over_last_value(run_dir: rd.RunDir) -> None:
+    with Run(run_dir, owned=False) as run:
+        run.summary["loss"] = 0.01
+        run.log({"loss": 0.5})
+    assert json.loads(run_dir.file(rd.SUMMARY_JSON).read_text())["loss"] == 0.01
+
+
+def test_special_values_stay_valid_json(run_dir: rd.RunDir) -> None:
+    class Scalar:  # a numpy/torch-like scalar
+        def __float__(self) -> float:
+            return 2.5
+
+    with Run(run_dir, owned=False) as run:
+        run.log({"nan": math.nan, "inf": math.inf, "flag": True, "name": 'a"b', "t": Scalar()})
+    line = metric_lines(run_dir)[0]
+    assert math.isnan(line["nan"]) and line["inf"] == math.inf  # type: ignore[arg-type]
+    assert line["flag"] is True and line["name"] == 'a"b' and line["t"] == 2.5
+
+
+def test_bad_metric_value_names_the_key(run_dir: rd.RunDir) -> None:
+    run = Run(run_dir, owned=False)
+    with pytest.raises(RunError, match="metric 'weights' has a list value"):
+        run.log({"weights": [1, 2]})
+    run.finish()
+
+
+def test_set_config_persists(run_dir: rd.RunDir) -> None:
+    run = Run(run_dir, owned=False)
+    run.set_config({"depth": 18})
+    run.finish()
+    assert json.loads(run_dir.file(rd.CONFIG_JSON).read_text()) == {"lr": 0.1, "depth": 18}
+
+
+def test_metrics_are_flushed_within_the_interval(run_dir: rd.RunDir) -> None:
+    """A log call that is not followed by another still reaches the disk in ~1 s."""
+    import time
+
+    run = Run(run_dir, owned=False)
+    run.log({"loss": 1.0})
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and not run_dir.file(rd.METRICS).read_text():
+        time.sleep(0.05)
+    assert metric_lines(run_dir) and metric_lines(run_dir)[0]["loss"] == 1.0
+    run.finish()
+
+
+def test_standalone_run_records_everything(git_project: Path) -> None:
+    """`python train.py` without xp run: a run is created with snapshot and capture."""
+    proc = subprocess.run(
+        [sys.executable, "train.py", "--lr", "0.5"],
+        cwd=git_project, capture_output=True, text=True, env=os.environ.copy(),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    (run_path,) = (git_project / "runs").glob("*_001_train")
+    run = json.loads((run_path / rd.RUN_JSON).read_text())
+    assert run["status"] == "finished"
+    assert run["pid"] and run["duration"] is not None
+    assert json.loads((run_path / rd.GIT_JSON).read_text())["branch"] == "main"
+    assert json.loads((run_path / rd.CONFIG_JSON).read_text())["lr"] == 0.5
+    assert len(metric_lines(rd.RunDir(run_path))) == 5
+    assert "done 0.5 0" in (run_path / rd.OUTPUT_LOG).read_text()
+
+
+def test_standalone_run_that_raises_is_failed(git_project: Path) -> None:
+    (git_project / "boom.py").write_text(
+        "import xpkit as xp\nrun = xp.init()\nrun.log({'x': 1})\nraise SystemError('boom')\n"
+    )
+    proc = subprocess.run([sys.executable, "boom.py"], cwd=git_project, capture_output=True)
+    assert proc.returncode == 1
+    (run_path,) = (git_project / "runs").glob("*_001_boom")
+    assert json.loads((run_path / rd.RUN_JSON).read_text())["status"] == "failed"
+    assert metric_lines(rd.RunDir(run_path))[0]["x"] == 1
