@@ -114,3 +114,24 @@ def test_standalone_run_that_raises_is_failed(git_project: Path) -> None:
     (run_path,) = (git_project / "runs").glob("*_001_boom")
     assert json.loads((run_path / rd.RUN_JSON).read_text())["status"] == "failed"
     assert metric_lines(rd.RunDir(run_path))[0]["x"] == 1
+
+
+def test_metric_names_are_escaped_and_reserved_names_refused(run_dir: rd.RunDir) -> None:
+    run = Run(run_dir, owned=False)
+    run.log({'50% "quantile"': 1.5, "n": 3})
+    with pytest.raises(RunError, match="'step' is reserved"):
+        run.log({"step": 1.0})
+    with pytest.raises(RunError, match="step must be an int"):
+        run.log({"x": 1.0}, step="3")  # type: ignore[arg-type]
+    run.finish()
+    assert metric_lines(run_dir)[0]['50% "quantile"'] == 1.5
+
+
+def test_summary_keeps_the_latest_value_across_key_sets(run_dir: rd.RunDir) -> None:
+    run = Run(run_dir, owned=False)
+    run.log({"loss": 3.0, "acc": 0.1})
+    run.log({"loss": 2.0})
+    run.log({"loss": 1.0, "acc": 0.2})
+    run.log({"loss": 0.5})
+    run.finish()
+    assert json.loads(run_dir.file(rd.SUMMARY_JSON).read_text()) == {"loss": 0.5, "acc": 0.2}

@@ -7,15 +7,32 @@ run.log({"loss": 0.3}, step=10)
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from xpkit.errors import XpError
-from xpkit.tracking import Run, current_run, init
+
+if TYPE_CHECKING:
+    from xpkit.tracking import Run, current_run, init
 
 __version__ = "0.1.0"
 __all__ = ["Run", "XpError", "__version__", "current_run", "init", "log"]
+# The tracking API loads on first use, so that the `xp` command line, which imports
+# this package too, does not pay for it.
+_LAZY = {"Run", "current_run", "init"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from xpkit import tracking
+
+        return getattr(tracking, name)
+    raise AttributeError(f"module 'xpkit' has no attribute {name!r}")
 
 
 def log(metrics: dict[str, object], step: int | None = None) -> None:
     """Log to the current run (see `init`)."""
+    from xpkit.tracking import current_run
+
     run = current_run()
     if run is None:
         raise XpError("xp.log() needs a run: call `run = xp.init()` first")

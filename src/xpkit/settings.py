@@ -15,11 +15,6 @@ from typing import Any, Generic, TypeVar
 
 from xpkit.errors import ConfigError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
-
 T = TypeVar("T")
 
 
@@ -154,6 +149,10 @@ def _has_tool_xp(pyproject: Path) -> bool:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
     try:
         with path.open("rb") as f:
             return tomllib.load(f)

@@ -12,7 +12,7 @@ the last second. The current run is a ContextVar, not a module global.
 from __future__ import annotations
 
 import atexit
-import math
+import json
 import os
 import shlex
 import signal
@@ -32,7 +32,6 @@ from xpkit.store import rundir as rd
 from xpkit.store.rundir import RunDir
 
 _current_run: ContextVar[Run | None] = ContextVar("xpkit_current_run", default=None)
-_KEY_CACHE: dict[str, str] = {}
 
 
 def current_run() -> Run | None:
@@ -40,33 +39,29 @@ def current_run() -> Run | None:
     return _current_run.get()
 
 
-def _encode_key(key: str) -> str:
-    encoded = _KEY_CACHE.get(key)
-    if encoded is None:
-        import json
+def _line_template(keys: tuple[str, ...]) -> str:
+    """A %-format template of one metrics line for this set of keys."""
+    for key in keys:
+        if not isinstance(key, str):
+            raise RunError(f"run.log: metric names must be strings, got {key!r}")
+        if key in ("step", "time"):
+            raise RunError(f"run.log: {key!r} is reserved; pass step= or use another name")
+    fields = "".join(", " + json.dumps(k).replace("%", "%%") + ": %r" for k in keys)
+    return '{"step": %d, "time": %.3f' + fields + "}\n"
 
-        encoded = _KEY_CACHE[key] = json.dumps(key)
-    return encoded
 
-
-def _encode_value(value: object) -> str:
-    if type(value) is float:
-        if math.isfinite(value):
-            return repr(value)
-        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if type(value) is int:
-        return str(value)
-    import json
-
-    return json.dumps(value)
+def _slow_line(keys: tuple[str, ...], values: tuple[Any, ...], step: int) -> str:
+    """A metrics line for values that need conversion: bools, strings, non-finite floats,
+    numpy/torch scalars. Raises for values that are not scalars."""
+    fields = "".join(
+        f", {json.dumps(key)}: {json.dumps(_scalar(key, value))}"
+        for key, value in zip(keys, values)
+    )
+    return f'{{"step": {step}, "time": {time.time():.3f}{fields}}}\n'
 
 
 def _scalar(key: str, value: object) -> float | int | bool | str:
-    """Accept plain numbers fast; convert numpy/torch scalars; reject the rest."""
+    """Accept plain numbers and strings; convert numpy/torch scalars; reject the rest."""
     if isinstance(value, (int, float, str)):  # bool is an int
         return value
     try:
@@ -76,6 +71,18 @@ def _scalar(key: str, value: object) -> float | int | bool | str:
             f"run.log: metric {key!r} has a {type(value).__name__} value; log numbers "
             "(int, float, bool, numpy or torch scalars) or strings"
         ) from None
+
+
+def _by_seq(item: tuple[tuple[str, ...], tuple[int, tuple[Any, ...]]]) -> int:
+    return item[1][0]
+
+
+def _json_safe(summary: dict[str, Any]) -> dict[str, Any]:
+    """Summary values as JSON can hold them (numpy/torch scalars become floats)."""
+    return {
+        key: value if isinstance(value, (int, float, str, type(None))) else _scalar(key, value)
+        for key, value in summary.items()
+    }
 
 
 class Summary(dict[str, Any]):
@@ -108,7 +115,10 @@ class Run:
         self.summary = Summary(self)
         dict.update(self.summary, existing)
         self._summary_dirty = False
-        self._pending: deque[tuple[int, float, dict[str, Any]]] = deque()
+        self._pending: deque[str] = deque()
+        self._templates: dict[tuple[str, ...], str] = {}
+        self._last_values: dict[tuple[str, ...], tuple[int, tuple[Any, ...]]] = {}
+        self._seq = 0
         self._step = 0
         self._flush_interval = XP_FLUSH_INTERVAL.get()
         self._last_flush = time.monotonic()
@@ -133,18 +143,31 @@ class Run:
 
     def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Record metric values at `step` (default: one more than the last step)."""
-        if self._closed:
-            raise RunError(f"run {self.name} is finished; log() after finish() is lost")
-        values = {}
-        for key, value in metrics.items():
-            values[key] = value if type(value) is float else _scalar(key, value)
         if step is None:
             step = self._step
+        elif type(step) is not int:
+            raise RunError(f"run.log: step must be an int, got {type(step).__name__} {step!r}")
         self._step = step + 1
-        self._pending.append((step, time.time(), values))
-        self._last.update(values)
-        if time.monotonic() - self._last_flush >= self._flush_interval:
-            self.flush()
+        keys = tuple(metrics)
+        template = self._templates.get(keys)
+        if template is None:
+            if self._closed:
+                raise RunError(f"run {self.name} is finished; log() after finish() is lost")
+            template = self._templates[keys] = _line_template(keys)
+        values = tuple(metrics.values())
+        # Hot path: plain finite floats and ints format straight into the line. Lines are
+        # strings, which the garbage collector does not track, so a second's worth of
+        # pending lines costs no GC time.
+        for value in values:
+            kind = type(value)
+            if not ((kind is float and value - value == 0.0) or kind is int):
+                line = _slow_line(keys, values, step)
+                break
+        else:
+            line = template % (step, time.time(), *values)
+        self._pending.append(line)
+        self._seq += 1
+        self._last_values[keys] = (self._seq, values)
 
     def set_config(self, config: Mapping[str, Any]) -> None:
         """Merge values into the run's config and persist config.json."""
@@ -157,22 +180,18 @@ class Run:
             self._last_flush = time.monotonic()
             pending = self._pending
             count = len(pending)
-            if count:
-                lines = []
-                for _ in range(count):
-                    step, stamp, values = pending.popleft()
-                    fields = "".join(
-                        f", {_encode_key(k)}: {_encode_value(v)}" for k, v in values.items()
-                    )
-                    lines.append(f'{{"step": {step}, "time": {stamp:.3f}{fields}}}\n')
-                self._metrics.write("".join(lines))
+            if count and not self._metrics.closed:
+                self._metrics.write("".join([pending.popleft() for _ in range(count)]))
                 self._metrics.flush()
                 self._summary_dirty = True
             if self._summary_dirty and not self._metrics.closed:
                 self._summary_dirty = False
+                for keys, (_, values) in sorted(self._last_values.items(), key=_by_seq):
+                    self._last.update(zip(keys, values))
+                self._last_values.clear()
                 merged = {**dict(self.summary), **self._last, **self._explicit}
                 dict.update(self.summary, merged)
-                self._run_dir.write_json(rd.SUMMARY_JSON, merged)
+                self._run_dir.write_json(rd.SUMMARY_JSON, _json_safe(merged))
 
     def finish(self, status: str | None = None) -> None:
         """Flush everything; a standalone run also records its final status."""
@@ -181,6 +200,7 @@ class Run:
         self._stop.set()
         self.flush()
         self._closed = True
+        self._templates.clear()  # the next log() call sees the run is closed
         self._metrics.close()
         if self._owned:
             ended = rd.now()

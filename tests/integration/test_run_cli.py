@@ -69,10 +69,9 @@ def test_experiment_sweep_records_every_run(
         git_info = json.loads((path / rd.GIT_JSON).read_text())
         assert git_info["branch"] == "main" and git_info["dirty"] is False
     assert read_run(runs[0])["params"] == {"lr": 0.1, "seed": 0}
-    # the worktree is gone once no run needs it
-    workdirs = list((git_project.parent / "cache" / "worktrees").glob("*/*"))
-    assert workdirs == []
-    assert "worktree" not in git(git_project, "worktree", "list").split("\n", 1)[-1]
+    # the sweep's worktree is idle (no users) once its runs are done
+    (users,) = (git_project.parent / "cache" / "worktrees").glob("*/wt-1.users")
+    assert list(users.iterdir()) == []
 
     listing = xp("ls", cwd=git_project)
     assert listing.returncode == 0

@@ -86,10 +86,21 @@ class Snapshot:
 
 def take_snapshot(root: Path, exclude: tuple[Path, ...] = ()) -> Snapshot:
     """Commit the working tree as it is now, without touching the user's index or HEAD."""
-    head = git(root, "rev-parse", "--verify", "-q", "HEAD", check=False) or None
-    branch = git(root, "symbolic-ref", "-q", "--short", "HEAD", check=False) or None
+    # One rev-parse for index path, HEAD, its tree and branch; it fails without commits.
+    facts = git(
+        root, "rev-parse", "--git-path", "index", "HEAD", "HEAD^{tree}", "--abbrev-ref", "HEAD",
+        check=False,
+    ).splitlines()  # fmt: skip
+    head: str | None = None
+    head_tree: str | None = None
+    if len(facts) == 4:
+        index_text, head, head_tree, branch_name = facts
+        branch = None if branch_name == "HEAD" else branch_name  # "HEAD": detached
+    else:  # no commits yet
+        index_text = git(root, "rev-parse", "--git-path", "index")
+        branch = git(root, "symbolic-ref", "-q", "--short", "HEAD", check=False) or None
     remote = _remote_url(root)
-    index = Path(git(root, "rev-parse", "--git-path", "index"))
+    index = Path(index_text)
     index = index if index.is_absolute() else root / index
     fd, tmp_index = tempfile.mkstemp(prefix="xp-index-")
     os.close(fd)
@@ -105,7 +116,6 @@ def take_snapshot(root: Path, exclude: tuple[Path, ...] = ()) -> Snapshot:
     finally:
         if os.path.exists(tmp_index):
             os.unlink(tmp_index)
-    head_tree = git(root, "rev-parse", f"{head}^{{tree}}") if head else None
     dirty = tree != head_tree
     if dirty or head is None:
         message = f"xp snapshot of {branch or 'detached HEAD'} at {head[:12] if head else 'root'}"
@@ -139,25 +149,19 @@ def _unignored(root: Path, paths: tuple[Path, ...]) -> list[str]:
 
 
 def _remote_url(root: Path) -> str | None:
-    remotes = git(root, "remote", check=False).split()
-    if not remotes:
-        return None
-    name = "origin" if "origin" in remotes else remotes[0]
-    return git(root, "remote", "get-url", name, check=False) or None
+    """origin's URL, else the first remote's, else None."""
+    lines = git(root, "config", "--get-regexp", r"^remote\..*\.url$", check=False).splitlines()
+    urls = dict(line.split(" ", 1) for line in lines if " " in line)
+    return urls.get("remote.origin.url") or next(iter(urls.values()), None)
 
 
 def _large_or_binary_new_files(root: Path, base: str, sha: str) -> list[dict[str, Any]]:
     """Files added by the snapshot that are binary or over INLINE_LIMIT."""
-    status = git(root, "diff", "--no-renames", "--name-status", "-z", base, sha)
-    fields = status.split("\0")
-    added = {fields[i + 1] for i in range(0, len(fields) - 1, 2) if fields[i] == "A"}
-    if not added:
-        return []
-    numstat = git(root, "diff", "--no-renames", "--numstat", "-z", base, sha)
+    numstat = git(root, "diff", "--no-renames", "--diff-filter=A", "--numstat", "-z", base, sha)
     listed = []
     for record in numstat.split("\0"):
         parts = record.split("\t")
-        if len(parts) != 3 or parts[2] not in added:
+        if len(parts) != 3:
             continue
         path = parts[2]
         try:

@@ -6,9 +6,11 @@ Tests fake GPUs with a fake `nvidia-smi` on PATH and XP_GPU_PROBE=nvidia-smi.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -54,6 +56,8 @@ def probe() -> GpuReport:
     method = XP_GPU_PROBE.get()
     if method == "none":
         return GpuReport(source="none")
+    if method == "auto" and not _driver_present() and not shutil.which("nvidia-smi"):
+        return GpuReport(source="none")  # no NVIDIA driver: skip NVML's slow failure
     if method in ("auto", "nvml"):
         try:
             return probe_nvml()
@@ -65,6 +69,12 @@ def probe() -> GpuReport:
     if method == "nvidia-smi":
         raise GpuProbeError("XP_GPU_PROBE=nvidia-smi but nvidia-smi is not on PATH")
     return GpuReport(source="none")
+
+
+def _driver_present() -> bool:
+    if sys.platform != "linux":
+        return True  # no cheap test elsewhere: let NVML decide
+    return os.path.exists("/proc/driver/nvidia") or os.path.exists("/dev/nvidiactl")
 
 
 def probe_nvml() -> GpuReport:

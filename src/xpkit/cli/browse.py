@@ -67,23 +67,20 @@ def ls_cmd(
 
     Examples: xp ls --exp k3j9x2 --status failed; xp ls --where 'lr=0.1' --where 'acc>0.9'
     """
-    from dataclasses import asdict
-
     from xpkit.settings import load_settings
     from xpkit.store.index import load_rows
     from xpkit.store.query import filter_rows, parse_where
 
     conditions = tuple(parse_where(w) for w in where)
     settings = load_settings()
-    rows, problems = load_rows(settings.runs, _experiment_filter(exp))
+    rows, problems = load_rows(settings.runs, _experiment_filter(exp), statuses)
     for problem in problems:
         click.echo(f"xp: warning: {problem}", err=True)
-    rows = filter_rows(rows, statuses=statuses, conditions=conditions, tags=tags)
+    rows = filter_rows(rows, conditions=conditions, tags=tags)
     total = len(rows)
     shown = rows[:limit] if limit > 0 else rows
     if as_json:
-        for row in shown:
-            click.echo(json.dumps(asdict(row)))
+        click.echo("\n".join(json.dumps(row.to_json()) for row in shown))
         return
     _print_table(shown)
     if total > len(shown):
@@ -91,38 +88,47 @@ def ls_cmd(
 
 
 def _print_table(rows: list[RunRow]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    from xpkit.cli.fmt import age, duration, status, value
+    from xpkit.cli.fmt import age, duration, value
     from xpkit.store.query import varying_params
 
-    # Piped output keeps whole rows on one line (for grep); a terminal wraps.
-    console = Console() if sys.stdout.isatty() else Console(width=100_000)
     if not rows:
-        console.print("no runs")
+        click.echo("no runs")
         return
     params = varying_params(rows)
     metrics: dict[str, None] = {}
     for row in rows:
         metrics.update(dict.fromkeys(k for k in row.summary if not k.startswith("_")))
     metric_names = list(metrics)[:METRIC_COLUMNS]
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("name", "status", "age", "duration", "host"):
-        table.add_column(column, no_wrap=True)
-    for column in (*params, *metric_names):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(
-            row.name,
-            status(row.status),
-            age(row.created),
-            duration(row.duration),
-            row.host or "-",
+    header = ["name", "status", "age", "duration", "host", *params, *metric_names]
+    cells = [
+        [
+            row.name, row.status, age(row.created), duration(row.duration), row.host or "-",
             *(value(row.params.get(p)) for p in params),
             *(value(row.summary.get(m)) for m in metric_names),
-        )
-    console.print(table)
+        ]
+        for row in rows
+    ]  # fmt: skip
+    if sys.stdout.isatty():
+        _print_rich_table(header, cells)
+        return
+    # Piped: plain aligned columns, one run per line, no color (for grep and awk).
+    widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header))]
+    for line in [header, *cells]:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
+
+
+def _print_rich_table(header: list[str], cells: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from xpkit.cli.fmt import status
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for index, column in enumerate(header):
+        table.add_column(column, no_wrap=index < 5, overflow="fold")
+    for line in cells:
+        table.add_row(line[0], status(line[1]), *line[2:])
+    Console().print(table)
 
 
 @click.command("show")

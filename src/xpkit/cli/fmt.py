@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-STATUS_STYLE = {
+STATUS_COLOR = {
     "queued": "cyan",
     "running": "yellow",
     "finished": "green",
     "failed": "red",
     "killed": "magenta",
-    "lost": "bold red",
+    "lost": "red",
 }
 
 
@@ -33,9 +33,8 @@ def duration(seconds: float | None) -> str:
 def age(timestamp: float | None) -> str:
     if not timestamp:
         return "-"
-    return duration(time.time() - timestamp).split(".")[0].rstrip("s") + (
-        "s ago" if time.time() - timestamp < 60 else " ago"
-    )
+    seconds = time.time() - timestamp
+    return f"{int(max(seconds, 0))}s ago" if seconds < 60 else f"{duration(seconds)} ago"
 
 
 def value(v: Any) -> str:
@@ -47,5 +46,13 @@ def value(v: Any) -> str:
 
 
 def status(text: str) -> str:
-    style = STATUS_STYLE.get(text)
-    return f"[{style}]{text}[/]" if style else text
+    """Status with rich markup (tables)."""
+    color = STATUS_COLOR.get(text)
+    return f"[{color}]{text}[/]" if color else text
+
+
+def styled_status(text: str) -> str:
+    """Status with ANSI color for click.echo (no rich import on the `xp run` path)."""
+    import click
+
+    return click.style(text, fg=STATUS_COLOR.get(text), bold=text == "lost")

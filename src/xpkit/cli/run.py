@@ -62,14 +62,11 @@ def run_cmd(
 
       xp run --name quick -- python train.py --lr 0.1
     """
-    from rich.console import Console
-
-    from xpkit.cli.fmt import duration, status
+    from xpkit.cli.fmt import duration, styled_status
     from xpkit.execute.launch import SweepRequest, plan, run_sweep
     from xpkit.settings import load_settings
     from xpkit.store.create import capture_provenance
 
-    console = Console(stderr=True, highlight=False)
     settings = load_settings()
     is_file = len(target) == 1 and target[0].endswith(".toml")
     request = SweepRequest(
@@ -91,13 +88,16 @@ def run_cmd(
     counter = iter(range(1, total + 1))
 
     def on_start(run_dir: RunDir) -> None:
-        console.rule(f"[bold]{run_dir.name}[/] ({next(counter)}/{total})")
+        header = f"── {run_dir.name} ({next(counter)}/{total}) "
+        click.secho(header.ljust(79, "─"), err=True, bold=True)
 
     def on_end(run_dir: RunDir, outcome: Outcome) -> None:
         info = run_dir.read_run()
-        console.print(
-            f"{status(info['status'])} {info['name']} in {duration(info['duration'])}"
-            + (f" ({info['reason']})" if info.get("reason") else "")
+        reason = f" ({info['reason']})" if info.get("reason") else ""
+        click.echo(
+            f"{styled_status(info['status'])} {info['name']} in "
+            f"{duration(info['duration'])}{reason}",
+            err=True,
         )
 
     results = run_sweep(settings, planned, provenance, on_start=on_start, on_end=on_end)
@@ -105,7 +105,7 @@ def run_cmd(
     for _, outcome in results:
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
     summary = ", ".join(f"{n} {s}" for s, n in counts.items())
-    console.print(f"\n{summary}. Runs are in {settings.runs} (`xp ls` lists them).")
+    click.echo(f"\n{summary}. Runs are in {settings.runs} (`xp ls` lists them).", err=True)
     if counts.get("killed"):
         sys.exit(130)
     if counts.get("failed"):

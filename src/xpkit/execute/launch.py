@@ -7,7 +7,6 @@ editing the project while they run changes nothing they execute.
 from __future__ import annotations
 
 import os
-import secrets
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,7 +50,7 @@ class PlannedRun:
 
 def plan(settings: Settings, request: SweepRequest) -> list[PlannedRun]:
     """Validate the request and expand it into runs; nothing is written."""
-    sweep = secrets.token_hex(4)
+    sweep = os.urandom(4).hex()
     if request.experiment_file is not None:
         experiment = load_experiment(request.experiment_file)
         check_unique_id(
@@ -146,5 +145,5 @@ def run_sweep(
                 break
     finally:
         if snapshot:
-            workspace.release(snapshot.snapshot, user)
+            workspace.release(tree, user)
     return results

@@ -1,9 +1,12 @@
-"""Materialize a snapshot as a git worktree, shared by every run of that snapshot.
+"""Materialize snapshots as git worktrees under the project's `workdir`.
 
-`<workdir>/<sha>/` is a detached worktree of the snapshot with the project's `link`
-folders symlinked in. Each run using it holds a file in `<sha>.users/`; the last one
-to leave removes the worktree. A small lock file (exclusive create) serializes the
-create/remove decisions between processes of this machine.
+A worktree holds one snapshot at a time and is shared by every run of that snapshot;
+each run using it holds a file in `<tree>.users/`. When no run needs it any more it
+goes idle, and the next snapshot recycles an idle worktree with an incremental
+`git checkout` (only changed files are rewritten: creating a 1,000-file checkout from
+scratch costs most of a second on slow disks). At most IDLE_KEPT idle worktrees are
+kept per project; the rest are removed. One lock file (exclusive create) serializes
+these decisions between the processes of this machine; workdir is always local.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from xpkit.capture.git import git
-from xpkit.errors import RunError
+from xpkit.errors import GitError, RunError
 
-LOCK_TIMEOUT = 120.0
+LOCK_TIMEOUT = 300.0
+IDLE_KEPT = 2
 
 
 def _pid_alive(pid: int) -> bool:
@@ -45,10 +49,7 @@ def _locked(lock: Path) -> Iterator[None]:
             break
         except FileExistsError:
             if _stale(lock):
-                try:
-                    lock.unlink()
-                except FileNotFoundError:
-                    pass
+                lock.unlink(missing_ok=True)
                 continue
             if time.monotonic() > deadline:
                 raise RunError(f"timed out waiting for workspace lock {lock}") from None
@@ -60,72 +61,113 @@ def _locked(lock: Path) -> Iterator[None]:
 
 
 def _stale(lock: Path) -> bool:
+    """A lock whose holder died on this host. An unreadable one is being written."""
     try:
         host, pid = lock.read_text().split()
     except (OSError, ValueError):
-        return False  # being written right now
+        return False
     return host == socket.gethostname() and not _pid_alive(int(pid))
 
 
 class Workspace:
-    """The worktrees of one project under its `workdir`."""
+    """The snapshot worktrees of one project."""
 
     def __init__(self, project: Path, workdir: Path, link: tuple[str, ...] = ()) -> None:
         self.project = project
         self.workdir = workdir
         self.link = link
 
-    def path(self, sha: str) -> Path:
-        return self.workdir / sha[:16]
-
     def acquire(self, sha: str, user: str) -> Path:
-        """The worktree of `sha`, created if needed, registered as used by `user`."""
+        """A worktree checked out at `sha`, registered as used by `user`."""
         try:
             self.workdir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise RunError(f"cannot create workdir {self.workdir}: {e.strerror}") from e
-        tree = self.path(sha)
-        users = tree.with_name(tree.name + ".users")
-        ready = tree.with_name(tree.name + ".ready")
-        with _locked(tree.with_name(tree.name + ".lock")):
-            if not ready.exists():
-                self._remove_tree(tree)
-                git(self.project, "worktree", "add", "--detach", "--force", str(tree), sha)
-                self._link_folders(tree)
-                ready.touch()
+        with _locked(self.workdir / ".lock"):
+            trees = self._trees()
+            tree = next((t for t in trees if self._sha(t) == sha), None)
+            if tree is None:
+                idle = [t for t in trees if not self._users(t)]
+                tree = idle[0] if idle else self._new_tree_path(trees)
+                self._check_out(tree, sha, recycle=bool(idle))
+            users = self._users_dir(tree)
             users.mkdir(exist_ok=True)
             (users / user).touch()
         return tree
 
-    def release(self, sha: str, user: str) -> None:
-        """Drop `user`'s claim; the last user removes the worktree."""
-        tree = self.path(sha)
-        users = tree.with_name(tree.name + ".users")
-        with _locked(tree.with_name(tree.name + ".lock")):
-            (users / user).unlink(missing_ok=True)
-            if users.exists() and any(users.iterdir()):
-                return
-            tree.with_name(tree.name + ".ready").unlink(missing_ok=True)
-            self._remove_tree(tree)
-            shutil.rmtree(users, ignore_errors=True)
+    def release(self, tree: Path, user: str) -> None:
+        """Drop `user`'s claim; idle worktrees beyond IDLE_KEPT are removed."""
+        with _locked(self.workdir / ".lock"):
+            (self._users_dir(tree) / user).unlink(missing_ok=True)
+            idle = [t for t in self._trees() if not self._users(t)]
+            for extra in idle[IDLE_KEPT:]:
+                self.remove(extra)
 
-    def _remove_tree(self, tree: Path) -> None:
-        if tree.exists():
-            git(self.project, "worktree", "remove", "--force", str(tree), check=False)
-            shutil.rmtree(tree, ignore_errors=True)
+    def remove(self, tree: Path) -> None:
+        git(self.project, "worktree", "remove", "--force", str(tree), check=False)
+        shutil.rmtree(tree, ignore_errors=True)
+        shutil.rmtree(self._users_dir(tree), ignore_errors=True)
+        tree.with_name(tree.name + ".sha").unlink(missing_ok=True)
         git(self.project, "worktree", "prune", check=False)
+
+    # --- bookkeeping files beside each tree -------------------------------------------
+    def _trees(self) -> list[Path]:
+        return sorted(p for p in self.workdir.glob("wt-*") if p.is_dir() and "." not in p.name)
+
+    def _new_tree_path(self, trees: list[Path]) -> Path:
+        taken = {t.name for t in trees}
+        number = 1
+        while f"wt-{number}" in taken or (self.workdir / f"wt-{number}").exists():
+            number += 1
+        return self.workdir / f"wt-{number}"
+
+    def _users_dir(self, tree: Path) -> Path:
+        return tree.with_name(tree.name + ".users")
+
+    def _users(self, tree: Path) -> list[str]:
+        try:
+            return os.listdir(self._users_dir(tree))
+        except FileNotFoundError:
+            return []
+
+    def _sha(self, tree: Path) -> str | None:
+        try:
+            return tree.with_name(tree.name + ".sha").read_text().strip() or None
+        except OSError:
+            return None
+
+    def _check_out(self, tree: Path, sha: str, *, recycle: bool) -> None:
+        marker = tree.with_name(tree.name + ".sha")
+        marker.unlink(missing_ok=True)  # a crash mid-checkout leaves no false marker
+        if recycle:
+            try:
+                git(tree, "checkout", "-q", "-f", "--detach", sha)
+                # Untracked leftovers of earlier runs go; ignored ones (caches,
+                # checkpoints) stay, as they would in the user's own checkout.
+                git(tree, "clean", "-q", "-ffd", *(f"--exclude=/{n}" for n in self.link))
+            except GitError:
+                self.remove(tree)
+                recycle = False
+        if not recycle:
+            shutil.rmtree(tree, ignore_errors=True)
+            git(self.project, "worktree", "prune", check=False)
+            git(self.project, "worktree", "add", "--detach", "--force", str(tree), sha)
+        self._link_folders(tree)
+        marker.write_text(sha + "\n")
 
     def _link_folders(self, tree: Path) -> None:
         for name in self.link:
             source = self.project / name
             target = tree / name
+            if target.is_symlink():
+                continue
             if not source.exists():
                 warnings.warn(
                     f"link folder '{name}' does not exist in {self.project}; not linked",
                     stacklevel=3,
                 )
                 continue
-            if target.exists() or target.is_symlink():
+            if target.exists():
                 warnings.warn(
                     f"link folder '{name}' is part of the snapshot; the snapshot's copy is used",
                     stacklevel=3,

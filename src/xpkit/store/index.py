@@ -13,7 +13,7 @@ import json
 import os
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +58,15 @@ _COLUMNS = [
 ]
 
 
-@dataclass
+ROW_FIELDS = _COLUMNS[:-2]  # everything but dir_mtime and error
+
+
 class RunRow:
-    """One run as the index knows it; `status` already accounts for lost runs."""
+    """One run as the index knows it; `status` already accounts for lost runs.
+
+    params, summary and tags are decoded from JSON on first use: listing 10,000 runs
+    to show 50 of them decodes 50.
+    """
 
     name: str
     experiment_id: str
@@ -73,10 +79,30 @@ class RunRow:
     duration: float | None
     host: str | None
     exit_code: int | None
-    params: dict[str, Any] = field(default_factory=dict)
-    summary: dict[str, Any] = field(default_factory=dict)
-    tags: list[str] = field(default_factory=list)
-    command: str = ""
+    command: str
+
+    def __init__(self, values: tuple[Any, ...]) -> None:
+        record = dict(zip(ROW_FIELDS, values))
+        self._params = record.pop("params")
+        self._summary = record.pop("summary")
+        self._tags = record.pop("tags")
+        self.__dict__.update(record)
+
+    @cached_property
+    def params(self) -> dict[str, Any]:
+        return json.loads(self._params)
+
+    @cached_property
+    def summary(self) -> dict[str, Any]:
+        return json.loads(self._summary)
+
+    @cached_property
+    def tags(self) -> list[str]:
+        return json.loads(self._tags)
+
+    def to_json(self) -> dict[str, Any]:
+        data = {name: getattr(self, name) for name in ROW_FIELDS}
+        return data
 
 
 def index_path(runs_root: Path) -> Path:
@@ -174,47 +200,40 @@ class RunIndex:
             None,
         )
 
-    def rows(self, experiment_id: str | None = None) -> list[RunRow]:
-        """Every indexed run (optionally of one experiment), newest first."""
-        sql = f"SELECT {', '.join(_COLUMNS)} FROM runs WHERE error IS NULL"
-        args: tuple[Any, ...] = ()
+    def rows(
+        self, experiment_id: str | None = None, statuses: tuple[str, ...] = ()
+    ) -> list[RunRow]:
+        """Indexed runs (optionally of one experiment, with given statuses), newest first."""
+        sql = f"SELECT {', '.join(ROW_FIELDS)} FROM runs WHERE error IS NULL"
+        args: list[Any] = []
         if experiment_id:
             sql += " AND experiment_id = ?"
-            args = (experiment_id,)
+            args.append(experiment_id)
+        if statuses:
+            # "lost" is stored as "running": select those and decide below.
+            stored = {("running" if s == "lost" else s) for s in statuses}
+            sql += f" AND status IN ({','.join('?' * len(stored))})"
+            args.extend(sorted(stored))
         sql += " ORDER BY created DESC, name DESC"
         result = []
         for values in self.db.execute(sql, args):
-            data = dict(zip(_COLUMNS, values))
-            row = RunRow(
-                name=data["name"],
-                experiment_id=data["experiment_id"],
-                trial=data["trial"],
-                status=data["status"],
-                experiment=data["experiment"],
-                created=data["created"],
-                started=data["started"],
-                ended=data["ended"],
-                duration=data["duration"],
-                host=data["host"],
-                exit_code=data["exit_code"],
-                params=json.loads(data["params"]),
-                summary=json.loads(data["summary"]),
-                tags=json.loads(data["tags"]),
-                command=data["command"],
-            )
+            row = RunRow(values)
             if row.status == "running":
                 # Heartbeats touch a file without changing the directory: read them live.
                 run_dir = rd.RunDir(self.runs_root / row.name)
                 row.status = rd.effective_status("running", run_dir.heartbeat_age(), row.started)
-            result.append(row)
+            if not statuses or row.status in statuses:
+                result.append(row)
         return result
 
 
-def load_rows(runs_root: Path, experiment_id: str | None = None) -> tuple[list[RunRow], list[str]]:
+def load_rows(
+    runs_root: Path, experiment_id: str | None = None, statuses: tuple[str, ...] = ()
+) -> tuple[list[RunRow], list[str]]:
     """Refresh the index and return its rows plus warnings about skipped runs."""
     index = RunIndex(runs_root)
     try:
         index.refresh()
-        return index.rows(experiment_id), index.warnings
+        return index.rows(experiment_id, statuses), index.warnings
     finally:
         index.close()

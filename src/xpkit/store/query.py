@@ -12,7 +12,7 @@ from typing import Any
 
 from xpkit import names
 from xpkit.errors import ConfigError, RunError
-from xpkit.store.index import RunRow
+from xpkit.store.index import ROW_FIELDS, RunRow
 from xpkit.store.rundir import RunDir
 
 _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
@@ -63,7 +63,7 @@ def lookup(row: RunRow, key: str) -> Any:
             return table.get(key[len(prefix) :])
     if key == "tag":
         return ",".join(row.tags)
-    return getattr(row, key, None) if key in RunRow.__dataclass_fields__ else None
+    return getattr(row, key, None) if key in ROW_FIELDS else None
 
 
 def parse_where(text: str) -> Condition:
@@ -81,16 +81,15 @@ def parse_where(text: str) -> Condition:
 def filter_rows(
     rows: list[RunRow],
     *,
-    statuses: tuple[str, ...] = (),
     conditions: tuple[Condition, ...] = (),
     tags: tuple[str, ...] = (),
 ) -> list[RunRow]:
+    if not conditions and not tags:
+        return rows
     return [
         row
         for row in rows
-        if (not statuses or row.status in statuses)
-        and all(tag in row.tags for tag in tags)
-        and all(c.matches(row) for c in conditions)
+        if all(tag in row.tags for tag in tags) and all(c.matches(row) for c in conditions)
     ]
 
 

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# `make bench`: its own virtual environment with xpkit and the anchors (MLflow, Sacred),
+# then every scenario side by side; rewrites BENCHMARKS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=.bench/venv
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --upgrade pip
+fi
+"$venv/bin/pip" install -q -e . 'mlflow>=2.10' 'sacred>=0.8'
+PATH="$PWD/$venv/bin:$PATH" "$venv/bin/python" benchmarks/bench_core.py --out BENCHMARKS.md "$@"
