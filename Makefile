@@ -23,8 +23,8 @@ demo: $(DEMO_STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/run-demo.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks examples
-	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/ruff check src tests benchmarks examples tools
+	$(BIN)/ruff format --check src tests benchmarks examples tools
 	$(BIN)/mypy
 
 test: lint
