@@ -92,7 +92,8 @@ def main() -> None:
         (project / "a.py").write_text("print('hi')\n")
         subprocess.run([*git, "add", "-A"], cwd=project, check=True)
         subprocess.run([*git, "commit", "-qm", "x"], cwd=project, check=True)
-        env = {**os.environ, "XP_CACHE_DIR": str(Path(tmp) / "cache")}
+        src = str(Path(gpus.__file__).resolve().parents[2])  # xpkit may not be installed
+        env = {**os.environ, "XP_CACHE_DIR": str(Path(tmp) / "cache"), "PYTHONPATH": src}
         started = time.perf_counter()
         run = subprocess.run(
             [sys.executable, "-m", "xpkit.cli.main", "run", "--", sys.executable, "a.py"],
