@@ -135,3 +135,15 @@ def test_summary_keeps_the_latest_value_across_key_sets(run_dir: rd.RunDir) -> N
     run.log({"loss": 0.5})
     run.finish()
     assert json.loads(run_dir.file(rd.SUMMARY_JSON).read_text()) == {"loss": 0.5, "acc": 0.2}
+
+
+def test_standalone_outside_git_says_how_to_opt_out(tmp_path: Path) -> None:
+    (tmp_path / "t.py").write_text("import xpkit as xp\nxp.init()\n")
+    proc = subprocess.run([sys.executable, "t.py"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "not inside a git repository" in proc.stderr and "no_git=True" in proc.stderr
+    ok = tmp_path / "ok.py"
+    ok.write_text("import xpkit as xp\nrun = xp.init(no_git=True)\nrun.log({'a': 1})\n")
+    assert subprocess.run([sys.executable, "ok.py"], cwd=tmp_path).returncode == 0
+    (run_path,) = [p for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".")]
+    assert json.loads((run_path / rd.RUN_JSON).read_text())["status"] == "finished"

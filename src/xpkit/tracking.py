@@ -26,7 +26,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Any
 
-from xpkit.errors import RunError
+from xpkit.errors import GitError, RunError
 from xpkit.settings import XP_FLUSH_INTERVAL, XP_HEARTBEAT_INTERVAL, XP_RUN_DIR
 from xpkit.store import rundir as rd
 from xpkit.store.rundir import RunDir
@@ -341,7 +341,10 @@ def _standalone(name: str | None, tags: list[str], no_git: bool) -> Run:
     argv = [os.path.basename(sys.executable), *sys.argv]
     script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
     label = name or script.removesuffix(".py")
-    provenance = capture_provenance(settings, no_git)
+    try:
+        provenance = capture_provenance(settings, no_git)
+    except GitError as e:
+        raise GitError(f"{e} From Python: xp.init(no_git=True).") from e
     ensure_runs_root(settings.runs)
     new = NewRun(
         expid=names.command_experiment_id(argv),
