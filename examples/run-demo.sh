@@ -9,6 +9,7 @@ git init -q -b main
 git add -A
 git -c user.name=demo -c user.email=demo@example.com commit -q -m "cifar-toy example"
 echo "== xp init"; xp init
+git add -A && git -c user.name=demo -c user.email=demo@example.com commit -q -m "xp init"
 echo "== xp run --dry-run"; xp run experiments/cifar/01_baseline.xp.toml --dry-run
 echo "== xp run"; xp run experiments/cifar/01_baseline.xp.toml
 echo "== xp ls"; xp ls
