@@ -12,8 +12,10 @@ echo "== xp init"; xp init
 git add -A && git -c user.name=demo -c user.email=demo@example.com commit -q -m "xp init"
 echo "== xp run --dry-run"; xp run experiments/cifar/01_baseline.xp.toml --dry-run
 echo "== xp run"; xp run experiments/cifar/01_baseline.xp.toml
+echo "== xp run (typed config)"; xp run experiments/cifar/02_typed.xp.toml
 echo "== xp ls"; xp ls
+echo "== xp diff"; xp diff c1fa02/1 c1fa02/4
 echo
 echo "Demo project: $project"
 echo "Its runs:     $project/runs"
-echo "Try: cd $project && xp show c1fa00/1 && xp logs c1fa00/1"
+echo "Try: cd $project && xp show c1fa00/1 && xp logs c1fa00/1 && xp rerun c1fa00/1 --check"

@@ -12,20 +12,32 @@ from typing import TYPE_CHECKING, Any
 from xpkit.errors import XpError
 
 if TYPE_CHECKING:
+    from xpkit.config.build import build, register
+    from xpkit.config.files import load_config
     from xpkit.tracking import Run, current_run, init
 
 __version__ = "0.1.0"
-__all__ = ["Run", "XpError", "__version__", "current_run", "init", "log"]
-# The tracking API loads on first use, so that the `xp` command line, which imports
-# this package too, does not pay for it.
-_LAZY = {"Run", "current_run", "init"}
+__all__ = [
+    "Run", "XpError", "__version__", "build", "current_run", "init", "load_config", "log",
+    "register",
+]  # fmt: skip
+# The API loads on first use, so that the `xp` command line, which imports this
+# package too, does not pay for it.
+_LAZY = {
+    "Run": "xpkit.tracking",
+    "current_run": "xpkit.tracking",
+    "init": "xpkit.tracking",
+    "build": "xpkit.config.build",
+    "register": "xpkit.config.build",
+    "load_config": "xpkit.config.files",
+}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        from xpkit import tracking
+        import importlib
 
-        return getattr(tracking, name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'xpkit' has no attribute {name!r}")
 
 

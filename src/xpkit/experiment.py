@@ -6,11 +6,13 @@ random ID, a command template, a parameter grid and explicit extra runs.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import os
 import re
 import shlex
 import string
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,10 @@ FIELDS = {
     "runs": "array of tables [[runs]]: explicit extra parameter sets",
     "gpus": "GPUs per run (integer >= 0)",
     "tags": "list of strings",
+    "config": "a [config] table, or the path of a JSON/YAML/TOML config file (from the "
+    "project root); grid keys with dots set config paths",
 }
+CONFIG_PLACEHOLDER = "config"  # {config} in a command: the path of the run's config.json
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ class RunSpec:
     params: dict[str, Scalar]
     command: str
     slug: str
+    config: dict[str, Any] | None = None
 
 
 @dataclass
@@ -54,9 +60,17 @@ class Experiment:
     gpus: int = 0
     tags: list[str] = field(default_factory=list)
     description: str = ""
+    config: dict[str, Any] | None = None
+    config_source: str | None = None  # where the config came from, for error messages
 
-    def expand(self, overrides: dict[str, Scalar] | None = None) -> list[RunSpec]:
-        """Every run of this experiment: the grid's cartesian product, then `[[runs]]`."""
+    def expand(
+        self, overrides: dict[str, Scalar] | None = None, sets: dict[str, Any] | None = None
+    ) -> list[RunSpec]:
+        """Every run of this experiment: the grid's cartesian product, then `[[runs]]`.
+
+        `overrides` replace grid values (`--param`); `sets` replace config values
+        (`--set`). Keys with dots address the config and must exist in it.
+        """
         overrides = overrides or {}
         grid = {k: list(v) for k, v in self.grid.items()}
         for key, value in overrides.items():
@@ -77,7 +91,7 @@ class Experiment:
                     "give it there (the grid has several values for it)"
                 )
             combos.append(combo)
-        placeholders = template_fields(self.command)
+        placeholders = [p for p in template_fields(self.command) if p != CONFIG_PLACEHOLDER]
         for index, combo in enumerate(combos):
             missing = [p for p in placeholders if p not in combo]
             if missing:
@@ -87,14 +101,32 @@ class Experiment:
                     f"value for it (parameters: {known}). Add it to [grid] or to each [[runs]]."
                 )
         varying = [k for k in _all_keys(combos) if len({repr(c.get(k)) for c in combos}) > 1]
+        sets = sets or {}
         return [
             RunSpec(
-                params=combo,
+                params={**combo, **sets},
                 command=render_command(self.command, combo),
                 slug=names.params_slug(self.name, {k: combo[k] for k in varying if k in combo}),
+                config=self.resolve_config(combo, sets),
             )
             for combo in combos
         ]
+
+    def resolve_config(
+        self, combo: dict[str, Scalar], sets: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """The config one run receives: grid keys with dots and `--set` values applied,
+        then `${...}` interpolations resolved."""
+        dotted = {k: v for k, v in combo.items() if "." in k}
+        if self.config is None:
+            if dotted or sets:
+                first = next(iter(dotted or sets))
+                raise ConfigError(
+                    f"{self.where}: '{first}' sets a config value, but this experiment has no "
+                    'config; add a [config] table or `config = "path/to/config.yaml"`'
+                )
+            return None
+        return apply_sets(self.config, {**dotted, **sets}, self.config_source or self.where)
 
     @property
     def where(self) -> str:
@@ -106,6 +138,24 @@ def _all_keys(combos: list[dict[str, Scalar]]) -> list[str]:
     for combo in combos:
         seen.update(dict.fromkeys(combo))
     return list(seen)
+
+
+def apply_sets(config: dict[str, Any], sets: dict[str, Any], where: str) -> dict[str, Any]:
+    """A copy of `config` with each existing path set, interpolations resolved."""
+    from xpkit.config import paths
+    from xpkit.config.build import resolve_interpolations
+
+    result = copy.deepcopy(config)
+    for path, value in sets.items():
+        try:
+            paths.set_existing(result, path, value)
+        except paths.PathError as e:
+            raise ConfigError(
+                f"cannot set '{path}': {e} (config from {where}). Set only paths the config "
+                "has; add new ones to the config itself"
+            ) from None
+    resolved: dict[str, Any] = resolve_interpolations(result, where)
+    return resolved
 
 
 def template_fields(template: str) -> list[str]:
@@ -122,6 +172,9 @@ def render_command(template: str, params: dict[str, Scalar]) -> str:
     for literal, name, spec, conversion in string.Formatter().parse(template):
         out.append(literal)
         if name is None:
+            continue
+        if name == CONFIG_PLACEHOLDER:
+            out.append('"$XP_CONFIG"')  # known once the run directory exists; the shell expands it
             continue
         if not name:
             raise ConfigError(f"command template {template!r}: empty placeholder {{}}")
@@ -164,7 +217,7 @@ def default_name(path: Path) -> str:
     return re.sub(r"^\d+_", "", stem) or stem
 
 
-def load_experiment(path: Path) -> Experiment:
+def load_experiment(path: Path, root: Path | None = None) -> Experiment:
     """Parse and validate an experiment file; every error names the file and line."""
     if not path.is_file():
         raise ConfigError(
@@ -221,6 +274,9 @@ def load_experiment(path: Path) -> Experiment:
         for key, value in extra.items():
             if not _is_scalar(value):
                 raise fail(key, f"runs[{index}].{key} is {value!r}; values must be scalars")
+    if CONFIG_PLACEHOLDER in grid or any(CONFIG_PLACEHOLDER in r for r in runs_raw):
+        raise fail(CONFIG_PLACEHOLDER, "'config' is reserved for {config}; rename the parameter")
+    config, config_source = _experiment_config(raw.get("config"), path, root, fail)
     experiment = Experiment(
         path=path,
         id=raw["id"],
@@ -231,12 +287,31 @@ def load_experiment(path: Path) -> Experiment:
         gpus=gpus,
         tags=tags,
         description=raw.get("description", ""),
+        config=config,
+        config_source=config_source,
     )
     try:
         template_fields(experiment.command)
     except ConfigError as e:
         raise fail("command", str(e)) from e
     return experiment
+
+
+def _experiment_config(
+    value: Any, path: Path, root: Path | None, fail: Callable[[str, str], ConfigError]
+) -> tuple[dict[str, Any] | None, str | None]:
+    if value is None:
+        return None, None
+    if isinstance(value, dict):
+        return value, f"{path} [config]"
+    if not isinstance(value, str):
+        raise fail("config", f"'config' must be a table or a file path, got {value!r}")
+    from xpkit.config.files import load_config
+
+    config_path = (root or Path.cwd()) / value
+    if not config_path.is_file():
+        raise fail("config", f"config file '{value}' not found (looked for {config_path})")
+    return load_config(config_path), str(config_path)
 
 
 def find_experiment_files(root: Path, skip: tuple[Path, ...] = ()) -> list[Path]:

@@ -53,8 +53,9 @@ def slugify(text: str, limit: int = SLUG_MAX) -> str:
 
 
 def params_slug(prefix: str, params: dict[str, object]) -> str:
+    """`resnet18-lr0.1-seed2`; a config path contributes its last part (`optim.lr` → lr)."""
     parts = [prefix] if prefix else []
-    parts += [f"{key}{_short(value)}" for key, value in params.items()]
+    parts += [f"{key.rsplit('.', 1)[-1]}{_short(value)}" for key, value in params.items()]
     return slugify("-".join(parts))
 
 

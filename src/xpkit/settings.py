@@ -67,6 +67,7 @@ XP_RUN_DIR = EnvVar("XP_RUN_DIR", _path, None, "The directory of the current run
 XP_RUN_NAME = EnvVar("XP_RUN_NAME", str, "", "The name of the current run.")
 XP_EXPERIMENT_ID = EnvVar("XP_EXPERIMENT_ID", str, "", "The experiment ID of the current run.")
 XP_TRIAL = EnvVar("XP_TRIAL", int, 0, "The trial number of the current run.")
+XP_CONFIG = EnvVar("XP_CONFIG", _path, None, "The resolved config.json of the current run.")
 # Overrides and tuning.
 XP_RUNS = EnvVar("XP_RUNS", _path, None, "Overrides the runs root of xp.toml.")
 XP_CACHE_DIR = EnvVar(
@@ -149,17 +150,24 @@ def _has_tool_xp(pyproject: Path) -> bool:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: not UTF-8 text ({e.reason})") from e
+    return _read_toml_text(text, str(path))
+
+
+def _read_toml_text(text: str, where: str) -> dict[str, Any]:
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover
         import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
     try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: invalid TOML: {e}") from e
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
+        raise ConfigError(f"{where}: invalid TOML: {e}") from e
 
 
 def load_settings(start: Path | None = None) -> Settings:

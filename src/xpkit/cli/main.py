@@ -20,6 +20,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "ls": ("xpkit.cli.browse", "ls_cmd", "List runs, newest first."),
     "show": ("xpkit.cli.browse", "show_cmd", "Show everything about one run."),
     "logs": ("xpkit.cli.browse", "logs_cmd", "Print or follow a run's output.log."),
+    "diff": ("xpkit.cli.compare", "diff_cmd", "Show what differs between two runs."),
+    "rerun": ("xpkit.cli.compare", "rerun_cmd", "Run a run again from its snapshot; --check it."),
+    "schema": ("xpkit.cli.config", "schema_cmd", "Print the JSON Schema of a class's config."),
 }
 
 

@@ -27,6 +27,23 @@ def _parse_params(pairs: tuple[str, ...]) -> dict[str, object]:
     return params
 
 
+def _parse_sets(pairs: tuple[str, ...]) -> dict[str, object]:
+    """--set PATH=VALUE, VALUE as JSON (1e-3 a float, true a bool, "18" a string);
+    what is not JSON is taken as a plain string."""
+    import json
+
+    sets: dict[str, object] = {}
+    for pair in pairs:
+        path, sep, raw = pair.partition("=")
+        if not sep or not path.strip():
+            raise ConfigError(f"--set {pair!r}: write PATH=VALUE, e.g. --set optim.lr=1e-3")
+        try:
+            sets[path.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            sets[path.strip()] = raw
+    return sets
+
+
 @click.command(
     "run",
     context_settings={"ignore_unknown_options": True},
@@ -40,6 +57,13 @@ def _parse_params(pairs: tuple[str, ...]) -> dict[str, object]:
     metavar="KEY=VALUE",
     help="Set a parameter; overrides the grid (repeatable).",
 )
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="PATH=VALUE",
+    help="Set a config value, parsed as JSON: --set optim.lr=1e-3 (repeatable).",
+)
 @click.option("--dry-run", is_flag=True, help="Print what would run; run and write nothing.")
 @click.option("--no-git", is_flag=True, help="Run outside git: no snapshot, no code provenance.")
 @click.argument("target", nargs=-1, type=click.UNPROCESSED, required=True)
@@ -47,6 +71,7 @@ def run_cmd(
     name: str | None,
     tags: tuple[str, ...],
     params: tuple[str, ...],
+    sets: tuple[str, ...],
     dry_run: bool,
     no_git: bool,
     target: tuple[str, ...],
@@ -59,6 +84,8 @@ def run_cmd(
       xp run experiments/cifar/01_baseline.xp.toml --dry-run
 
       xp run experiments/cifar/01_baseline.xp.toml --param seed=3
+
+      xp run experiments/cifar/02_config.xp.toml --set optim.lr=1e-3
 
       xp run --name quick -- python train.py --lr 0.1
     """
@@ -73,6 +100,7 @@ def run_cmd(
         experiment_file=Path(target[0]) if is_file else None,
         argv=None if is_file else list(target),
         params=_parse_params(params),
+        sets=_parse_sets(sets),
         name=name,
         tags=list(tags),
         no_git=no_git,

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import os
 import shlex
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from xpkit import names
-from xpkit.errors import RunError
+from xpkit.capture.env import capture_env
+from xpkit.capture.git import Snapshot, repo_root, snapshot_exists
+from xpkit.errors import ConfigError, RunError
 from xpkit.execute.runner import Outcome, Runner
 from xpkit.execute.workspace import Workspace
 from xpkit.experiment import (
@@ -24,6 +27,7 @@ from xpkit.experiment import (
     load_experiment,
 )
 from xpkit.settings import Settings
+from xpkit.store import rundir as rd
 from xpkit.store.create import NewRun, Provenance, create_run, ensure_runs_root
 from xpkit.store.rundir import RunDir
 
@@ -35,6 +39,7 @@ class SweepRequest:
     experiment_file: Path | None = None
     argv: list[str] | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    sets: dict[str, Any] = field(default_factory=dict)  # --set config.path=value
     name: str | None = None
     tags: list[str] = field(default_factory=list)
     no_git: bool = False
@@ -52,7 +57,7 @@ def plan(settings: Settings, request: SweepRequest) -> list[PlannedRun]:
     """Validate the request and expand it into runs; nothing is written."""
     sweep = os.urandom(4).hex()
     if request.experiment_file is not None:
-        experiment = load_experiment(request.experiment_file)
+        experiment = load_experiment(request.experiment_file, settings.root)
         check_unique_id(
             experiment,
             find_experiment_files(settings.root, skip=(settings.runs, settings.workdir)),
@@ -65,16 +70,22 @@ def plan(settings: Settings, request: SweepRequest) -> list[PlannedRun]:
                     command=spec.command,
                     argv=None,
                     params=spec.params,
+                    config=spec.config,
                     experiment=_experiment_ref(settings, experiment),
                     tags=[*experiment.tags, *request.tags],
                     gpus=experiment.gpus,
                     sweep=sweep,
                 )
             )
-            for spec in experiment.expand(request.params)
+            for spec in experiment.expand(request.params, request.sets)
         ]
     if not request.argv:
         raise RunError("nothing to run: give an experiment file or `-- COMMAND ...`")
+    if request.sets:
+        raise ConfigError(
+            f"--set {next(iter(request.sets))}=...: an ad-hoc command has no config to set; "
+            'give the config in an experiment file ([config] or config = "file")'
+        )
     argv = list(request.argv)
     command = shlex.join(argv)
     expid = names.command_experiment_id(argv)
@@ -94,6 +105,53 @@ def plan(settings: Settings, request: SweepRequest) -> list[PlannedRun]:
             )
         )
     ]
+
+
+def plan_rerun(settings: Settings, original: RunDir) -> tuple[PlannedRun, Provenance]:
+    """The same snapshot, command, params and config as `original`, as a new trial of
+    its experiment; the host environment is captured afresh."""
+    run = original.read_run()
+    git_info = original.read_optional(rd.GIT_JSON, {}) or {}
+    snapshot = None
+    project = settings.root
+    if run.get("snapshot"):
+        project = repo_root(settings.root)
+        if not snapshot_exists(project, run["snapshot"]):
+            raise RunError(
+                f"{original.name}: its snapshot {run['snapshot'][:12]} is not in the repository "
+                f"{project}; run `xp rerun` in the project it came from (or fetch "
+                "refs/xp/snapshots/* from there)"
+            )
+        snapshot = Snapshot(
+            commit=git_info.get("commit"),
+            branch=git_info.get("branch"),
+            remote=git_info.get("remote"),
+            dirty=bool(git_info.get("dirty")),
+            snapshot=run["snapshot"],
+            not_inlined=git_info.get("not_inlined", []),
+            diff=original.file(rd.GIT_DIFF).read_text(encoding="utf-8", errors="replace"),
+        )
+    else:
+        warnings.warn(
+            f"{original.name} has no code provenance (--no-git): the rerun uses the files "
+            "as they are now",
+            stacklevel=2,
+        )
+    new = NewRun(
+        expid=run["experiment_id"],
+        slug=run.get("slug") or "rerun",
+        command=run["command"],
+        argv=run.get("argv"),
+        params=run.get("params") or {},
+        config=original.read_optional(rd.CONFIG_JSON),
+        experiment=run.get("experiment") or {},
+        tags=run.get("tags") or [],
+        gpus=run.get("gpus_requested") or 0,
+        sweep=os.urandom(4).hex(),
+        rerun_of=original.name,
+    )
+    provenance = Provenance(project, snapshot, capture_env(), cwd=run.get("cwd") or ".")
+    return PlannedRun(new), provenance
 
 
 def _experiment_ref(settings: Settings, experiment: Experiment) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from typing import IO, Any
 
 from xpkit.errors import RunError
 from xpkit.settings import (
+    XP_CONFIG,
     XP_EXPERIMENT_ID,
     XP_HEARTBEAT_INTERVAL,
     XP_KILL_GRACE,
@@ -88,6 +89,7 @@ def child_environment(run: dict[str, Any], run_dir: Path, extra: dict[str, str])
     env[XP_RUN_NAME.name] = run["name"]
     env[XP_EXPERIMENT_ID.name] = run["experiment_id"]
     env[XP_TRIAL.name] = str(run["trial"])
+    env[XP_CONFIG.name] = str(run_dir / rd.CONFIG_JSON)
     env.setdefault("PYTHONUNBUFFERED", "1")  # live output through the pipe
     return env
 

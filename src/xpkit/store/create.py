@@ -43,10 +43,12 @@ class NewRun:
     command: str
     argv: list[str] | None  # set for `xp run -- CMD`: executed without a shell
     params: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] | None = None  # None: the program's config is its params
     experiment: dict[str, Any] = field(default_factory=dict)
     tags: list[str] = field(default_factory=list)
     gpus: int = 0
     sweep: str | None = None
+    rerun_of: str | None = None  # the run this one repeats (`xp rerun`)
 
 
 def ensure_runs_root(runs_root: Path) -> None:
@@ -86,6 +88,7 @@ def create_run(
         "cwd": provenance.cwd,
         "snapshot": snapshot.snapshot if snapshot else None,
         "sweep": new.sweep,
+        "rerun_of": new.rerun_of,
         "host": socket.gethostname(),
         "user": getpass.getuser(),
         "created": rd.now(),
@@ -104,7 +107,7 @@ def create_run(
     staging = runs_root / names.META_DIR / "staging" / name
     staging.parent.mkdir(parents=True, exist_ok=True)
     run_dir = RunDir.create(staging, run)
-    run_dir.write_json(rd.CONFIG_JSON, new.params)
+    run_dir.write_json(rd.CONFIG_JSON, new.params if new.config is None else new.config)
     run_dir.write_json(
         rd.GIT_JSON, snapshot.to_json() if snapshot else {"provenance": "none (--no-git)"}
     )

@@ -1,0 +1,1 @@
+"""Dependency injection: configs (JSON/YAML/TOML) → type-checked objects."""
