@@ -3,10 +3,11 @@ observer), alternating tools within each repetition; medians and ratios.
 
     make bench            # or: bash benchmarks/run.sh [--reps N]
 
-Scenarios (issue 2):
+Scenarios:
   1. per-run overhead, whole process, in a project of 1,000 files with a dirty tree;
   2. run.log of one scalar per call, against mlflow.log_metric and Sacred's log_scalar;
-  3. `xp ls` over 10,000 runs (10 params, 3 metrics each), cold and warm index.
+  3. `xp ls` over 10,000 runs (10 params, 3 metrics each), cold and warm index;
+  4. building a 1,000-node config (and Hydra's instantiate), `xp diff` of big configs.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import textwrap
 import time
 from importlib import metadata
 from pathlib import Path
+
+from bench_config import scenario_config
 
 PARAMS = {f"p{i}": i for i in range(10)}
 
@@ -264,6 +267,8 @@ def machine() -> str:
 
 def render(results: dict[str, dict[str, object]], reps: int, elapsed: float) -> str:
     o, lg, ls = results["overhead"], results["logging"], results["listing"]
+    cfg = results["config"]
+    builds: dict[str, float] = cfg["build"]  # type: ignore[assignment]
     om: dict[str, float] = o["medians"]  # type: ignore[assignment]
     rates: dict[str, float] = lg["calls_per_s"]  # type: ignore[assignment]
     calls: dict[str, int] = lg["calls"]  # type: ignore[assignment]
@@ -309,6 +314,17 @@ def render(results: dict[str, dict[str, object]], reps: int, elapsed: float) -> 
         f"| warm index | {ls['warm_s']:.3f} | < 0.5 s |",
         f"| warm, `--where p3=4 --where 'acc>0.5' --limit 0` | {ls['warm_where_s']:.3f} | |",
         "",
+        "## 4. Configs",
+        "",
+        "| case | median s | target |",
+        "| --- | ---: | --- |",
+        *(
+            f"| {name}, 1,000 nodes | {value:.4f} | < 0.2 s (xpkit) |"
+            for name, value in builds.items()
+        ),
+        f"| `xp diff` of two runs with 10,000-line configs (whole process) | {cfg['diff_s']:.3f} "
+        "| < 1 s |",
+        "",
         "Command: `make bench`.",
         "",
     ]
@@ -327,6 +343,7 @@ def main() -> None:
             "overhead": scenario_overhead(work, args.reps),
             "logging": scenario_logging(work, args.reps),
             "listing": scenario_listing(work, args.reps),
+            "config": scenario_config(work, args.reps),
         }
     report = render(results, args.reps, time.perf_counter() - started)
     print(report)
