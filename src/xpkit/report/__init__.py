@@ -1,0 +1,1 @@
+"""Roll-ups: group runs, aggregate over seeds, render Markdown reports with curves."""

@@ -1,0 +1,127 @@
+"""Metric curves of runs, read through a per-run cache.
+
+metrics.jsonl is append-only, so the cache (tables beside the run index, on local
+disk) remembers how many bytes of each run's file it has parsed and parses only what
+was appended since. Curves are stored as packed arrays: loading 1,000 runs × 1,000
+points is a memcpy per curve, not a million json.loads.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from array import array
+from collections.abc import Iterable
+from pathlib import Path
+
+from xpkit.store import rundir as rd
+from xpkit.store.index import index_path
+
+Curve = tuple[array, array]  # steps ('q'), values ('d')
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS curve_files (name TEXT PRIMARY KEY, inode INTEGER, offset INTEGER);
+CREATE TABLE IF NOT EXISTS curves (
+    name TEXT, metric TEXT, steps BLOB, vals BLOB, PRIMARY KEY (name, metric)
+);
+"""
+
+
+class CurveCache:
+    def __init__(self, runs_root: Path) -> None:
+        self.runs_root = runs_root
+        path = index_path(runs_root)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, timeout=30)
+        self.db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def curves(self, names: Iterable[str]) -> dict[str, dict[str, Curve]]:
+        """Every numeric metric's curve, per run."""
+        result = {}
+        with self.db:
+            for name in names:
+                result[name] = self._run_curves(name)
+        return result
+
+    def _run_curves(self, name: str) -> dict[str, Curve]:
+        path = self.runs_root / name / rd.METRICS
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return {}
+        row = self.db.execute(
+            "SELECT inode, offset FROM curve_files WHERE name=?", (name,)
+        ).fetchone()
+        cached = self._load(name)
+        offset = 0
+        if row and row[0] == stat.st_ino and row[1] <= stat.st_size:
+            offset = row[1]
+        else:
+            cached = {}  # new, replaced or truncated file: parse it whole
+            self.db.execute("DELETE FROM curves WHERE name=?", (name,))
+        if offset == stat.st_size:
+            return cached
+        with open(path, "rb") as f:
+            f.seek(offset)
+            chunk = f.read(stat.st_size - offset)
+        complete = chunk[: chunk.rfind(b"\n") + 1]  # a half-written last line waits
+        changed = _parse_into(cached, complete)
+        for metric in changed:
+            steps, vals = cached[metric]
+            self.db.execute(
+                "INSERT OR REPLACE INTO curves VALUES (?, ?, ?, ?)",
+                (name, metric, steps.tobytes(), vals.tobytes()),
+            )
+        self.db.execute(
+            "INSERT OR REPLACE INTO curve_files VALUES (?, ?, ?)",
+            (name, stat.st_ino, offset + len(complete)),
+        )
+        return cached
+
+    def _load(self, name: str) -> dict[str, Curve]:
+        curves = {}
+        for metric, steps_blob, vals_blob in self.db.execute(
+            "SELECT metric, steps, vals FROM curves WHERE name=?", (name,)
+        ):
+            steps, vals = array("q"), array("d")
+            steps.frombytes(steps_blob)
+            vals.frombytes(vals_blob)
+            curves[metric] = (steps, vals)
+        return curves
+
+
+def _parse_into(curves: dict[str, Curve], data: bytes) -> set[str]:
+    """Append the points of complete metrics lines to `curves`; returns changed metrics."""
+    changed: set[str] = set()
+    for line in data.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line torn by a crash: skip it, keep the rest
+        if not isinstance(record, dict):
+            continue
+        step = record.get("step")
+        if not isinstance(step, int):
+            continue
+        for key, value in record.items():
+            if key in ("step", "time") or isinstance(value, bool):
+                continue
+            if isinstance(value, (int, float)):
+                curve = curves.get(key)
+                if curve is None:
+                    curve = curves[key] = (array("q"), array("d"))
+                curve[0].append(step)
+                curve[1].append(float(value))
+                changed.add(key)
+    return changed
+
+
+def load_curves(runs_root: Path, names: Iterable[str]) -> dict[str, dict[str, Curve]]:
+    cache = CurveCache(runs_root)
+    try:
+        return cache.curves(names)
+    finally:
+        cache.close()

@@ -1,0 +1,143 @@
+"""Group runs into configurations and aggregate their metrics (mean ± std over seeds)."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+# Params that only repeat a configuration; runs differing in them are grouped together.
+DEFAULT_IGNORED = ("seed",)
+_LOWER_IS_BETTER = re.compile(r"loss|err|error|perplexity|ppl|mse|mae|rmse|nll|time|dist", re.I)
+
+
+@dataclass(frozen=True)
+class Stat:
+    mean: float
+    std: float
+    n: int
+
+
+@dataclass
+class ReportRun:
+    """What a report needs to know of one run."""
+
+    name: str
+    status: str
+    params: dict[str, Any]
+    summary: dict[str, Any]
+    duration: float | None = None
+    host: str | None = None
+    commit: str | None = None
+    snapshot: str | None = None
+
+
+@dataclass
+class Group:
+    """Runs that share every grouping param: one configuration."""
+
+    params: dict[str, Any]
+    runs: list[ReportRun] = field(default_factory=list)
+    stats: dict[str, Stat] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.params.items()) or "all runs"
+
+
+def lower_is_better(metric: str) -> bool:
+    """Loss-like names are minimized, everything else maximized."""
+    return bool(_LOWER_IS_BETTER.search(metric))
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def mean_std(values: list[float]) -> Stat | None:
+    """Mean and sample standard deviation (0 for a single value), or None if empty."""
+    numbers = [float(v) for v in values if is_number(v)]
+    if not numbers:
+        return None
+    mean = math.fsum(numbers) / len(numbers)
+    if len(numbers) == 1:
+        return Stat(mean, 0.0, 1)
+    variance = math.fsum((x - mean) ** 2 for x in numbers) / (len(numbers) - 1)
+    return Stat(mean, math.sqrt(variance), len(numbers))
+
+
+def varying_keys(runs: list[ReportRun]) -> list[str]:
+    keys: dict[str, None] = {}
+    for run in runs:
+        keys.update(dict.fromkeys(run.params))
+    return [k for k in keys if len({repr(r.params.get(k)) for r in runs}) > 1]
+
+
+def _ignored(key: str, ignore: tuple[str, ...]) -> bool:
+    return any(key == name or key.endswith("." + name) for name in ignore)
+
+
+def group_runs(
+    runs: list[ReportRun],
+    metrics: list[str],
+    *,
+    group_by: tuple[str, ...] = (),
+    ignore: tuple[str, ...] = DEFAULT_IGNORED,
+) -> tuple[list[Group], list[str]]:
+    """Groups (in order of first appearance) and the keys they were grouped by.
+
+    By default runs group by every param that varies, except `ignore`d ones (seeds);
+    `group_by` names the keys explicitly instead.
+    """
+    keys = list(group_by) if group_by else [
+        k for k in varying_keys(runs) if not _ignored(k, ignore)
+    ]  # fmt: skip
+    groups: dict[str, Group] = {}
+    for run in runs:
+        params = {k: run.params.get(k) for k in keys}
+        group = groups.setdefault(repr(sorted(params.items(), key=lambda kv: kv[0])), Group(params))
+        group.runs.append(run)
+    for group in groups.values():
+        for metric in metrics:
+            stat = mean_std([r.summary.get(metric) for r in group.runs])  # type: ignore[misc]
+            if stat is not None:
+                group.stats[metric] = stat
+    return list(groups.values()), keys
+
+
+def best_group(groups: list[Group], metric: str) -> int | None:
+    """Index of the group with the best mean of `metric` (None if no group has it)."""
+    scored = [(g.stats[metric].mean, i) for i, g in enumerate(groups) if metric in g.stats]
+    if not scored:
+        return None
+    pick = min if lower_is_better(metric) else max
+    return pick(scored, key=lambda pair: (pair[0], -pair[1]))[1]
+
+
+def sort_groups(groups: list[Group], metric: str) -> list[Group]:
+    """Best first by `metric`; groups without it last, in their original order."""
+    sign = 1 if lower_is_better(metric) else -1
+    return sorted(
+        groups,
+        key=lambda g: (0, sign * g.stats[metric].mean) if metric in g.stats else (1, 0.0),
+    )
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """A number as the report prints it: same input, same text, on every machine."""
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return f"{value:.{digits}g}"
+
+
+def format_stat(stat: Stat | None, digits: int = 4) -> str:
+    if stat is None:
+        return ""
+    if stat.n == 1:
+        return f"{fmt(stat.mean, digits)} (n=1)"
+    return f"{fmt(stat.mean, digits)} ± {fmt(stat.std, 2)} (n={stat.n})"
