@@ -249,7 +249,7 @@ def scenario_listing(work: Path, reps: int, count: int = 10_000) -> dict[str, ob
 
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
-    for dist in ("xpkit", "mlflow", "sacred"):
+    for dist in ("xpkit", "mlflow", "sacred", "hydra-core"):
         try:
             found[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

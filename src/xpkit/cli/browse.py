@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from xpkit.store.index import RunRow
 
 METRIC_COLUMNS = 6
+FIXED_COLUMNS = ("name", "status", "age", "duration", "host")
+STATUS_CHOICE = click.Choice(["queued", "running", "finished", "failed", "killed", "lost"])
 
 
 def _experiment_filter(value: str | None) -> str | None:
@@ -40,7 +42,7 @@ def _experiment_filter(value: str | None) -> str | None:
     "--status",
     "statuses",
     multiple=True,
-    type=click.Choice(["queued", "running", "finished", "failed", "killed", "lost"]),
+    type=STATUS_CHOICE,
     help="Only runs with this status (repeatable).",
 )
 @click.option(
@@ -52,6 +54,17 @@ def _experiment_filter(value: str | None) -> str | None:
 )
 @click.option("--tag", "tags", multiple=True, help="Only runs with this tag (repeatable).")
 @click.option(
+    "--sort",
+    "sort",
+    metavar="KEY",
+    help="Best first by a metric (lowest first for losses), or ascending by a param.",
+)
+@click.option(
+    "--columns",
+    metavar="A,B,...",
+    help="Show these columns: name, status, age, duration, host, params, metrics.",
+)
+@click.option(
     "--limit", default=50, show_default=True, help="Show at most this many runs (0: all)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON, one object per run.")
@@ -60,6 +73,8 @@ def ls_cmd(
     statuses: tuple[str, ...],
     where: tuple[str, ...],
     tags: tuple[str, ...],
+    sort: str | None,
+    columns: str | None,
     limit: int,
     as_json: bool,
 ) -> None:
@@ -69,7 +84,7 @@ def ls_cmd(
     """
     from xpkit.settings import load_settings
     from xpkit.store.index import load_rows
-    from xpkit.store.query import filter_rows, parse_where
+    from xpkit.store.query import filter_rows, parse_where, sort_rows
 
     conditions = tuple(parse_where(w) for w in where)
     settings = load_settings()
@@ -77,19 +92,21 @@ def ls_cmd(
     for problem in problems:
         click.echo(f"xp: warning: {problem}", err=True)
     rows = filter_rows(rows, conditions=conditions, tags=tags)
+    if sort:
+        rows = sort_rows(rows, sort)
     total = len(rows)
     shown = rows[:limit] if limit > 0 else rows
     if as_json:
         click.echo("\n".join(json.dumps(row.to_json()) for row in shown))
         return
-    _print_table(shown)
+    _print_table(shown, columns.split(",") if columns else None)
     if total > len(shown):
         click.echo(f"... {total - len(shown)} more (of {total}); --limit 0 shows all", err=True)
 
 
-def _print_table(rows: list[RunRow]) -> None:
+def _print_table(rows: list[RunRow], columns: list[str] | None = None) -> None:
     from xpkit.cli.fmt import age, duration, value
-    from xpkit.store.query import varying_params
+    from xpkit.store.query import lookup, varying_params
 
     if not rows:
         click.echo("no runs")
@@ -99,15 +116,14 @@ def _print_table(rows: list[RunRow]) -> None:
     for row in rows:
         metrics.update(dict.fromkeys(k for k in row.summary if not k.startswith("_")))
     metric_names = list(metrics)[:METRIC_COLUMNS]
-    header = ["name", "status", "age", "duration", "host", *params, *metric_names]
+    header = columns or [*FIXED_COLUMNS, *params, *metric_names]
+    fixed = {
+        "name": lambda r: r.name, "status": lambda r: r.status, "age": lambda r: age(r.created),
+        "duration": lambda r: duration(r.duration), "host": lambda r: r.host or "-",
+    }  # fmt: skip
     cells = [
-        [
-            row.name, row.status, age(row.created), duration(row.duration), row.host or "-",
-            *(value(row.params.get(p)) for p in params),
-            *(value(row.summary.get(m)) for m in metric_names),
-        ]
-        for row in rows
-    ]  # fmt: skip
+        [fixed[c](row) if c in fixed else value(lookup(row, c)) for c in header] for row in rows
+    ]
     if sys.stdout.isatty():
         _print_rich_table(header, cells)
         return
@@ -124,10 +140,10 @@ def _print_rich_table(header: list[str], cells: list[list[str]]) -> None:
     from xpkit.cli.fmt import status
 
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for index, column in enumerate(header):
-        table.add_column(column, no_wrap=index < 5, overflow="fold")
+    for column in header:
+        table.add_column(column, no_wrap=column in FIXED_COLUMNS, overflow="fold")
     for line in cells:
-        table.add_row(line[0], status(line[1]), *line[2:])
+        table.add_row(*(status(c) if h == "status" else c for h, c in zip(header, line)))
     Console().print(table)
 
 

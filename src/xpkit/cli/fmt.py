@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from xpkit.report.table import format_duration as duration
+
 STATUS_COLOR = {
     "queued": "cyan",
     "running": "yellow",
@@ -13,21 +15,6 @@ STATUS_COLOR = {
     "killed": "magenta",
     "lost": "red",
 }
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours}h{minutes:02d}m"
-    return f"{hours // 24}d{hours % 24:02d}h"
 
 
 def age(timestamp: float | None) -> str:

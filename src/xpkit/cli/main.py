@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "diff": ("xpkit.cli.compare", "diff_cmd", "Show what differs between two runs."),
     "rerun": ("xpkit.cli.compare", "rerun_cmd", "Run a run again from its snapshot; --check it."),
     "schema": ("xpkit.cli.config", "schema_cmd", "Print the JSON Schema of a class's config."),
+    "report": ("xpkit.cli.report", "report_cmd", "Write Markdown reports with tables and curves."),
 }
 
 

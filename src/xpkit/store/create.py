@@ -87,6 +87,7 @@ def create_run(
         "project": str(provenance.project),
         "cwd": provenance.cwd,
         "snapshot": snapshot.snapshot if snapshot else None,
+        "commit": snapshot.commit if snapshot else None,
         "sweep": new.sweep,
         "rerun_of": new.rerun_of,
         "host": socket.gethostname(),

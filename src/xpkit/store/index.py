@@ -21,7 +21,7 @@ from xpkit import names
 from xpkit.settings import XP_CACHE_DIR
 from xpkit.store import rundir as rd
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # A directory modified this recently may still change within the same mtime tick.
 UNSETTLED_SECONDS = 2.0
 
@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS runs (
     experiment_id TEXT, trial INTEGER, status TEXT, experiment TEXT,
     created REAL, started REAL, ended REAL, duration REAL, host TEXT,
     exit_code INTEGER, params TEXT, summary TEXT, tags TEXT, command TEXT,
-    dir_mtime INTEGER, error TEXT
+    snapshot TEXT, git_commit TEXT, dir_mtime INTEGER, error TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_exp ON runs (experiment_id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -53,6 +53,8 @@ _COLUMNS = [
     "summary",
     "tags",
     "command",
+    "snapshot",
+    "git_commit",
     "dir_mtime",
     "error",
 ]
@@ -80,6 +82,8 @@ class RunRow:
     host: str | None
     exit_code: int | None
     command: str
+    snapshot: str | None
+    git_commit: str | None
 
     def __init__(self, values: tuple[Any, ...]) -> None:
         record = dict(zip(ROW_FIELDS, values))
@@ -127,14 +131,16 @@ class RunIndex:
         self.db.close()
 
     def _migrate(self) -> None:
-        self.db.executescript(_SCHEMA)
+        """A cache: on any schema change, start over."""
+        self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
         row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         if row is None or int(row[0]) != SCHEMA_VERSION:
             with self.db:
-                self.db.execute("DELETE FROM runs")
+                self.db.execute("DROP TABLE IF EXISTS runs")
                 self.db.execute(
                     "INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
                 )
+        self.db.executescript(_SCHEMA)
 
     def refresh(self) -> None:
         """Bring the index up to date with the run directories."""
@@ -177,7 +183,7 @@ class RunIndex:
         except Exception as e:  # corrupt or half-written: remember why, never crash
             return (name, parsed.expid if parsed else "", parsed.trial if parsed else 0,
                     "corrupt", "", None, None, None, None, None, None, "{}", "{}", "[]", "",
-                    mtime, str(e).removeprefix(f"{name}: "))  # fmt: skip
+                    None, None, mtime, str(e).removeprefix(f"{name}: "))  # fmt: skip
         summary = run_dir.read_optional(rd.SUMMARY_JSON, {})
         experiment = run.get("experiment") or {}
         return (
@@ -196,6 +202,8 @@ class RunIndex:
             json.dumps(summary if isinstance(summary, dict) else {}),
             json.dumps(run.get("tags") or []),
             run.get("command", ""),
+            run.get("snapshot"),
+            run.get("commit"),
             mtime,
             None,
         )

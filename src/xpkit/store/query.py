@@ -93,6 +93,26 @@ def filter_rows(
     ]
 
 
+def sort_rows(rows: list[RunRow], key: str) -> list[RunRow]:
+    """Best first by a metric (lowest first for loss-like names), else ascending by a
+    param or field; rows without the key last."""
+    from xpkit.report.table import lower_is_better
+
+    is_metric = any(key in row.summary for row in rows)
+    descending = is_metric and not lower_is_better(key)
+
+    def order(row: RunRow) -> tuple[int, Any]:
+        found = lookup(row, key)
+        if isinstance(found, (int, float)) and not isinstance(found, bool):
+            return (0, -found if descending else found)
+        return (1, 0) if found is None else (0, str(found))
+
+    try:
+        return sorted(rows, key=order)
+    except TypeError:  # numbers and strings mixed under one key: compare as text
+        return sorted(rows, key=lambda r: str(lookup(r, key)))
+
+
 def varying_params(rows: list[RunRow]) -> list[str]:
     """Params whose values differ between the rows (the interesting columns)."""
     keys: dict[str, None] = {}
