@@ -35,7 +35,11 @@ FIELDS = {
     "tags": "list of strings",
     "config": "a [config] table, or the path of a JSON/YAML/TOML config file (from the "
     "project root); grid keys with dots set config paths",
+    "metrics_from": "list of extra metric sources: 'tensorboard' (event files the program writes)",
+    "metrics_from_stdout": "array of tables [[metrics_from_stdout]] with a regular expression "
+    "`pattern` whose named groups are metrics (and `step`)",
 }
+METRIC_SOURCES = ("tensorboard",)  # for metrics_from
 CONFIG_PLACEHOLDER = "config"  # {config} in a command: the path of the run's config.json
 
 
@@ -62,6 +66,7 @@ class Experiment:
     description: str = ""
     config: dict[str, Any] | None = None
     config_source: str | None = None  # where the config came from, for error messages
+    metrics_from: dict[str, Any] = field(default_factory=dict)  # see execute/harvest.py
 
     def expand(
         self, overrides: dict[str, Scalar] | None = None, sets: dict[str, Any] | None = None
@@ -277,6 +282,7 @@ def load_experiment(path: Path, root: Path | None = None) -> Experiment:
     if CONFIG_PLACEHOLDER in grid or any(CONFIG_PLACEHOLDER in r for r in runs_raw):
         raise fail(CONFIG_PLACEHOLDER, "'config' is reserved for {config}; rename the parameter")
     config, config_source = _experiment_config(raw.get("config"), path, root, fail)
+    metrics_from = _metrics_from(raw, fail, f"{path}{_line_of(source, 'metrics_from_stdout')}")
     experiment = Experiment(
         path=path,
         id=raw["id"],
@@ -289,6 +295,7 @@ def load_experiment(path: Path, root: Path | None = None) -> Experiment:
         description=raw.get("description", ""),
         config=config,
         config_source=config_source,
+        metrics_from=metrics_from,
     )
     try:
         template_fields(experiment.command)
@@ -312,6 +319,48 @@ def _experiment_config(
     if not config_path.is_file():
         raise fail("config", f"config file '{value}' not found (looked for {config_path})")
     return load_config(config_path), str(config_path)
+
+
+def validate_patterns(patterns: list[Any], where: str) -> list[str]:
+    """`[[metrics_from_stdout]] pattern = '...'` entries: compiled, with named groups."""
+    result = []
+    for index, entry in enumerate(patterns):
+        if not isinstance(entry, dict) or not isinstance(entry.get("pattern"), str):
+            raise ConfigError(f"{where}: metrics_from_stdout[{index}] needs pattern = '...'")
+        unknown = set(entry) - {"pattern"}
+        if unknown:
+            raise ConfigError(
+                f"{where}: metrics_from_stdout[{index}]: unknown key {sorted(unknown)[0]!r} "
+                "(valid: pattern)"
+            )
+        try:
+            compiled = re.compile(entry["pattern"])
+        except re.error as e:
+            raise ConfigError(
+                f"{where}: metrics_from_stdout[{index}].pattern is not a valid regular "
+                f"expression: {e}"
+            ) from None
+        if not set(compiled.groupindex) - {"step"}:
+            raise ConfigError(
+                f"{where}: metrics_from_stdout[{index}].pattern has no named group for a "
+                "metric; write e.g. 'loss (?P<loss>[0-9.e+-]+)' (and optionally (?P<step>\\d+))"
+            )
+        result.append(entry["pattern"])
+    return result
+
+
+def _metrics_from(
+    raw: dict[str, Any], fail: Callable[[str, str], ConfigError], where: str
+) -> dict[str, Any]:
+    sources = raw.get("metrics_from", [])
+    if not isinstance(sources, list) or any(s not in METRIC_SOURCES for s in sources):
+        raise fail("metrics_from", f"'metrics_from' must be a list of {', '.join(METRIC_SOURCES)}; "
+                                   f"got {sources!r}")  # fmt: skip
+    patterns = raw.get("metrics_from_stdout", [])
+    if not isinstance(patterns, list):
+        raise fail("metrics_from_stdout", "'metrics_from_stdout' must be [[metrics_from_stdout]]")
+    stdout = validate_patterns(patterns, where)
+    return {"tensorboard": "tensorboard" in sources, "stdout": stdout} if sources or stdout else {}
 
 
 def find_experiment_files(root: Path, skip: tuple[Path, ...] = ()) -> list[Path]:

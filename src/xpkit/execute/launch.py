@@ -75,6 +75,7 @@ def plan(settings: Settings, request: SweepRequest) -> list[PlannedRun]:
                     tags=[*experiment.tags, *request.tags],
                     gpus=experiment.gpus,
                     sweep=sweep,
+                    metrics_from=experiment.metrics_from,
                 )
             )
             for spec in experiment.expand(request.params, request.sets)
@@ -149,6 +150,7 @@ def plan_rerun(settings: Settings, original: RunDir) -> tuple[PlannedRun, Proven
         gpus=run.get("gpus_requested") or 0,
         sweep=os.urandom(4).hex(),
         rerun_of=original.name,
+        metrics_from=run.get("metrics_from") or {},
     )
     provenance = Provenance(project, snapshot, capture_env(), cwd=run.get("cwd") or ".")
     return PlannedRun(new), provenance

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from xpkit.errors import RunError
+from xpkit.execute.harvest import Harvester
 from xpkit.settings import (
     XP_CONFIG,
     XP_EXPERIMENT_ID,
@@ -97,9 +98,11 @@ def child_environment(run: dict[str, Any], run_dir: Path, extra: dict[str, str])
 class _Tee(threading.Thread):
     """Copy the child's output to the terminal and to output.log as it arrives."""
 
-    def __init__(self, fd: int, log: IO[bytes], echo: IO[bytes] | None) -> None:
+    def __init__(
+        self, fd: int, log: IO[bytes], echo: IO[bytes] | None, harvester: Harvester
+    ) -> None:
         super().__init__(daemon=True)
-        self.fd, self.log, self.echo = fd, log, echo
+        self.fd, self.log, self.echo, self.harvester = fd, log, echo, harvester
 
     def run(self) -> None:
         while True:
@@ -110,6 +113,7 @@ class _Tee(threading.Thread):
             if not chunk:
                 break
             self.log.write(chunk)
+            self.harvester.feed(chunk)
             if self.echo is not None:
                 try:
                     self.echo.write(chunk)
@@ -122,9 +126,9 @@ class _Tee(threading.Thread):
 class _Monitor(threading.Thread):
     """Heartbeat every XP_HEARTBEAT_INTERVAL; peak RSS of the process tree each second."""
 
-    def __init__(self, run_dir: RunDir, pid: int) -> None:
+    def __init__(self, run_dir: RunDir, pid: int, harvester: Harvester) -> None:
         super().__init__(daemon=True)
-        self.run_dir, self.pid = run_dir, pid
+        self.run_dir, self.pid, self.harvester = run_dir, pid, harvester
         self.stop = threading.Event()
         self.peak_rss = 0
 
@@ -136,7 +140,9 @@ class _Monitor(threading.Thread):
         while not self.stop.is_set():
             if time.monotonic() - last_beat >= interval:
                 self.run_dir.beat()
+                self.harvester.scan_tensorboard()
                 last_beat = time.monotonic()
+            self.harvester.flush()
             try:
                 root = psutil.Process(self.pid)
                 tree = [root, *root.children(recursive=True)]
@@ -193,9 +199,14 @@ class Runner:
             status="running", started=started, pid=child.pid, host=socket.gethostname()
         )
         echo = sys.stdout.buffer if self.echo else None
+        sources = run.get("metrics_from") or {}
+        harvester = Harvester(
+            self.run_dir, sources.get("stdout", []), bool(sources.get("tensorboard")),
+            search=[self.run_dir.path, self.cwd],
+        )  # fmt: skip
         with open(self.run_dir.file(rd.OUTPUT_LOG), "ab", buffering=0) as log:
-            tee = _Tee(read_fd, log, echo)
-            monitor = _Monitor(self.run_dir, child.pid)
+            tee = _Tee(read_fd, log, echo, harvester)
+            monitor = _Monitor(self.run_dir, child.pid, harvester)
             tee.start()
             monitor.start()
             with self._forward_signals():
@@ -207,6 +218,7 @@ class Runner:
                 tee.join()
             monitor.stop.set()
             monitor.join()
+            harvester.finish()
         ended = rd.now()
         status = "finished" if exit_code == 0 else "failed"
         if self._interrupts:

@@ -49,6 +49,7 @@ class NewRun:
     gpus: int = 0
     sweep: str | None = None
     rerun_of: str | None = None  # the run this one repeats (`xp rerun`)
+    metrics_from: dict[str, Any] = field(default_factory=dict)  # stdout patterns, tensorboard
 
 
 def ensure_runs_root(runs_root: Path) -> None:
@@ -90,6 +91,7 @@ def create_run(
         "commit": snapshot.commit if snapshot else None,
         "sweep": new.sweep,
         "rerun_of": new.rerun_of,
+        "metrics_from": new.metrics_from,
         "host": socket.gethostname(),
         "user": getpass.getuser(),
         "created": rd.now(),
