@@ -13,6 +13,7 @@ import sqlite3
 from array import array
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from xpkit.store import rundir as rd
 from xpkit.store.index import index_path
@@ -95,28 +96,49 @@ class CurveCache:
 
 def _parse_into(curves: dict[str, Curve], data: bytes) -> set[str]:
     """Append the points of complete metrics lines to `curves`; returns changed metrics."""
-    changed: set[str] = set()
-    for line in data.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a line torn by a crash: skip it, keep the rest
-        if not isinstance(record, dict):
+    steps: dict[str, list[int]] = {}
+    values: dict[str, list[float]] = {}
+    for record in _records(data):
+        if type(record) is not dict:
             continue
         step = record.get("step")
-        if not isinstance(step, int):
+        if type(step) is not int:
             continue
         for key, value in record.items():
-            if key in ("step", "time") or isinstance(value, bool):
-                continue
-            if isinstance(value, (int, float)):
-                curve = curves.get(key)
-                if curve is None:
-                    curve = curves[key] = (array("q"), array("d"))
-                curve[0].append(step)
-                curve[1].append(float(value))
-                changed.add(key)
-    return changed
+            kind = type(value)  # exact types: bool is not a metric value
+            if (kind is float or kind is int) and key != "step" and key != "time":
+                found = values.get(key)
+                if found is None:
+                    found = values[key] = []
+                    steps[key] = []
+                found.append(value)
+                steps[key].append(step)
+    for key, found in values.items():
+        curve = curves.get(key)
+        if curve is None:
+            curve = curves[key] = (array("q"), array("d"))
+        curve[0].extend(steps[key])
+        curve[1].extend(map(float, found))
+    return set(values)
+
+
+def _records(data: bytes) -> list[Any]:
+    """All lines as JSON: one parse of the whole chunk (fast), or line by line when a
+    line is damaged, skipping it and keeping the rest."""
+    text = data.decode("utf-8", errors="replace").strip()
+    if not text:
+        return []
+    try:
+        records: list[Any] = json.loads("[" + text.replace("\n", ",") + "]")
+        return records
+    except ValueError:
+        records = []
+        for line in text.splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue  # a line torn by a crash
+        return records
 
 
 def load_curves(runs_root: Path, names: Iterable[str]) -> dict[str, dict[str, Curve]]:
