@@ -15,6 +15,8 @@ echo "== xp run"; xp run experiments/cifar/01_baseline.xp.toml
 echo "== xp run (typed config)"; xp run experiments/cifar/02_typed.xp.toml
 echo "== xp ls"; xp ls
 echo "== xp diff"; xp diff c1fa02/1 c1fa02/4
+echo "== xp report --all"; xp report --all
+echo; sed -n '1,/^## Curves/p' experiments/cifar/01_baseline.md
 echo
 echo "Demo project: $project"
 echo "Its runs:     $project/runs"

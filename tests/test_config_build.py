@@ -5,7 +5,8 @@ import functools
 import pytest
 
 import buildable
-from xpkit.config.build import build, register, registered, resolve_interpolations
+from xpkit.config.build import build, resolve_interpolations
+from xpkit.config.targets import register, registered
 from xpkit.errors import BuildError
 
 

@@ -94,3 +94,9 @@ def test_aggregate_and_deterministic_png() -> None:
         "loss", [("lr=0.1", [a, b]), ("lr=0.01", [a])]
     )
     assert b"Matplotlib" not in first  # no version metadata: stable across upgrades of nothing
+
+
+def test_a_tie_everywhere_has_no_best() -> None:
+    runs = [run("a", 0.1, 0, epoch=14), run("b", 0.01, 0, epoch=14)]
+    groups, _ = group_runs(runs, ["epoch"])
+    assert best_group(groups, "epoch") is None

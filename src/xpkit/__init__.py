@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 from xpkit.errors import XpError
 
 if TYPE_CHECKING:
-    from xpkit.config.build import build, register
+    from xpkit.config.build import build
     from xpkit.config.files import load_config
+    from xpkit.config.targets import register
     from xpkit.tracking import Run, current_run, init
 
 __version__ = "0.1.0"
@@ -28,7 +29,7 @@ _LAZY = {
     "current_run": "xpkit.tracking",
     "init": "xpkit.tracking",
     "build": "xpkit.config.build",
-    "register": "xpkit.config.build",
+    "register": "xpkit.config.targets",
     "load_config": "xpkit.config.files",
 }
 

@@ -62,6 +62,18 @@ seed = [0, 1, 2]
 # [[runs]]
 # lr = 0.5
 # seed = 0
+
+# A typed config instead of (or beside) command-line flags: the program reads it as
+# xp.init().config (or the file {{config}}) and builds it with xp.build. Grid keys with
+# dots set its values: "optim.lr" = [0.1, 0.01].
+# [config]
+# optim = {{_target_ = "torch.optim.SGD", _partial_ = true, lr = 0.1}}
+
+# Metrics of a program that does not use the xpkit API: TensorBoard event files it
+# writes, and/or output lines matched by a regular expression (named groups = metrics).
+# metrics_from = ["tensorboard"]
+# [[metrics_from_stdout]]
+# pattern = 'step (?P<step>\\d+) .* loss (?P<loss>[0-9.e+-]+)'
 """
 
 _ID_LINE = re.compile(r'^(\s*id\s*=\s*)"[^"]*"', re.MULTILINE)

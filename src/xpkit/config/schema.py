@@ -11,7 +11,8 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-from xpkit.config.build import TARGET, resolve_target, signature_info
+from xpkit.config.build import TARGET, signature_info
+from xpkit.config.targets import resolve_target
 
 _SCALARS = {int: "integer", float: "number", str: "string", bool: "boolean", type(None): "null"}
 

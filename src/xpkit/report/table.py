@@ -109,8 +109,8 @@ def group_runs(
 def best_group(groups: list[Group], metric: str) -> int | None:
     """Index of the group with the best mean of `metric` (None if no group has it)."""
     scored = [(g.stats[metric].mean, i) for i, g in enumerate(groups) if metric in g.stats]
-    if not scored:
-        return None
+    if not scored or (len(scored) > 1 and len({mean for mean, _ in scored}) == 1):
+        return None  # nothing to compare, or a tie everywhere: nothing is best
     pick = min if lower_is_better(metric) else max
     return pick(scored, key=lambda pair: (pair[0], -pair[1]))[1]
 
