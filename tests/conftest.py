@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -153,3 +154,35 @@ def fake_gpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("XP_GPU_PROBE", "nvidia-smi")
     return smi
+
+
+@dataclass
+class FakeGpus:
+    """Fake GPUs described by a JSON file that tests can rewrite (a colleague's job)."""
+
+    path: Path
+
+    def set(self, gpus: list[dict[str, object]]) -> None:
+        self.path.write_text(json.dumps({"driver": "550.54.15", "cuda": "12.4", "gpus": gpus}))
+
+
+@pytest.fixture
+def gpu_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeGpus:
+    """4 fake GPUs (index 1 busy with a foreign process) via xpkit's fake nvidia-smi."""
+    bin_dir = tmp_path / "fake-smi-bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text(f'#!/bin/sh\nexec {sys.executable} -m xpkit.capture.fake_smi "$@"\n')
+    smi.chmod(0o755)
+    fake = FakeGpus(tmp_path / "gpus.json")
+    fake.set([
+        {"name": "Fake A100"},
+        {"name": "Fake A100", "memory_used_mib": 30000, "processes": [{"pid": 4242, "used_mib": 30000}]},
+        {"name": "Fake A100"},
+        {"name": "Fake A100"},
+    ])  # fmt: skip
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("XP_FAKE_GPUS", str(fake.path))
+    monkeypatch.setenv("XP_GPU_PROBE", "nvidia-smi")
+    monkeypatch.setenv("XP_GPU_GRACE", "0.5")
+    return fake

@@ -95,6 +95,25 @@ XP_GPU_PROBE = EnvVar(
     "How GPUs are found: auto (NVML, then nvidia-smi), nvml, nvidia-smi or none.",
 )
 
+XP_FAKE_GPUS = EnvVar(
+    "XP_FAKE_GPUS",
+    _path,
+    None,
+    "JSON file describing fake GPUs for `python -m xpkit.capture.fake_smi`.",
+)
+XP_GPU_FREE_MIB = EnvVar(
+    "XP_GPU_FREE_MIB", int, 1024, "A GPU using at least this much memory (MiB) is not free."
+)
+XP_GPU_GRACE = EnvVar(
+    "XP_GPU_GRACE",
+    float,
+    30.0,
+    "Seconds after handing a GPU out during which this machine's workers hand it out no more.",
+)
+XP_WORKER_POLL = EnvVar(
+    "XP_WORKER_POLL", _positive_float, 0.25, "Seconds between a worker's looks at the queue."
+)
+
 CONFIG_FILE = "xp.toml"
 _KNOWN_KEYS = {
     "runs": "folder holding all run directories (default 'runs')",

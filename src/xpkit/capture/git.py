@@ -185,5 +185,30 @@ def _diff(root: Path, base: str, sha: str, not_inlined: list[dict[str, Any]]) ->
     return text + "\n" if text and not text.endswith("\n") else text
 
 
+def create_bundle(root: Path, sha: str, target: Path) -> None:
+    """A git bundle of the snapshot ref, so that machines without the project's
+    repository can materialize it (written to a temp name, then renamed)."""
+    if target.exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    git(root, "bundle", "create", "-q", str(partial), SNAPSHOT_REF_PREFIX + sha)
+    os.replace(partial, target)
+
+
+def fetch_bundle(root: Path, bundle: Path, sha: str) -> None:
+    """Bring a snapshot into `root`'s repository from its bundle."""
+    if not bundle.is_file():
+        raise GitError(f"snapshot {sha[:12]} is not here and its bundle {bundle} is missing")
+    ref = SNAPSHOT_REF_PREFIX + sha
+    try:
+        git(root, "bundle", "verify", "-q", str(bundle))
+        git(root, "fetch", "-q", str(bundle), f"{ref}:{ref}")
+    except GitError as e:
+        raise GitError(f"bundle {bundle} of snapshot {sha[:12]} is unusable: {e}") from e
+    if not snapshot_exists(root, sha):
+        raise GitError(f"bundle {bundle} does not contain snapshot {sha[:12]}")
+
+
 def snapshot_exists(root: Path, sha: str) -> bool:
     return bool(git(root, "rev-parse", "--verify", "-q", f"{sha}^{{commit}}", check=False))

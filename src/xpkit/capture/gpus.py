@@ -154,8 +154,11 @@ def probe_nvidia_smi() -> GpuReport:
     cuda = re.search(r"CUDA Version:\s*([\d.]+)", header)
     report = GpuReport(source="nvidia-smi", cuda=cuda.group(1) if cuda else None)
     by_uuid: dict[str, Gpu] = {}
-    for row in _csv_rows(gpus_csv):
-        if len(row) < 6:
+    rows = _csv_rows(gpus_csv)
+    if rows and not any(len(row) >= 6 and row[0].isdigit() for row in rows):
+        raise GpuProbeError(f"nvidia-smi printed something unexpected: {gpus_csv[:200]!r}")
+    for row in rows:
+        if len(row) < 6 or not row[0].isdigit():
             continue
         gpu = Gpu(
             index=_int(row[0]),

@@ -17,7 +17,9 @@ if TYPE_CHECKING:
 
 METRIC_COLUMNS = 6
 FIXED_COLUMNS = ("name", "status", "age", "duration", "host")
-STATUS_CHOICE = click.Choice(["queued", "running", "finished", "failed", "killed", "lost"])
+STATUS_CHOICE = click.Choice(
+    ["queued", "running", "finished", "failed", "killed", "cancelled", "lost"]
+)
 
 
 def _experiment_filter(value: str | None) -> str | None:
@@ -213,6 +215,8 @@ def _print_run(record: dict[str, Any]) -> None:
         ("git", git_text),
         ("python", f"{python.get('version', '-')} {python.get('executable', '')}"),
         ("gpus", ", ".join(g["name"] for g in env.get("gpus", {}).get("gpus", [])) or "none"),
+        ("assigned", ", ".join(f"GPU {i}" for i in info.get("gpus") or []) or "-"),
+        ("worker", info.get("worker") or "-"),
     ]  # fmt: skip
     for key, text in lines:
         console.print(f"  [bold]{key:<11}[/]{text}")

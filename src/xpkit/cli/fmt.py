@@ -13,6 +13,7 @@ STATUS_COLOR = {
     "finished": "green",
     "failed": "red",
     "killed": "magenta",
+    "cancelled": "magenta",
     "lost": "red",
 }
 

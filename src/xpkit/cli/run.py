@@ -64,6 +64,9 @@ def _parse_sets(pairs: tuple[str, ...]) -> dict[str, object]:
     metavar="PATH=VALUE",
     help="Set a config value, parsed as JSON: --set optim.lr=1e-3 (repeatable).",
 )
+@click.option(
+    "--queue", "to_queue", is_flag=True, help="Queue the runs for `xp worker` (xp submit)."
+)
 @click.option("--dry-run", is_flag=True, help="Print what would run; run and write nothing.")
 @click.option("--no-git", is_flag=True, help="Run outside git: no snapshot, no code provenance.")
 @click.argument("target", nargs=-1, type=click.UNPROCESSED, required=True)
@@ -72,6 +75,7 @@ def run_cmd(
     tags: tuple[str, ...],
     params: tuple[str, ...],
     sets: tuple[str, ...],
+    to_queue: bool,
     dry_run: bool,
     no_git: bool,
     target: tuple[str, ...],
@@ -94,6 +98,12 @@ def run_cmd(
     from xpkit.settings import load_settings
     from xpkit.store.create import capture_provenance
 
+    if to_queue and not dry_run:
+        from xpkit.cli.queue import submit_runs
+
+        submit_runs(target, priority=0, gpus=None, labels=(), params=_parse_params(params),
+                    sets=_parse_sets(sets), name=name, tags=tags, no_git=no_git)  # fmt: skip
+        return
     settings = load_settings()
     is_file = len(target) == 1 and target[0].endswith(".toml")
     request = SweepRequest(

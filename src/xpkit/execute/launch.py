@@ -108,16 +108,19 @@ def plan(settings: Settings, request: SweepRequest) -> list[PlannedRun]:
     ]
 
 
-def plan_rerun(settings: Settings, original: RunDir) -> tuple[PlannedRun, Provenance]:
+def plan_rerun(
+    settings: Settings, original: RunDir, *, require_snapshot: bool = True
+) -> tuple[PlannedRun, Provenance]:
     """The same snapshot, command, params and config as `original`, as a new trial of
-    its experiment; the host environment is captured afresh."""
+    its experiment; the host environment is captured afresh. `require_snapshot=False`
+    (requeue) accepts a snapshot that only its bundle in the runs root holds."""
     run = original.read_run()
     git_info = original.read_optional(rd.GIT_JSON, {}) or {}
     snapshot = None
     project = settings.root
     if run.get("snapshot"):
-        project = repo_root(settings.root)
-        if not snapshot_exists(project, run["snapshot"]):
+        project = repo_root(settings.root) if require_snapshot else Path(run["project"])
+        if require_snapshot and not snapshot_exists(project, run["snapshot"]):
             raise RunError(
                 f"{original.name}: its snapshot {run['snapshot'][:12]} is not in the repository "
                 f"{project}; run `xp rerun` in the project it came from (or fetch "

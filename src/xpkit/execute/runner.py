@@ -241,6 +241,11 @@ class Runner:
             except InterruptedError:  # pragma: no cover - PEP 475 retries for us
                 continue
 
+    def stop(self) -> None:
+        """Stop the command as Ctrl-C would (SIGINT, grace, SIGTERM, SIGKILL); the run
+        is recorded as killed. Safe from any thread."""
+        self._on_signal(signal.SIGINT)
+
     def _fail_to_start(self, reason: str) -> None:
         now = rd.now()
         self.run_dir.update_run(status="failed", ended=now, reason=reason)

@@ -13,60 +13,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from xpkit.capture.git import git
 from xpkit.errors import GitError, RunError
+from xpkit.store.locks import exclusive_lock
 
-LOCK_TIMEOUT = 300.0
 IDLE_KEPT = 2
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-@contextmanager
-def _locked(lock: Path) -> Iterator[None]:
-    deadline = time.monotonic() + LOCK_TIMEOUT
-    me = f"{socket.gethostname()} {os.getpid()}"
-    while True:
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            os.write(fd, me.encode())
-            os.close(fd)
-            break
-        except FileExistsError:
-            if _stale(lock):
-                lock.unlink(missing_ok=True)
-                continue
-            if time.monotonic() > deadline:
-                raise RunError(f"timed out waiting for workspace lock {lock}") from None
-            time.sleep(0.02)
-    try:
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
-
-
-def _stale(lock: Path) -> bool:
-    """A lock whose holder died on this host. An unreadable one is being written."""
-    try:
-        host, pid = lock.read_text().split()
-    except (OSError, ValueError):
-        return False
-    return host == socket.gethostname() and not _pid_alive(int(pid))
 
 
 class Workspace:
@@ -83,7 +37,7 @@ class Workspace:
             self.workdir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise RunError(f"cannot create workdir {self.workdir}: {e.strerror}") from e
-        with _locked(self.workdir / ".lock"):
+        with exclusive_lock(self.workdir / ".lock"):
             trees = self._trees()
             tree = next((t for t in trees if self._sha(t) == sha), None)
             if tree is None:
@@ -97,7 +51,7 @@ class Workspace:
 
     def release(self, tree: Path, user: str) -> None:
         """Drop `user`'s claim; idle worktrees beyond IDLE_KEPT are removed."""
-        with _locked(self.workdir / ".lock"):
+        with exclusive_lock(self.workdir / ".lock"):
             (self._users_dir(tree) / user).unlink(missing_ok=True)
             idle = [t for t in self._trees() if not self._users(t)]
             for extra in idle[IDLE_KEPT:]:

@@ -26,9 +26,12 @@ SUMMARY_JSON = "summary.json"
 ARTIFACTS = "artifacts"
 HEARTBEAT = ".heartbeat"
 
+CLAIM = ".claim"  # exclusive-create file: who took a queued run
+CANCEL = ".cancel"  # a request to stop a running run, polled by its worker
+
 ACTIVE = ("queued", "running")
-ENDED = ("finished", "failed", "killed")
-STATUSES = ("queued", "running", "finished", "failed", "killed", "lost")
+ENDED = ("finished", "failed", "killed", "cancelled")
+STATUSES = ("queued", "running", "finished", "failed", "killed", "cancelled", "lost")
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

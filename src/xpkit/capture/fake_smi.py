@@ -1,0 +1,54 @@
+"""A fake `nvidia-smi`, for tests and demos on machines without GPUs.
+
+    XP_FAKE_GPUS=gpus.json python -m xpkit.capture.fake_smi --query-gpu=...
+
+gpus.json: {"driver": "550.54.15", "cuda": "12.4", "gpus": [{"name": "NVIDIA A100",
+"memory_total_mib": 40960, "memory_used_mib": 0, "processes": [{"pid": 4242,
+"used_mib": 20000}]}, ...]}. Put a script that runs this module on PATH as
+`nvidia-smi` and set XP_GPU_PROBE=nvidia-smi. Edit the file to simulate a colleague
+starting or stopping a job. Answers what the probe asks, as nvidia-smi would.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from xpkit.settings import XP_FAKE_GPUS
+
+
+def load() -> dict[str, Any]:
+    path = XP_FAKE_GPUS.get()
+    if path is None:
+        raise SystemExit("fake nvidia-smi: set XP_FAKE_GPUS to a JSON file of GPUs")
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def main(argv: list[str]) -> int:
+    data = load()
+    gpus = data.get("gpus", [])
+    driver = data.get("driver", "550.54.15")
+    query = next((a for a in argv if a.startswith("--query-")), "")
+    if query.startswith("--query-gpu="):
+        for index, gpu in enumerate(gpus):
+            name = gpu.get("name", "NVIDIA Fake GPU")
+            memory = f"{gpu.get('memory_total_mib', 16384)}, {gpu.get('memory_used_mib', 0)}"
+            print(f"{index}, {_uuid(index)}, {name}, {memory}, {driver}")
+    elif query.startswith("--query-compute-apps="):
+        for index, gpu in enumerate(gpus):
+            for proc in gpu.get("processes", []):
+                print(f"{_uuid(index)}, {proc.get('pid', 0)}, {proc.get('used_mib', 0)}")
+    else:
+        print(f"| NVIDIA-SMI {driver}   Driver Version: {driver}   "
+              f"CUDA Version: {data.get('cuda', '12.4')} |")  # fmt: skip
+    return 0
+
+
+def _uuid(index: int) -> str:
+    return f"GPU-fake-{index:04d}"
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

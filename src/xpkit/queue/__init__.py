@@ -1,0 +1,1 @@
+"""Where runs execute: the job queue in the runs root, workers, executors."""

@@ -1,0 +1,60 @@
+"""Exclusive-create lock files and process liveness, for machine-local state."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from xpkit.errors import StoreError
+
+LOCK_TIMEOUT = 300.0
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def exclusive_lock(lock: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+    """Hold `lock` (a file created exclusively) for the `with` block. A lock whose
+    holder died on this host is broken; locks are meant for local disks."""
+    deadline = time.monotonic() + timeout
+    me = f"{socket.gethostname()} {os.getpid()}"
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            os.write(fd, me.encode())
+            os.close(fd)
+            break
+        except FileExistsError:
+            if _stale(lock):
+                lock.unlink(missing_ok=True)
+                continue
+            if time.monotonic() > deadline:
+                raise StoreError(
+                    f"timed out after {timeout:.0f} s waiting for lock {lock}"
+                ) from None
+            time.sleep(0.02)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _stale(lock: Path) -> bool:
+    """A lock whose holder died on this host. An unreadable one is being written."""
+    try:
+        host, pid = lock.read_text().split()
+    except (OSError, ValueError):
+        return False
+    return host == socket.gethostname() and not pid_alive(int(pid))

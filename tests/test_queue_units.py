@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import FakeGpus
+from xpkit.errors import QueueError
+from xpkit.queue.allocate import GpuAllocator
+from xpkit.queue.base import Executor, Job, load_executor
+from xpkit.queue.store import cancel, claim, enqueue, queued_runs
+from xpkit.store import rundir as rd
+from xpkit.store.create import NewRun, Provenance, create_run
+
+
+def make(runs: Path, slug: str = "x") -> rd.RunDir:
+    return create_run(runs, NewRun("que123", slug, "true", ["true"]), Provenance(runs, None, {}))
+
+
+def test_queue_order_priority_then_oldest(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    a, b, c = make(runs, "a"), make(runs, "b"), make(runs, "c")
+    enqueue(runs, a, priority=0, gpus=0, labels=[])
+    time.sleep(0.01)
+    enqueue(runs, b, priority=5, gpus=1, labels=["a100"])
+    enqueue(runs, c, priority=0, gpus=0, labels=[])
+    queued, problems = queued_runs(runs)
+    assert [q.name for q in queued] == [b.name, a.name, c.name] and problems == []
+    assert queued[0].gpus == 1 and queued[0].labels == ["a100"]
+
+
+def test_claims_are_exclusive(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    run = make(runs)
+    enqueue(runs, run, priority=0, gpus=0, labels=[])
+    assert claim(runs, run.name, "w1") is True
+    assert claim(runs, run.name, "w2") is False
+    assert queued_runs(runs)[0] == []
+    assert run.file(rd.CLAIM).read_text() == "w1\n"
+
+
+def test_deleted_run_directory_is_dropped_from_the_queue(tmp_path: Path) -> None:
+    import shutil
+
+    runs = tmp_path / "runs"
+    run = make(runs)
+    enqueue(runs, run, priority=0, gpus=0, labels=[])
+    shutil.rmtree(run.path)
+    queued, problems = queued_runs(runs)
+    assert queued == [] and "deleted while queued" in problems[0]
+
+
+def test_cancel_queued_and_refuse_finished(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    queued, done = make(runs, "q"), make(runs, "d")
+    enqueue(runs, queued, priority=0, gpus=0, labels=[])
+    assert cancel(runs, queued) == "cancelled"
+    assert queued.read_run()["status"] == "cancelled"
+    done.update_run(status="finished")
+    with pytest.raises(QueueError, match="is finished; only queued and running"):
+        cancel(runs, done)
+
+
+def test_free_gpu_rule(gpu_file: FakeGpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XP_GPU_GRACE", "30")
+    allocator = GpuAllocator(state=tmp_path / "state")
+    states = {s.index: s for s in allocator.states()}
+    assert [i for i, s in states.items() if s.free] == [0, 2, 3]
+    assert "process 4242" in states[1].why
+    assert allocator.take(2, "run-a") == [0, 2]
+    after = {s.index: s for s in allocator.states()}
+    assert after[0].why == "held by run-a" and after[3].free
+    assert allocator.take(2, "run-b") is None  # only GPU 3 is free
+    allocator.release([0, 2], "run-a")
+    assert {s.index: s for s in allocator.states()}[0].why == "just handed out"
+    long_ago = time.time() - 31
+    os.utime(tmp_path / "state" / "handed-0", (long_ago, long_ago))
+    assert {s.index: s for s in allocator.states()}[0].free
+    gpu_file.set([{"name": "A"}, {"name": "B", "memory_used_mib": 5000}])  # a colleague's job
+    assert [s.free for s in allocator.states()] == [True, False]
+    assert GpuAllocator(only=[1], state=tmp_path / "state").count() == 1
+
+
+def test_a_dead_workers_hold_is_dropped(gpu_file: FakeGpus, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    allocator = GpuAllocator(state=state)
+    (state / "held-0").write_text(json.dumps({"run": "ghost", "pid": 2**22 + 12345}))
+    assert {s.index: s for s in allocator.states()}[0].free
+
+
+@pytest.mark.parametrize("exit_code", [9, 0], ids=["fails", "exit-0"])
+def test_garbage_from_nvidia_smi_means_cpu_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exit_code: int
+) -> None:
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text(
+        f"#!/bin/sh\necho 'NVIDIA-SMI has failed because it could not communicate'\nexit {exit_code}\n"
+    )
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{__import__('os').environ['PATH']}")
+    monkeypatch.setenv("XP_GPU_PROBE", "nvidia-smi")
+    allocator = GpuAllocator(state=tmp_path / "state")
+    with pytest.warns(UserWarning, match="GPU probe failed, running CPU-only"):
+        assert allocator.count() == 0
+
+
+def test_executor_registry_and_base_contract(tmp_path: Path) -> None:
+    class Recording(Executor):
+        def __init__(self) -> None:
+            self.seen: list[str] = []
+
+        def _submit(self, jobs: list[Job]) -> list[Job]:
+            self.seen += [j.name for j in jobs]
+            return jobs
+
+    executor = Recording()
+    run = make(tmp_path / "runs")
+    assert executor.submit(Job(run)).name == run.name and executor.seen == [run.name]
+    with pytest.raises(QueueError, match="gpus must be >= 0"):
+        executor.map([Job(run, gpus=-1)])
+    with pytest.raises(QueueError, match="unknown executor 'slurm'; available: debug, local"):
+        load_executor("slurm")
