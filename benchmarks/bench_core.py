@@ -8,7 +8,8 @@ Scenarios:
   2. run.log of one scalar per call, against mlflow.log_metric and Sacred's log_scalar;
   3. `xp ls` over 10,000 runs (10 params, 3 metrics each), cold and warm index;
   4. building a 1,000-node config (and Hydra's instantiate), `xp diff` of big configs;
-  5. `xp report` over 1,000 runs with 1,000 points each, warm and cold curve cache.
+  5. `xp report` over 1,000 runs with 1,000 points each, warm and cold curve cache;
+  6. the queue: submit latency with an idle worker, big submits, `xp queue`, idle CPU.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from importlib import metadata
 from pathlib import Path
 
 from bench_config import scenario_config
+from bench_queue import scenario_queue
 from bench_report import scenario_report
 
 PARAMS = {f"p{i}": i for i in range(10)}
@@ -269,7 +271,7 @@ def machine() -> str:
 
 def render(results: dict[str, dict[str, object]], reps: int, elapsed: float) -> str:
     o, lg, ls = results["overhead"], results["logging"], results["listing"]
-    cfg, rep = results["config"], results["report"]
+    cfg, rep, q = results["config"], results["report"], results["queue"]
     builds: dict[str, float] = cfg["build"]  # type: ignore[assignment]
     om: dict[str, float] = o["medians"]  # type: ignore[assignment]
     rates: dict[str, float] = lg["calls_per_s"]  # type: ignore[assignment]
@@ -336,6 +338,15 @@ def render(results: dict[str, dict[str, object]], reps: int, elapsed: float) -> 
         "| < 3 s |",
         f"| cold (cache deleted: every metrics.jsonl parsed once) | {rep['cold_s']:.3f} | |",
         "",
+        "## 6. Queue",
+        "",
+        "| case | median | target |",
+        "| --- | ---: | --- |",
+        f"| `xp submit` → child started, idle worker | {q['latency_s']:.3f} s | < 0.5 s |",
+        f"| `xp submit` of a 100-run grid | {q['submit100_s']:.3f} s | < 2 s |",
+        f"| `xp queue` with 1,000 queued runs | {q['queue1000_s']:.3f} s | < 0.5 s |",
+        f"| idle worker, CPU over 10 s | {q['idle_cpu'] * 100:.2f} % of a core | < 1 % |",
+        "",
         "Command: `make bench`.",
         "",
     ]
@@ -356,6 +367,7 @@ def main() -> None:
             "listing": scenario_listing(work, args.reps),
             "config": scenario_config(work, args.reps),
             "report": scenario_report(work, max(1, args.reps // 2)),
+            "queue": scenario_queue(work, args.reps),
         }
     report = render(results, args.reps, time.perf_counter() - started)
     print(report)
