@@ -63,8 +63,10 @@ def check_assignment(tmp: Path, gpu_count: int) -> dict[str, object]:
     (project / "job.py").write_text(JOB + "\n")
     subprocess.run([*git, "add", "-A"], cwd=project, check=True)
     subprocess.run([*git, "commit", "-qm", "x"], cwd=project, check=True)
-    hold = ("import sys, time, torch; x = torch.empty(2**30, dtype=torch.uint8, "
-            "device='cuda:' + sys.argv[1]); print('holding', flush=True); time.sleep(120)")  # fmt: skip
+    hold = (
+        "import sys, time, torch; x = torch.empty(2**30, dtype=torch.uint8, "
+        "device='cuda:' + sys.argv[1]); print('holding', flush=True); time.sleep(120)"
+    )
     holders = [
         subprocess.Popen([sys.executable, "-c", hold, str(i)], stdout=subprocess.PIPE, text=True)
         for i in range(gpu_count)
