@@ -7,9 +7,11 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,6 +57,27 @@ TRAIN_PY = textwrap.dedent(
     print("to stderr", file=sys.stderr)
     """
 )
+
+
+def runs_of(runs_root: Path) -> list[Path]:
+    """The run directories of a runs root, by name (trial order within an experiment)."""
+    if not runs_root.exists():
+        return []
+    return sorted(p for p in runs_root.iterdir() if not p.name.startswith("."))
+
+
+def read_run(run: Path) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads((run / "run.json").read_text())
+    return result
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Result, git
+from conftest import Result, git, runs_of
 from xpkit.store import rundir as rd
 
 pytestmark = pytest.mark.integration
@@ -71,10 +71,6 @@ def cfg_project(git_project: Path) -> Path:
     git(git_project, "add", "-A")
     git(git_project, "commit", "-qm", "typed config")
     return git_project
-
-
-def runs_of(runs_root: Path) -> list[Path]:
-    return sorted(p for p in runs_root.iterdir() if not p.name.startswith("."))
 
 
 def test_config_reaches_the_program_resolved(

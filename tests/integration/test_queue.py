@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import XP, FakeGpus, Result, git
+from conftest import XP, FakeGpus, Result, git, runs_of, wait_for
+from conftest import read_run as info
 from xpkit.store import rundir as rd
 
 pytestmark = pytest.mark.integration
@@ -27,27 +28,6 @@ SHOW_GPUS = textwrap.dedent(
     time.sleep(float(sys.argv[1]) if len(sys.argv) > 1 else 0)
     """
 )
-
-
-def runs_of(runs_root: Path) -> list[Path]:
-    return (
-        sorted(p for p in runs_root.iterdir() if not p.name.startswith("."))
-        if runs_root.exists()
-        else []
-    )
-
-
-def info(run: Path) -> dict[str, object]:
-    return json.loads((run / rd.RUN_JSON).read_text())
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture

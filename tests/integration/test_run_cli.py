@@ -13,34 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import XP, Result, git
+from conftest import XP, Result, git, read_run, runs_of, wait_for
 from xpkit.store import rundir as rd
 
 pytestmark = pytest.mark.integration
 EXP = "experiments/toy/01_base.xp.toml"
 RUN_FILES = {"run.json", "config.json", "git.json", "git.diff", "env.json", "output.log",
              "metrics.jsonl", "summary.json", "artifacts"}  # fmt: skip
-
-
-def runs_of(runs_root: Path) -> list[Path]:
-    return (
-        sorted(p for p in runs_root.iterdir() if not p.name.startswith("."))
-        if runs_root.exists()
-        else []
-    )
-
-
-def read_run(path: Path) -> dict[str, object]:
-    return json.loads((path / rd.RUN_JSON).read_text())
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def test_experiment_sweep_records_every_run(

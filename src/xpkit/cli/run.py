@@ -118,8 +118,8 @@ def run_cmd(
     planned = plan(settings, request)
     if dry_run:
         click.echo(f"{len(planned)} run(s) would run in {settings.runs}:")
-        for item in planned:
-            click.echo(f"  {item.new.expid}_NNN_{item.new.slug}: {item.new.command}")
+        for new in planned:
+            click.echo(f"  {new.expid}_NNN_{new.slug}: {new.command}")
         return
     provenance = capture_provenance(settings, no_git)
     total = len(planned)

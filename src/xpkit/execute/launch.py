@@ -45,15 +45,7 @@ class SweepRequest:
     no_git: bool = False
 
 
-@dataclass
-class PlannedRun:
-    new: NewRun
-
-    def describe(self) -> str:
-        return self.new.command
-
-
-def plan(settings: Settings, request: SweepRequest) -> list[PlannedRun]:
+def plan(settings: Settings, request: SweepRequest) -> list[NewRun]:
     """Validate the request and expand it into runs; nothing is written."""
     sweep = os.urandom(4).hex()
     if request.experiment_file is not None:
@@ -63,20 +55,18 @@ def plan(settings: Settings, request: SweepRequest) -> list[PlannedRun]:
             find_experiment_files(settings.root, skip=(settings.runs, settings.workdir)),
         )
         return [
-            PlannedRun(
-                NewRun(
-                    expid=experiment.id,
-                    slug=names.slugify(request.name) if request.name else spec.slug,
-                    command=spec.command,
-                    argv=None,
-                    params=spec.params,
-                    config=spec.config,
-                    experiment=_experiment_ref(settings, experiment),
-                    tags=[*experiment.tags, *request.tags],
-                    gpus=experiment.gpus,
-                    sweep=sweep,
-                    metrics_from=experiment.metrics_from,
-                )
+            NewRun(
+                expid=experiment.id,
+                slug=names.slugify(request.name) if request.name else spec.slug,
+                command=spec.command,
+                argv=None,
+                params=spec.params,
+                config=spec.config,
+                experiment=_experiment_ref(settings, experiment),
+                tags=[*experiment.tags, *request.tags],
+                gpus=experiment.gpus,
+                sweep=sweep,
+                metrics_from=experiment.metrics_from,
             )
             for spec in experiment.expand(request.params, request.sets)
         ]
@@ -90,27 +80,25 @@ def plan(settings: Settings, request: SweepRequest) -> list[PlannedRun]:
     argv = list(request.argv)
     command = shlex.join(argv)
     expid = names.command_experiment_id(argv)
-    slug = names.slugify(request.name or _command_slug(argv))
     label = request.name or _command_slug(argv)
+    slug = names.slugify(label)
     return [
-        PlannedRun(
-            NewRun(
-                expid=expid,
-                slug=slug,
-                command=command,
-                argv=argv,
-                params=dict(request.params),
-                experiment={"name": label, "file": None},
-                tags=list(request.tags),
-                sweep=sweep,
-            )
+        NewRun(
+            expid=expid,
+            slug=slug,
+            command=command,
+            argv=argv,
+            params=dict(request.params),
+            experiment={"name": label, "file": None},
+            tags=list(request.tags),
+            sweep=sweep,
         )
     ]
 
 
 def plan_rerun(
     settings: Settings, original: RunDir, *, require_snapshot: bool = True
-) -> tuple[PlannedRun, Provenance]:
+) -> tuple[NewRun, Provenance]:
     """The same snapshot, command, params and config as `original`, as a new trial of
     its experiment; the host environment is captured afresh. `require_snapshot=False`
     (requeue) accepts a snapshot that only its bundle in the runs root holds."""
@@ -156,7 +144,7 @@ def plan_rerun(
         metrics_from=run.get("metrics_from") or {},
     )
     provenance = Provenance(project, snapshot, capture_env(), cwd=run.get("cwd") or ".")
-    return PlannedRun(new), provenance
+    return new, provenance
 
 
 def _experiment_ref(settings: Settings, experiment: Experiment) -> dict[str, Any]:
@@ -177,7 +165,7 @@ def _command_slug(argv: list[str]) -> str:
 
 def run_sweep(
     settings: Settings,
-    planned: list[PlannedRun],
+    planned: list[NewRun],
     provenance: Provenance,
     *,
     echo: bool = True,
@@ -188,14 +176,14 @@ def run_sweep(
     ensure_runs_root(settings.runs)
     snapshot = provenance.snapshot
     workspace = Workspace(provenance.project, settings.workdir, settings.link)
-    user = f"sweep-{planned[0].new.sweep}-{os.getpid()}"
+    user = f"sweep-{planned[0].sweep}-{os.getpid()}"
     # One worktree for the whole sweep, created before any run exists, so a failure
     # here leaves nothing half-made.
     tree = workspace.acquire(snapshot.snapshot, user) if snapshot else provenance.project
     results = []
     try:
-        for item in planned:
-            run_dir = create_run(settings.runs, item.new, provenance)
+        for new in planned:
+            run_dir = create_run(settings.runs, new, provenance)
             if on_start:
                 on_start(run_dir)
             cwd = tree / provenance.cwd

@@ -32,6 +32,7 @@ from xpkit.settings import (
     XP_TRIAL,
 )
 from xpkit.store import rundir as rd
+from xpkit.store.locks import pid_alive
 from xpkit.store.rundir import RunDir
 
 _SHELL_WORDS = {
@@ -270,7 +271,7 @@ class Runner:
         for sig in (signal.SIGTERM, signal.SIGKILL):
             deadline = time.monotonic() + grace
             while time.monotonic() < deadline:
-                if not _group_alive(pgid):
+                if not pid_alive(pgid, group=True):
                     return
                 time.sleep(0.05)
             _killpg(pgid, sig)
@@ -291,16 +292,6 @@ def _killpg(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class _SignalForwarder:

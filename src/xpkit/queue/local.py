@@ -8,13 +8,13 @@ from pathlib import Path
 
 from xpkit.capture.git import create_bundle
 from xpkit.errors import QueueError
-from xpkit.execute.launch import PlannedRun, plan_rerun
+from xpkit.execute.launch import plan_rerun
 from xpkit.names import META_DIR
 from xpkit.queue.base import Executor, Job
 from xpkit.queue.store import enqueue
 from xpkit.settings import Settings
 from xpkit.store import rundir as rd
-from xpkit.store.create import Provenance, create_run, ensure_runs_root
+from xpkit.store.create import NewRun, Provenance, create_run, ensure_runs_root
 from xpkit.store.rundir import RunDir
 
 
@@ -63,7 +63,7 @@ class DebugExecutor(Executor):
 
 
 def submit(
-    settings: Settings, planned: list[PlannedRun], provenance: Provenance,
+    settings: Settings, planned: list[NewRun], provenance: Provenance,
     request: QueueRequest, executor: Executor | None = None,
 ) -> list[RunDir]:  # fmt: skip
     """Create the runs as `queued` and hand them to the executor (default: the queue).
@@ -75,8 +75,7 @@ def submit(
         sha = provenance.snapshot.snapshot
         create_bundle(provenance.project, sha, bundle_path(settings.runs, sha))
     jobs = []
-    for item in planned:
-        new = item.new
+    for new in planned:
         if request.gpus is not None:
             new.gpus = request.gpus
         run_dir = create_run(settings.runs, new, provenance)

@@ -14,9 +14,10 @@ from xpkit.errors import StoreError
 LOCK_TIMEOUT = 300.0
 
 
-def pid_alive(pid: int) -> bool:
+def pid_alive(pid: int, *, group: bool = False) -> bool:
+    """Whether a process (or, with group=True, any process of a group) still exists."""
     try:
-        os.kill(pid, 0)
+        (os.killpg if group else os.kill)(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
