@@ -114,6 +114,10 @@ XP_WORKER_POLL = EnvVar(
     "XP_WORKER_POLL", _positive_float, 0.25, "Seconds between a worker's looks at the queue."
 )
 
+XP_RAY_TOKEN = EnvVar(
+    "XP_RAY_TOKEN", str, "", "Token of the Ray cluster (printed by `xp cluster head`)."
+)
+
 CONFIG_FILE = "xp.toml"
 _KNOWN_KEYS = {
     "runs": "folder holding all run directories (default 'runs')",

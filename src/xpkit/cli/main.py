@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "run": ("xpkit.cli.run", "run_cmd", "Run an experiment file or a command, recorded."),
     "submit": ("xpkit.cli.queue", "submit_cmd", "Queue runs for xp worker."),
     "worker": ("xpkit.cli.queue", "worker_cmd", "Execute queued runs on free GPUs."),
+    "cluster": ("xpkit.cli.cluster", "cluster_cmd", "Start or stop Ray nodes for the queue."),
     "queue": ("xpkit.cli.queue", "queue_cmd", "Show queued and running runs."),
     "status": ("xpkit.cli.queue", "status_cmd", "Show live workers and their GPUs."),
     "cancel": ("xpkit.cli.queue", "cancel_cmd", "Cancel queued runs, stop running ones."),

@@ -71,9 +71,11 @@ def submit_cmd(
 @click.option("--once", is_flag=True, help="Exit when nothing queued can run here any more.")
 @click.option("--backfill", is_flag=True, help="Let smaller runs start while a bigger one waits.")
 @click.option("--requeue-lost", is_flag=True, help="Requeue runs that went lost, once.")
+@click.option("--ray", "ray_address", metavar="HEAD:PORT", help="Dispatch onto this Ray cluster.")
+@click.option("--node-ip", help="With --ray: this machine's address in the cluster.")
 def worker_cmd(
     gpu_list: str | None, max_jobs: int | None, labels: tuple[str, ...], once: bool,
-    backfill: bool, requeue_lost: bool,
+    backfill: bool, requeue_lost: bool, ray_address: str | None, node_ip: str | None,
 ) -> None:  # fmt: skip
     """Take queued runs and execute them, one per free GPU, with CUDA_VISIBLE_DEVICES
     set. SIGTERM or Ctrl-C: finish running runs, take no more; twice: stop and requeue.
@@ -88,6 +90,13 @@ def worker_cmd(
     except ValueError:
         raise QueueError(f"--gpus {gpu_list!r}: give GPU indices like 0,1,3") from None
     settings = load_settings()
+    if ray_address:
+        from xpkit.queue.ray_dispatch import RayDispatcher
+
+        click.echo(f"xp worker --ray {ray_address}: queue {settings.runs}")
+        RayDispatcher(settings, ray_address, node_ip=node_ip, once=once,
+                      requeue_lost=requeue_lost).run()  # fmt: skip
+        return
     worker = Worker(settings, gpus=only, max_jobs=max_jobs, labels=labels, once=once,
                     backfill=backfill, requeue_lost=requeue_lost)  # fmt: skip
     gpus = f"{worker.gpu_total} GPU(s)" if worker.gpu_total else "no GPU (CPU runs only)"
@@ -133,6 +142,14 @@ def status_cmd() -> None:
     if not workers:
         click.echo("no live workers (start one with `xp worker`)")
     for w in workers:
+        if w.nodes:
+            click.echo(f"Ray dispatcher on {w.host} pid {w.pid}: {len(w.nodes)} node(s)")
+            for node in w.nodes:
+                used = sum(len(g) for g in node["running"].values())
+                click.echo(f"  node {node['ip']}: {node['gpus']} GPU(s), {used} used")
+                for name, gpus in node["running"].items():
+                    click.echo(f"    GPU {','.join(map(str, gpus)) or '-'}: {name}")
+            continue
         state = " (stopping)" if w.draining else ""
         click.echo(f"{w.host} pid {w.pid}{state}: {w.gpus} GPU(s), {len(w.running)}/{w.max_jobs} "
                    f"running, labels: {', '.join(w.labels) or 'none'}")  # fmt: skip

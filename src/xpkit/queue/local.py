@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from xpkit.capture.git import create_bundle
+from xpkit.capture.git import create_bundle, fetch_bundle, git, snapshot_exists
 from xpkit.errors import QueueError
 from xpkit.execute.launch import plan_rerun
 from xpkit.names import META_DIR
@@ -15,11 +15,25 @@ from xpkit.queue.store import enqueue
 from xpkit.settings import Settings
 from xpkit.store import rundir as rd
 from xpkit.store.create import NewRun, Provenance, create_run, ensure_runs_root
+from xpkit.store.locks import exclusive_lock
 from xpkit.store.rundir import RunDir
 
 
 def bundle_path(runs_root: Path, sha: str) -> Path:
     return runs_root / META_DIR / "bundles" / f"{sha}.bundle"
+
+
+def repo_with_snapshot(repo: Path, bundle: Path, sha: str) -> Path:
+    """`repo` (created bare if missing) holding snapshot `sha`, fetched from its bundle
+    if needed. Serialized: a sweep's runs start at once and share the repository."""
+    repo.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(repo.with_name(repo.name + ".lock")):
+        if not repo.exists():
+            repo.mkdir()
+            git(repo, "init", "-q", "--bare")
+        if not snapshot_exists(repo, sha):
+            fetch_bundle(repo, bundle, sha)
+    return repo
 
 
 @dataclass

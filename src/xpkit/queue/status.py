@@ -25,6 +25,7 @@ class WorkerInfo:
     running: dict[str, list[int]]
     draining: bool
     age: float  # seconds since its last heartbeat
+    nodes: list[dict[str, Any]]  # a Ray dispatcher's cluster nodes; empty for a local worker
 
 
 def live_workers(runs_root: Path) -> list[WorkerInfo]:
@@ -42,7 +43,8 @@ def live_workers(runs_root: Path) -> list[WorkerInfo]:
         found.append(WorkerInfo(record.get("host", "?"), int(record.get("pid", 0)),
                                 list(record.get("labels", [])), int(record.get("gpus", 0)),
                                 int(record.get("max_jobs", 1)), dict(record.get("running", {})),
-                                bool(record.get("draining")), age))  # fmt: skip
+                                bool(record.get("draining")), age,
+                                list(record.get("nodes", []))))  # fmt: skip
     return found
 
 

@@ -20,17 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from xpkit.capture.env import capture_env
-from xpkit.capture.git import fetch_bundle, git, repo_root, snapshot_exists
+from xpkit.capture.git import fetch_bundle, repo_root, snapshot_exists
 from xpkit.errors import GitError, RunError, XpError
 from xpkit.execute.runner import Runner
 from xpkit.execute.workspace import Workspace
 from xpkit.names import META_DIR
 from xpkit.queue.allocate import GpuAllocator
-from xpkit.queue.local import bundle_path, requeue
+from xpkit.queue.local import bundle_path, repo_with_snapshot, requeue
 from xpkit.queue.store import QueuedRun, claim, queued_runs, unclaim, worker_id
 from xpkit.settings import XP_CACHE_DIR, XP_HEARTBEAT_INTERVAL, XP_WORKER_POLL, Settings
 from xpkit.store import rundir as rd
 from xpkit.store.index import load_rows
+from xpkit.store.locks import exclusive_lock
 from xpkit.store.rundir import RunDir, write_json_atomic
 
 GPU_PROBE_EVERY = 2.0  # seconds between GPU probes while runs wait for GPUs
@@ -51,15 +52,15 @@ def _code_repo(settings: Settings, info: dict[str, Any]) -> Path:
         project = None
     if project is not None and snapshot_exists(project, sha):
         return project
-    target = project
-    if target is None:
-        digest = hashlib.sha1(str(settings.runs.resolve()).encode()).hexdigest()[:16]
-        target = XP_CACHE_DIR.get() / "repos" / f"{digest}.git"
-        if not target.exists():
-            target.mkdir(parents=True)
-            git(target, "init", "-q", "--bare")
-    fetch_bundle(target, bundle_path(settings.runs, sha), sha)
-    return target
+    digest = hashlib.sha1(str(settings.runs.resolve()).encode()).hexdigest()[:16]
+    repos = XP_CACHE_DIR.get() / "repos"
+    if project is None:
+        return repo_with_snapshot(repos / f"{digest}.git", bundle_path(settings.runs, sha), sha)
+    repos.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(repos / f"{digest}.fetch.lock"):  # a sweep's jobs start together
+        if not snapshot_exists(project, sha):
+            fetch_bundle(project, bundle_path(settings.runs, sha), sha)
+    return project
 
 
 def execute_job(

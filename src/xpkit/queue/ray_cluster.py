@@ -1,0 +1,196 @@
+"""`xp cluster head|join|stop`: Ray nodes with safe defaults, stopped by PID.
+
+`ray stop` kills every Ray process of the host, a colleague's too; xpkit records the
+processes each `ray start` it ran created (the new Ray processes and, at stop time,
+their descendants) and stops exactly those. Usage stats are off, token authentication
+is on, the dashboard (if any) listens on 127.0.0.1, the object store is capped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xpkit.errors import QueueError
+from xpkit.settings import XP_CACHE_DIR, XP_RAY_TOKEN
+
+OBJECT_STORE_BYTES = 2 * 2**30
+RESOURCE_NODE = "xp_node:"  # xp_node:<ip>: 1 on every node xpkit starts
+RESOURCE_LABEL = "xp_label:"  # xp_label:<label>: 1000 on nodes offering that label
+
+
+def state_dir() -> Path:
+    return XP_CACHE_DIR.get() / "ray"
+
+
+def token_path() -> Path:
+    return state_dir() / "auth_token"
+
+
+def ray_env(token: str) -> dict[str, str]:
+    """Environment for every Ray process and driver xpkit starts."""
+    return {
+        **os.environ,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": token,
+    }
+
+
+def load_token() -> str:
+    """The cluster token: XP_RAY_TOKEN, else the one `xp cluster head` saved here."""
+    token = XP_RAY_TOKEN.get()
+    if token:
+        return token
+    try:
+        return token_path().read_text().strip()
+    except OSError:
+        raise QueueError(
+            "no Ray cluster token: run `xp cluster head` on this machine, or set "
+            "XP_RAY_TOKEN to the token `xp cluster head` printed"
+        ) from None
+
+
+@dataclass
+class NodeStart:
+    address: str
+    node_ip: str
+    pids: list[int]
+    token: str
+
+
+def _ray_executable() -> str:
+    found = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
+    if not found:
+        raise QueueError("Ray is not installed: pip install 'xpkit[ray]'")
+    return found
+
+
+def _ray_pids() -> set[int]:
+    import psutil
+
+    found = set()
+    for proc in psutil.process_iter(["pid", "name", "cmdline"]):
+        try:
+            text = f"{proc.info['name']} {' '.join(proc.info['cmdline'] or [])}"
+        except (psutil.Error, TypeError):
+            continue
+        if "ray" in text and proc.info["pid"] != os.getpid():
+            found.add(proc.info["pid"])
+    return found
+
+
+def _start(args: list[str], token: str, node_ip: str, address: str) -> NodeStart:
+    before = _ray_pids()
+    proc = subprocess.run(
+        [_ray_executable(), "start", *args], env=ray_env(token), capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise QueueError(f"`ray start` failed: {(proc.stderr or proc.stdout).strip()[-800:]}")
+    time.sleep(0.5)  # let the agents spawn, so they are recorded too
+    started = sorted(_ray_pids() - before)
+    node = NodeStart(address, node_ip, started, token)
+    folder = state_dir() / "nodes"
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"address": address, "node_ip": node_ip, "pids": started, "started": time.time()}
+    (folder / f"{node_ip.replace(':', '_')}-{os.getpid()}.json").write_text(json.dumps(record))
+    return node
+
+
+def _resources(node_ip: str, labels: tuple[str, ...]) -> str:
+    resources = {f"{RESOURCE_NODE}{node_ip}": 1.0}
+    resources.update({f"{RESOURCE_LABEL}{label}": 1000.0 for label in labels})
+    return json.dumps(resources)
+
+
+def _common(node_ip: str, num_gpus: int | None, temp_dir: Path | None, labels: tuple[str, ...],
+            num_cpus: int | None) -> list[str]:  # fmt: skip
+    args = [f"--node-ip-address={node_ip}", "--disable-usage-stats",
+            f"--object-store-memory={OBJECT_STORE_BYTES}",
+            f"--resources={_resources(node_ip, labels)}"]  # fmt: skip
+    if num_gpus is not None:
+        args.append(f"--num-gpus={num_gpus}")
+    if num_cpus is not None:
+        args.append(f"--num-cpus={num_cpus}")
+    if temp_dir is not None:
+        args.append(f"--temp-dir={temp_dir}")
+    return args
+
+
+def free_gpu_env(num_gpus: int | None) -> tuple[int | None, dict[str, str]]:
+    """Offer Ray only the GPUs that are free now (the queue's free-GPU rule)."""
+    if num_gpus is not None:
+        return num_gpus, {}
+    from xpkit.queue.allocate import GpuAllocator
+
+    free = [s.index for s in GpuAllocator().states() if s.free]
+    return len(free), {"CUDA_VISIBLE_DEVICES": ",".join(map(str, free))}
+
+
+def start_head(*, node_ip: str, port: int, num_gpus: int | None, temp_dir: Path | None,
+               labels: tuple[str, ...] = (), num_cpus: int | None = None,
+               dashboard: bool = False) -> NodeStart:  # fmt: skip
+    token = XP_RAY_TOKEN.get() or secrets.token_hex(24)
+    token_path().parent.mkdir(parents=True, exist_ok=True)
+    token_path().write_text(token + "\n")
+    token_path().chmod(0o600)
+    gpus, env = free_gpu_env(num_gpus)
+    os.environ.update(env)
+    args = ["--head", f"--port={port}", *_common(node_ip, gpus, temp_dir, labels, num_cpus)]
+    args += ["--include-dashboard=true", "--dashboard-host=127.0.0.1"] if dashboard else [
+        "--include-dashboard=false"
+    ]  # fmt: skip
+    return _start(args, token, node_ip, f"{node_ip}:{port}")
+
+
+def join(address: str, *, node_ip: str, num_gpus: int | None, temp_dir: Path | None,
+         labels: tuple[str, ...] = (), num_cpus: int | None = None) -> NodeStart:  # fmt: skip
+    gpus, env = free_gpu_env(num_gpus)
+    os.environ.update(env)
+    args = [f"--address={address}", *_common(node_ip, gpus, temp_dir, labels, num_cpus)]
+    return _start(args, load_token(), node_ip, address)
+
+
+def recorded_nodes() -> list[dict[str, Any]]:
+    folder = state_dir() / "nodes"
+    nodes = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            nodes.append({**json.loads(path.read_text()), "file": str(path)})
+        except (OSError, ValueError):
+            continue
+    return nodes
+
+
+def stop(node_ip: str | None = None) -> list[int]:
+    """Kill the processes xpkit's `ray start`s created (and their descendants)."""
+    import psutil
+
+    killed = []
+    for node in recorded_nodes():
+        if node_ip and node.get("node_ip") != node_ip:
+            continue
+        procs = []
+        for pid in node.get("pids", []):
+            try:
+                proc = psutil.Process(pid)
+                procs += [proc, *proc.children(recursive=True)]
+            except psutil.Error:
+                continue
+        for proc in procs:
+            try:
+                proc.kill()
+                killed.append(proc.pid)
+            except psutil.Error:
+                continue
+        psutil.wait_procs(procs, timeout=10)
+        Path(node["file"]).unlink(missing_ok=True)
+    return sorted(set(killed))

@@ -1,0 +1,181 @@
+"""The queue on a real two-node Ray cluster on loopback (head 127.0.0.2, node
+127.0.0.3, fake GPUs), started with `xp cluster` and stopped by PID."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import XP, Result, git, read_run, runs_of, wait_for
+from xpkit.store import rundir as rd
+
+pytestmark = pytest.mark.integration
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'xpkit[ray]')")
+psutil = pytest.importorskip("psutil")
+
+HEAD, NODE = "127.0.0.2", "127.0.0.3"
+JOB = textwrap.dedent(
+    """\
+    import os, sys, time
+    import xpkit as xp
+    run = xp.init()
+    print("CVD=" + os.environ.get("CUDA_VISIBLE_DEVICES", "unset"), flush=True)
+    for i in range(3):
+        run.log({"loss": 1.0 / (i + 1)})
+    time.sleep(float(sys.argv[1]))
+    """
+)
+RUN_FILES = {"run.json", "config.json", "git.json", "git.diff", "env.json", "output.log",
+             "metrics.jsonl", "summary.json", "artifacts"}  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.2", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def cluster(git_project: Path, xp: Callable[..., Result]) -> Iterator[str]:
+    (git_project / "job.py").write_text(JOB)
+    git(git_project, "add", "-A")
+    git(git_project, "commit", "-qm", "job")
+    temp = Path(tempfile.mkdtemp(prefix="xpray", dir="/tmp"))  # short: Ray's socket paths
+    port = free_port()
+    address = f"{HEAD}:{port}"
+    common = ["--num-gpus", "2", "--num-cpus", "2", "--temp-dir", str(temp)]
+    head = xp("cluster", "head", "--node-ip", HEAD, "--port", str(port), *common, cwd=git_project)
+    try:
+        assert head.returncode == 0, head.output
+        joined = xp("cluster", "join", address, "--node-ip", NODE, "--label", "n2", *common,
+                    cwd=git_project)  # fmt: skip
+        assert joined.returncode == 0, joined.output
+        yield address
+    finally:
+        pids = [p for node in _nodes() for p in node["pids"]]
+        stopped = xp("cluster", "stop", cwd=git_project)
+        assert stopped.returncode == 0
+        time.sleep(1)
+        alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+        shutil.rmtree(temp, ignore_errors=True)
+        assert alive == [], f"Ray processes left after xp cluster stop: {alive}"
+
+
+def _nodes() -> list[dict[str, object]]:
+    folder = Path(os.environ["XP_CACHE_DIR"]) / "ray" / "nodes"
+    return [json.loads(p.read_text()) for p in folder.glob("*.json")] if folder.is_dir() else []
+
+
+def _connections_are_loopback() -> list[str]:
+    pids = {int(p) for node in _nodes() for p in node["pids"]}  # type: ignore[union-attr]
+    outside = []
+    for pid in list(pids):
+        try:
+            procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+        except psutil.Error:
+            continue
+        for proc in procs:
+            try:
+                conns = proc.net_connections(kind="inet")
+            except psutil.Error:
+                continue
+            for conn in conns:
+                for addr in (conn.laddr, conn.raddr):
+                    if addr and not addr.ip.replace("::ffff:", "").startswith("127.") \
+                            and addr.ip not in ("0.0.0.0", "::"):  # fmt: skip
+                        outside.append(f"{proc.name()} {addr.ip}:{addr.port}")
+    return outside
+
+
+def test_sweep_spreads_over_both_nodes(
+    cluster: str, git_project: Path, runs_root: Path, xp: Callable[..., Result]
+) -> None:
+    (git_project / "experiments" / "toy" / "09_ray.xp.toml").write_text(
+        'id = "ray999"\ncommand = "python job.py {seconds}"\ngpus = 1\n'
+        "[grid]\nseconds = [1]\ni = [0, 1, 2, 3, 4, 5, 6, 7]\n"
+    )
+    git(git_project, "add", "-A")
+    git(git_project, "commit", "-qm", "ray sweep")
+    assert xp("submit", "experiments/toy/09_ray.xp.toml", cwd=git_project).returncode == 0
+    started = time.monotonic()
+    dispatcher = xp("worker", "--ray", cluster, "--node-ip", HEAD, "--once", cwd=git_project,
+                    timeout=240)  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert dispatcher.returncode == 0, dispatcher.output
+    runs = runs_of(runs_root)
+    assert len(runs) == 8
+    nodes = set()
+    for run in runs:
+        meta = read_run(run)
+        assert meta["status"] == "finished", (run.name, meta.get("reason"))
+        assert RUN_FILES <= {p.name for p in run.iterdir()}
+        output = (run / rd.OUTPUT_LOG).read_text()
+        assert f"CVD={meta['gpus'][0]}" in output and len(meta["gpus"]) == 1
+        assert len((run / rd.METRICS).read_text().splitlines()) == 3
+        assert json.loads((run / rd.SUMMARY_JSON).read_text())["loss"] == pytest.approx(1 / 3)
+        env = json.loads((run / rd.ENV_JSON).read_text())
+        assert env["env"]["variables"]["CUDA_VISIBLE_DEVICES"] == str(meta["gpus"][0])
+        nodes.add(meta["node"])
+    assert nodes == {HEAD, NODE}
+    assert _connections_are_loopback() == []
+    print(f"8 runs of 1 s on 4 fake GPUs in {elapsed:.1f} s")
+
+
+def test_cancel_status_and_a_node_killed_mid_run(
+    cluster: str, git_project: Path, runs_root: Path, xp: Callable[..., Result]
+) -> None:
+    result = xp(
+        "submit", "--gpus", "1", "--label", "n2", "--", "python", "job.py", "60", cwd=git_project
+    )
+    (name,) = result.stdout.split()
+    (other,) = xp(
+        "submit", "--gpus", "1", "--", "python", "job.py", "60", cwd=git_project
+    ).stdout.split()
+    dispatcher = subprocess.Popen([*XP, "worker", "--ray", cluster, "--node-ip", HEAD, "--requeue-lost"],
+                                  cwd=git_project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True)  # fmt: skip
+    try:
+        wait_for(lambda: "CVD=" in (runs_root / name / rd.OUTPUT_LOG).read_text(), timeout=90)
+        wait_for(lambda: "CVD=" in (runs_root / other / rd.OUTPUT_LOG).read_text(), timeout=90)
+        assert read_run(runs_root / name)["node"] == NODE
+        wait_for(lambda: NODE in xp("status", cwd=git_project).stdout, timeout=30)
+        status = xp("status", cwd=git_project).stdout
+        assert f"node {NODE}: 2 GPU(s)" in status and name in status, status
+        follow = xp("logs", other, cwd=git_project).stdout  # streamed from the node
+        assert "CVD=" in follow
+        assert "stopping" in xp("cancel", other, cwd=git_project).stdout
+        wait_for(lambda: read_run(runs_root / other)["status"] == "killed", timeout=60)
+        (node,) = [n for n in _nodes() if n["node_ip"] == NODE]
+        victims = []
+        for pid in node["pids"]:  # type: ignore[union-attr]
+            try:
+                proc = psutil.Process(pid)
+                victims += [proc, *proc.children(recursive=True)]
+            except psutil.Error:
+                continue
+        for proc in victims:
+            try:
+                proc.send_signal(signal.SIGKILL)
+            except psutil.Error:
+                pass
+        wait_for(lambda: read_run(runs_root / name)["status"] == "lost", timeout=60)
+        wait_for(lambda: "requeued_as" in read_run(runs_root / name), timeout=30)
+        requeued = read_run(runs_root / name)["requeued_as"]
+        assert read_run(runs_root / requeued)["status"] == "queued"  # no node has n2 now
+    finally:
+        dispatcher.send_signal(signal.SIGTERM)
+        try:
+            dispatcher.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            dispatcher.kill()
