@@ -284,7 +284,7 @@ def _ray_section(rr: dict[str, Any]) -> list[str]:
         f"| queue → running on an idle cluster | {rr['latency_s']:.3f} s | < 2 s |",
         f"| 8 runs of 1 s on 4 GPUs, wall time | {rr['eight_s']:.2f} s | < 10 s |",
         f"| run logging ~10,000 points/s: {rr['remote_work_s']:.2f} s on Ray (streamed) vs "
-        f"{rr['local_work_s']:.2f} s local | +{overhead:.1f} % | < 5 % |",
+        f"{rr['local_work_s']:.2f} s local | {overhead:+.1f} % | < 5 % |",
         "",
     ]
 
