@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import XP, Result, git, read_run, runs_of, wait_for
+from conftest import XP, FakeGpus, Result, git, read_run, runs_of, wait_for
 from xpkit.store import rundir as rd
 
 pytestmark = pytest.mark.integration
@@ -149,9 +149,9 @@ def test_cancel_status_and_a_node_killed_mid_run(
         wait_for(lambda: "CVD=" in (runs_root / name / rd.OUTPUT_LOG).read_text(), timeout=90)
         wait_for(lambda: "CVD=" in (runs_root / other / rd.OUTPUT_LOG).read_text(), timeout=90)
         assert read_run(runs_root / name)["node"] == NODE
-        wait_for(lambda: NODE in xp("status", cwd=git_project).stdout, timeout=30)
+        wait_for(lambda: name in xp("status", cwd=git_project).stdout, timeout=30)
         status = xp("status", cwd=git_project).stdout
-        assert f"node {NODE}: 2 GPU(s)" in status and name in status, status
+        assert f"node {NODE}: 2 GPU(s), 1 used" in status, status
         follow = xp("logs", other, cwd=git_project).stdout  # streamed from the node
         assert "CVD=" in follow
         assert "stopping" in xp("cancel", other, cwd=git_project).stdout
@@ -179,3 +179,38 @@ def test_cancel_status_and_a_node_killed_mid_run(
             dispatcher.wait(timeout=30)
         except subprocess.TimeoutExpired:
             dispatcher.kill()
+
+
+def test_join_watch_re_offers_gpus_as_their_use_changes(
+    git_project: Path, gpu_file: FakeGpus, xp: Callable[..., Result]
+) -> None:
+    gpu_file.set([{"name": "A"}, {"name": "B"}])
+    temp = Path(tempfile.mkdtemp(prefix="xpraw", dir="/tmp"))
+    port = free_port()
+    address = f"{HEAD}:{port}"
+    common = ["--num-cpus", "1", "--temp-dir", str(temp)]
+    assert xp("cluster", "head", "--node-ip", HEAD, "--port", str(port), "--num-gpus", "0",
+              *common, cwd=git_project).returncode == 0  # fmt: skip
+    watcher = subprocess.Popen([*XP, "cluster", "join", address, "--node-ip", NODE, "--watch",
+                                "--interval", "0.5", *common], cwd=git_project,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        wait_for(lambda: any(n["node_ip"] == NODE for n in _nodes()), timeout=60)
+        assert [n["gpus"] for n in _nodes() if n["node_ip"] == NODE] == [2]
+        gpu_file.set([{"name": "A"}, {"name": "B", "processes": [{"pid": 7, "used_mib": 8000}]}])
+        wait_for(lambda: [n["gpus"] for n in _nodes() if n["node_ip"] == NODE] == [1], timeout=60)
+        (node,) = [n for n in _nodes() if n["node_ip"] == NODE]
+        assert node["visible"] == "0"  # only the free GPU is offered
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        try:
+            watcher.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            watcher.kill()
+        print(watcher.stdout.read() if watcher.stdout else "")
+        pids = [p for n in _nodes() for p in n["pids"]]  # type: ignore[union-attr]
+        assert xp("cluster", "stop", cwd=git_project).returncode == 0
+        time.sleep(1)
+        shutil.rmtree(temp, ignore_errors=True)
+        alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+        assert alive == [], f"Ray processes left: {alive}"

@@ -55,8 +55,12 @@ def head_cmd(node_ip: str, num_gpus: int | None, num_cpus: int | None, temp_dir:
 @cluster_cmd.command("join")
 @click.argument("address")
 @_common
-def join_cmd(address: str, node_ip: str, num_gpus: int | None, num_cpus: int | None,
-             temp_dir: Path | None, labels: tuple[str, ...]) -> None:  # fmt: skip
+@click.option("--watch", is_flag=True, help="Stay up and re-offer GPUs as their use changes.")
+@click.option("--interval", default=30.0, show_default=True, help="Seconds between --watch looks.")
+def join_cmd(
+    address: str, node_ip: str, num_gpus: int | None, num_cpus: int | None,
+    temp_dir: Path | None, labels: tuple[str, ...], watch: bool, interval: float,
+) -> None:  # fmt: skip
     """Join this machine to the Ray cluster at ADDRESS (HEAD:PORT), offering only the
     GPUs that are free now.
 
@@ -67,6 +71,16 @@ def join_cmd(address: str, node_ip: str, num_gpus: int | None, num_cpus: int | N
     node = join(address, node_ip=node_ip, num_gpus=num_gpus, temp_dir=temp_dir, labels=labels,
                 num_cpus=num_cpus)  # fmt: skip
     click.echo(f"joined {address} as {node_ip} ({len(node.pids)} processes)")
+    if watch:
+        from xpkit.queue.ray_cluster import watch as watch_gpus
+
+        if num_gpus is not None:
+            raise click.UsageError("--watch re-offers the free GPUs; it cannot go with --num-gpus")
+        try:
+            watch_gpus(address, node_ip=node_ip, temp_dir=temp_dir, labels=labels,
+                       num_cpus=num_cpus, interval=interval)  # fmt: skip
+        except KeyboardInterrupt:
+            click.echo("stopped watching; the node stays up (`xp cluster stop` stops it)")
 
 
 @cluster_cmd.command("stop")

@@ -88,7 +88,7 @@ def _ray_pids() -> set[int]:
     return found
 
 
-def _start(args: list[str], token: str, node_ip: str, address: str) -> NodeStart:
+def _start(args: list[str], token: str, node_ip: str, address: str, gpus: int | None) -> NodeStart:
     before = _ray_pids()
     proc = subprocess.run(
         [_ray_executable(), "start", *args], env=ray_env(token), capture_output=True, text=True
@@ -100,7 +100,8 @@ def _start(args: list[str], token: str, node_ip: str, address: str) -> NodeStart
     node = NodeStart(address, node_ip, started, token)
     folder = state_dir() / "nodes"
     folder.mkdir(parents=True, exist_ok=True)
-    record = {"address": address, "node_ip": node_ip, "pids": started, "started": time.time()}
+    record = {"address": address, "node_ip": node_ip, "pids": started, "started": time.time(),
+              "gpus": gpus, "visible": os.environ.get("CUDA_VISIBLE_DEVICES")}  # fmt: skip
     (folder / f"{node_ip.replace(':', '_')}-{os.getpid()}.json").write_text(json.dumps(record))
     return node
 
@@ -148,7 +149,7 @@ def start_head(*, node_ip: str, port: int, num_gpus: int | None, temp_dir: Path 
     args += ["--include-dashboard=true", "--dashboard-host=127.0.0.1"] if dashboard else [
         "--include-dashboard=false"
     ]  # fmt: skip
-    return _start(args, token, node_ip, f"{node_ip}:{port}")
+    return _start(args, token, node_ip, f"{node_ip}:{port}", gpus)
 
 
 def join(address: str, *, node_ip: str, num_gpus: int | None, temp_dir: Path | None,
@@ -156,7 +157,7 @@ def join(address: str, *, node_ip: str, num_gpus: int | None, temp_dir: Path | N
     gpus, env = free_gpu_env(num_gpus)
     os.environ.update(env)
     args = [f"--address={address}", *_common(node_ip, gpus, temp_dir, labels, num_cpus)]
-    return _start(args, load_token(), node_ip, address)
+    return _start(args, load_token(), node_ip, address, gpus)
 
 
 def recorded_nodes() -> list[dict[str, Any]]:
@@ -194,3 +195,53 @@ def stop(node_ip: str | None = None) -> list[int]:
         psutil.wait_procs(procs, timeout=10)
         Path(node["file"]).unlink(missing_ok=True)
     return sorted(set(killed))
+
+
+def _busy(node_ip: str) -> bool:
+    """Whether an xp run executes on the node xp started with this address."""
+    import psutil
+
+    for node in recorded_nodes():
+        if node.get("node_ip") != node_ip:
+            continue
+        for pid in node.get("pids", []):
+            try:
+                children = psutil.Process(pid).children(recursive=True)
+            except psutil.Error:
+                continue
+            for child in children:
+                try:
+                    if child.name().startswith("ray::execute_re"):
+                        return True
+                except psutil.Error:
+                    continue
+    return False
+
+
+def watch(
+    address: str, *, node_ip: str, temp_dir: Path | None, labels: tuple[str, ...] = (),
+    num_cpus: int | None = None, interval: float = 30.0, rounds: int | None = None,
+) -> None:  # fmt: skip
+    """Keep this node offering exactly the GPUs that are free: when a colleague starts
+    or stops using one, and no xp run executes here, restart the node with the new set
+    (Ray cannot change a running node's GPUs)."""
+    from xpkit.queue.allocate import GpuAllocator
+
+    def free() -> list[int]:
+        return [s.index for s in GpuAllocator().states() if s.free]
+
+    # What the join in this process offered (it set CUDA_VISIBLE_DEVICES for Ray).
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    offered = [int(i) for i in visible.split(",") if i.strip().isdigit()]
+    done = 0
+    while rounds is None or done < rounds:
+        time.sleep(interval)
+        done += 1
+        now = free()
+        if now == offered or _busy(node_ip):
+            continue
+        print(f"xp cluster: free GPUs changed {offered} -> {now}; re-offering", flush=True)
+        stop(node_ip)
+        join(address, node_ip=node_ip, num_gpus=None, temp_dir=temp_dir, labels=labels,
+             num_cpus=num_cpus)  # fmt: skip
+        offered = now
