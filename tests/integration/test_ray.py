@@ -131,6 +131,27 @@ def test_sweep_spreads_over_both_nodes(
     assert _connections_are_loopback() == []
     print(f"8 runs of 1 s on 4 fake GPUs in {elapsed:.1f} s")
 
+    # A failing command fails like a local run; a restarted dispatcher reconciles.
+    fail = ["--", "python", "-c", "import sys; print('boom'); sys.exit(3)"]
+    (failing,) = xp("submit", *fail, cwd=git_project).stdout.split()
+    (orphan,) = xp("submit", "--", "python", "job.py", "60", cwd=git_project).stdout.split()
+    first = subprocess.Popen([*XP, "worker", "--ray", cluster, "--node-ip", HEAD], cwd=git_project,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_for(lambda: "CVD=" in (runs_root / orphan / rd.OUTPUT_LOG).read_text(), timeout=90)
+        wait_for(lambda: read_run(runs_root / failing)["status"] == "failed", timeout=60)
+    finally:
+        first.kill()  # the dispatcher dies; its task goes with it
+        first.wait()
+    meta = read_run(runs_root / failing)
+    assert meta["exit_code"] == 3 and "boom" in (runs_root / failing / rd.OUTPUT_LOG).read_text()
+    again = xp(
+        "worker", "--ray", cluster, "--node-ip", HEAD, "--once", cwd=git_project, timeout=120
+    )
+    assert again.returncode == 0, again.output
+    assert read_run(runs_root / orphan)["status"] == "lost"
+    assert "dispatcher" in str(read_run(runs_root / orphan)["reason"])
+
 
 def test_cancel_status_and_a_node_killed_mid_run(
     cluster: str, git_project: Path, runs_root: Path, xp: Callable[..., Result]
