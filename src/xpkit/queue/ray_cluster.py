@@ -42,6 +42,8 @@ def ray_env(token: str) -> dict[str, str]:
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": token,
+        # A queue's tasks may wait for a busy node to start a worker process.
+        "RAY_worker_register_timeout_seconds": "600",
     }
 
 
