@@ -63,13 +63,17 @@ def cluster(git_project: Path, xp: Callable[..., Result]) -> Iterator[str]:
         assert joined.returncode == 0, joined.output
         yield address
     finally:
-        pids = [p for node in _nodes() for p in node["pids"]]
-        stopped = xp("cluster", "stop", cwd=git_project)
-        assert stopped.returncode == 0
-        time.sleep(1)
-        alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
-        shutil.rmtree(temp, ignore_errors=True)
-        assert alive == [], f"Ray processes left after xp cluster stop: {alive}"
+        _stop_cluster(xp, git_project, temp)
+
+
+def _stop_cluster(xp: Callable[..., Result], project: Path, temp: Path) -> None:
+    """`xp cluster stop`, then check that no process it recorded is left."""
+    pids = [p for node in _nodes() for p in node["pids"]]  # type: ignore[attr-defined]
+    assert xp("cluster", "stop", cwd=project).returncode == 0
+    time.sleep(1)
+    shutil.rmtree(temp, ignore_errors=True)
+    alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+    assert alive == [], f"Ray processes left after xp cluster stop: {alive}"
 
 
 def _nodes() -> list[dict[str, object]]:
@@ -228,10 +232,4 @@ def test_join_watch_re_offers_gpus_as_their_use_changes(
             watcher.wait(timeout=30)
         except subprocess.TimeoutExpired:
             watcher.kill()
-        print(watcher.stdout.read() if watcher.stdout else "")
-        pids = [p for n in _nodes() for p in n["pids"]]  # type: ignore[union-attr]
-        assert xp("cluster", "stop", cwd=git_project).returncode == 0
-        time.sleep(1)
-        shutil.rmtree(temp, ignore_errors=True)
-        alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
-        assert alive == [], f"Ray processes left: {alive}"
+        _stop_cluster(xp, git_project, temp)
