@@ -243,3 +243,35 @@ def test_ctrl_c_escalates_when_the_command_ignores_it(git_project: Path, runs_ro
     (run,) = runs_of(runs_root)
     assert read_run(run)["status"] == "killed"
     assert read_run(run)["exit_code"] == -signal.SIGTERM
+
+
+def test_logs_follow_until_the_run_ends(git_project: Path, runs_root: Path) -> None:
+    (git_project / "slow.py").write_text(
+        "import time\nfor i in range(3):\n    print('tick', i, flush=True)\n    time.sleep(0.7)\n"
+        "print('bye', flush=True)\n"
+    )
+    env = {**os.environ, "XP_HEARTBEAT_INTERVAL": "0.3"}
+    run = subprocess.Popen([*XP, "run", "--", "python", "slow.py"], cwd=git_project, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    wait_for(lambda: any("tick 0" in (p / rd.OUTPUT_LOG).read_text() for p in runs_of(runs_root)))
+    (name,) = [p.name for p in runs_of(runs_root)]
+    follow = subprocess.run([*XP, "logs", "-f", name], cwd=git_project, env=env,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    run.wait(timeout=60)
+    assert follow.returncode == 0
+    assert follow.stdout.splitlines() == ["tick 0", "tick 1", "tick 2", "bye"]
+
+
+def test_run_from_a_subfolder_starts_in_the_same_folder_of_the_snapshot(
+    git_project: Path, runs_root: Path, xp: Callable[..., Result]
+) -> None:
+    sub = git_project / "scripts"
+    sub.mkdir()
+    (sub / "where.py").write_text("import os\nprint('CWD', os.path.basename(os.getcwd()))\n")
+    git(git_project, "add", "-A")
+    git(git_project, "commit", "-qm", "scripts")
+    result = xp("run", "--", "python", "where.py", cwd=sub)
+    assert result.returncode == 0, result.output
+    assert "CWD scripts" in result.stdout
+    (run,) = runs_of(runs_root)  # the runs root of the project, not of the subfolder
+    assert read_run(run)["cwd"] == "scripts"

@@ -68,6 +68,9 @@ def report_cmd(
         click.echo(runs_report(settings, names, options).markdown, nl=False)
         return
     if not files:
+        if all_files:
+            click.echo(f"no experiment files (*.xp.toml) in {settings.root}")
+            return
         raise click.UsageError("give an experiment file, --all, or runs")
     stale = []
     for path in files:
