@@ -124,6 +124,7 @@ _KNOWN_KEYS = {
     "workdir": "folder for snapshot worktrees (default ~/.cache/xpkit/worktrees/<project>)",
     "link": "list of ignored folders symlinked into every snapshot worktree",
     "experiments": "folder searched for experiment files (default 'experiments')",
+    "hooks": "notification hooks, one table [hooks.<name>] each (see README)",
 }
 
 
@@ -137,6 +138,7 @@ class Settings:
     link: tuple[str, ...] = ()
     experiments: Path = field(default=Path("experiments"))
     source: Path | None = None
+    hooks: dict[str, Any] = field(default_factory=dict)  # raw; xpkit.hooks parses it
 
     @property
     def experiments_dir(self) -> Path:
@@ -229,4 +231,5 @@ def load_settings(start: Path | None = None) -> Settings:
         link=tuple(link),
         experiments=Path(raw.get("experiments", "experiments")),
         source=source,
+        hooks=raw.get("hooks", {}) if isinstance(raw.get("hooks", {}), dict) else {},
     )

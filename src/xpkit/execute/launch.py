@@ -26,6 +26,8 @@ from xpkit.experiment import (
     find_experiment_files,
     load_experiment,
 )
+from xpkit.hooks import events
+from xpkit.hooks.outbox import deliver_briefly, start_background
 from xpkit.settings import Settings
 from xpkit.store import rundir as rd
 from xpkit.store.create import NewRun, Provenance, create_run, ensure_runs_root
@@ -181,14 +183,25 @@ def run_sweep(
     # here leaves nothing half-made.
     tree = workspace.acquire(snapshot.snapshot, user) if snapshot else provenance.project
     results = []
+    hooks = events.specs_of(settings)
+    stop_delivery = start_background(settings.runs, hooks)
     try:
-        for new in planned:
+        for index, new in enumerate(planned):
             run_dir = create_run(settings.runs, new, provenance)
+            if hooks and new.sweep:
+                events.remember_runs(settings, new.sweep, [run_dir.name], planned=len(planned))
+                if index == 0:
+                    events.sweep_submitted(settings, [run_dir], planned=len(planned))
+                events.run_event(settings, run_dir, "run.started")
             if on_start:
                 on_start(run_dir)
             cwd = tree / provenance.cwd
             runner = Runner(run_dir, cwd if cwd.is_dir() else tree, echo=echo)
-            outcome = runner.execute()
+            try:
+                outcome = runner.execute()
+            finally:
+                if hooks:
+                    events.run_ended(settings, run_dir)
             results.append((run_dir, outcome))
             if on_end:
                 on_end(run_dir, outcome)
@@ -197,4 +210,9 @@ def run_sweep(
     finally:
         if snapshot:
             workspace.release(tree, user)
+        if hooks and planned[0].sweep:
+            events.finish_sweep(settings, planned[0].sweep)
+        stop_delivery.set()
+        if hooks:
+            deliver_briefly(settings.runs, hooks, seconds=2.0)
     return results

@@ -9,6 +9,7 @@ from pathlib import Path
 from xpkit.capture.git import create_bundle, fetch_bundle, git, snapshot_exists
 from xpkit.errors import QueueError
 from xpkit.execute.launch import plan_rerun
+from xpkit.hooks import events
 from xpkit.names import META_DIR
 from xpkit.queue.base import Executor, Job
 from xpkit.queue.store import enqueue
@@ -96,8 +97,13 @@ def submit(
         run_dir.update_run(priority=request.priority, labels=list(request.labels))
         jobs.append(Job(run_dir, priority=request.priority, gpus=new.gpus,
                         labels=tuple(request.labels)))  # fmt: skip
+    created = [job.run_dir for job in jobs]
+    sweep = planned[0].sweep if planned else None
+    if sweep and events.specs_of(settings):
+        events.remember_runs(settings, sweep, [r.name for r in created], planned=len(created))
+        events.sweep_submitted(settings, created)
     (executor or LocalExecutor(settings.runs)).map(jobs)
-    return [job.run_dir for job in jobs]
+    return created
 
 
 def requeue(settings: Settings, original: RunDir) -> RunDir:

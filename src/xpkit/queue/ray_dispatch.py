@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from xpkit.errors import XpError
+from xpkit.hooks import events
 from xpkit.queue.local import bundle_path, repo_with_snapshot, requeue
 from xpkit.queue.ray_cluster import RESOURCE_LABEL, load_token, ray_env
 from xpkit.queue.store import claim, queued_runs
@@ -321,5 +322,8 @@ class RayDispatcher:
         except Exception as e:  # the node or its worker process died
             run_dir.update_run(status="lost", reason=f"Ray task died: {type(e).__name__}")
             self._say(f"lost {name}: {type(e).__name__}")
+            events.run_ended(self.settings, run_dir)
             if self.requeue_lost:
                 self._say(f"requeued {name} as {requeue(self.settings, run_dir).name}")
+            return
+        events.run_ended(self.settings, run_dir)

@@ -24,6 +24,8 @@ from xpkit.capture.git import fetch_bundle, repo_root, snapshot_exists
 from xpkit.errors import GitError, RunError, XpError
 from xpkit.execute.runner import Runner
 from xpkit.execute.workspace import Workspace
+from xpkit.hooks import events
+from xpkit.hooks.outbox import start_background
 from xpkit.names import META_DIR
 from xpkit.queue.allocate import GpuAllocator
 from xpkit.queue.local import bundle_path, repo_with_snapshot, requeue
@@ -93,6 +95,7 @@ def execute_job(
         runner = Runner(run_dir, cwd, echo=False)
         if on_runner:
             on_runner(runner)
+        events.run_event(settings, run_dir, "run.started")
         return runner.execute(extra_env=visible).status
     except RunError:
         return "failed"  # the runner recorded why
@@ -102,6 +105,7 @@ def execute_job(
     finally:
         if workspace is not None and tree is not None:
             workspace.release(tree, user)
+        events.run_ended(settings, run_dir)
 
 
 @dataclass
@@ -138,6 +142,7 @@ class Worker:
     # --- the loop -------------------------------------------------------------------
     def run(self) -> None:
         self._install_signals()
+        stop_delivery = start_background(self.runs_root, events.specs_of(self.settings))
         poll = XP_WORKER_POLL.get()
         beat_every = min(XP_HEARTBEAT_INTERVAL.get(), 2.0)
         last_beat = 0.0
@@ -155,6 +160,7 @@ class Worker:
                     break
                 time.sleep(poll)
         finally:
+            stop_delivery.set()
             self._stop_all()
             (workers_dir(self.runs_root) / self._file_name()).unlink(missing_ok=True)
 
@@ -240,6 +246,7 @@ class Worker:
             except OSError:
                 continue  # requeued once already, by this or another worker
             os.close(fd)
+            events.run_event(self.settings, RunDir(self.runs_root / row.name), "run.lost")
             try:
                 new = requeue(self.settings, RunDir(self.runs_root / row.name))
                 self._say(f"requeued lost run {row.name} as {new.name}")

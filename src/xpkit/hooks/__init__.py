@@ -1,0 +1,1 @@
+"""Notifications: hooks configured in xp.toml, fed from a durable outbox."""

@@ -1,0 +1,160 @@
+"""Events, hook configuration and the Hook ABC. Built-in hook types plus the
+`xpkit.hooks` entry points; a hook never slows down or breaks a run."""
+
+from __future__ import annotations
+
+import abc
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from xpkit.errors import HookError
+
+EVENTS = ("sweep.submitted", "sweep.finished", "run.started", "run.finished", "run.failed",
+          "run.lost")  # fmt: skip
+DEFAULT_EVENTS = {
+    "todoist": ("sweep.submitted", "run.failed", "sweep.finished"),
+    "webhook": ("sweep.finished", "run.failed", "run.lost"),
+    "command": ("sweep.finished", "run.failed", "run.lost"),
+}
+BUILTIN = {
+    "todoist": "xpkit.hooks.todoist:TodoistHook",
+    "webhook": "xpkit.hooks.webhook:WebhookHook",
+    "command": "xpkit.hooks.command:CommandHook",
+}
+COMMON_KEYS = {"type", "events", "rate_per_minute", "retry_hours"}
+
+
+@dataclass
+class Event:
+    type: str
+    sweep: str | None
+    experiment: dict[str, Any]
+    runs: list[str]
+    host: str = ""
+    counts: dict[str, int] = field(default_factory=dict)
+    duration: float | None = None
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reason: str | None = None
+    planned: int | None = None  # runs the sweep will have, when not all exist yet
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    time: float = field(default_factory=time.time)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Event:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    def summary_text(self) -> str:
+        """One line a human reads in Slack or a task comment."""
+        name = self.experiment.get("name") or self.experiment.get("id") or "runs"
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(self.counts.items()))
+        what = {
+            "sweep.submitted": f"submitted {self.planned or len(self.runs)} run(s)",
+            "sweep.finished": f"finished: {counts}",
+        }.get(self.type, self.type.removeprefix("run."))
+        target = self.runs[0] if self.type.startswith("run.") and self.runs else name
+        reason = f" ({self.reason})" if self.reason else ""
+        return f"xp: {target} {what}{reason}"
+
+
+@dataclass
+class HookSpec:
+    name: str
+    type: str
+    events: tuple[str, ...]
+    options: dict[str, Any]
+    rate_per_minute: float
+    retry_hours: float
+
+
+class Hook(abc.ABC):
+    """Delivers events somewhere. `state` is a dict persisted per sweep (task IDs)."""
+
+    def __init__(self, spec: HookSpec) -> None:
+        self.spec = spec
+
+    @abc.abstractmethod
+    def deliver(self, *, event: Event, state: dict[str, Any], key: str) -> str:
+        """Send one event; `key` is stable across retries (idempotency). Returns a
+        short description of the response. Raises HookError (permanent) or
+        TransientError (retry later)."""
+
+    def check(self) -> list[str]:
+        """Problems with this hook's configuration or environment (empty: fine)."""
+        return []
+
+
+class TransientError(HookError):
+    """Try again later (network error, 5xx, 429)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def env_secret(spec: HookSpec, key: str, required: bool = True) -> str | None:
+    """A secret named by the config (`token_env = "VAR"`), read from the environment."""
+    variable = spec.options.get(key)
+    if variable is None:
+        if required:
+            raise HookError(f"hook {spec.name}: '{key}' is required (the NAME of an env var)")
+        return None
+    value = os.environ.get(str(variable))
+    if not value:
+        raise HookError(f"hook {spec.name}: environment variable {variable} ({key}) is not set")
+    return value
+
+
+def parse_hooks(raw: Any, where: str) -> list[HookSpec]:
+    if raw is None:
+        return []
+    if not isinstance(raw, dict):
+        raise HookError(f"{where}: [hooks] must be tables [hooks.<name>]")
+    specs = []
+    for name, table in raw.items():
+        if not isinstance(table, dict):
+            raise HookError(f"{where}: hooks.{name} must be a table")
+        kind = table.get("type")
+        if kind not in BUILTIN and kind not in _plugins():
+            valid = ", ".join(sorted({*BUILTIN, *_plugins()}))
+            raise HookError(f"{where}: hooks.{name}.type {kind!r} is unknown; valid: {valid}")
+        events = table.get("events", list(DEFAULT_EVENTS.get(kind, EVENTS)))
+        bad = [e for e in events if e not in EVENTS] if isinstance(events, list) else [events]
+        if bad:
+            valid = ", ".join(EVENTS)
+            raise HookError(
+                f"{where}: hooks.{name}.events: unknown event {bad[0]!r}; valid: {valid}"
+            )
+        try:
+            rate = float(table.get("rate_per_minute", 20 if kind == "todoist" else 60))
+            retry = float(table.get("retry_hours", 24))
+        except (TypeError, ValueError):
+            raise HookError(
+                f"{where}: hooks.{name}: rate_per_minute and retry_hours are numbers"
+            ) from None
+        options = {k: v for k, v in table.items() if k not in COMMON_KEYS}
+        specs.append(HookSpec(name, kind, tuple(events), options, rate, retry))
+    return specs
+
+
+def _plugins() -> dict[str, str]:
+    from importlib import metadata
+
+    try:
+        return {e.name: e.value for e in metadata.entry_points(group="xpkit.hooks")}
+    except Exception:
+        return {}
+
+
+def make_hook(spec: HookSpec) -> Hook:
+    import importlib
+
+    target = BUILTIN.get(spec.type) or _plugins()[spec.type]
+    module, _, attr = target.partition(":")
+    hook: Hook = getattr(importlib.import_module(module), attr)(spec)
+    return hook

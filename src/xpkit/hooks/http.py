@@ -1,0 +1,31 @@
+"""HTTP for hooks: one place that turns transport problems into TransientError."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from xpkit.errors import HookError
+from xpkit.hooks.base import TransientError
+
+TIMEOUT = 10.0
+
+
+def post(url: str, *, json: Any, headers: dict[str, str], what: str) -> Any:
+    import httpx
+
+    try:
+        response = httpx.post(url, json=json, headers=headers, timeout=TIMEOUT)
+    except httpx.HTTPError as e:
+        raise TransientError(f"{what}: {type(e).__name__}") from None  # no URL: it may hold secrets
+    if response.status_code == 429:
+        retry = response.headers.get("Retry-After")
+        after = float(retry) if retry and retry.isdigit() else None
+        raise TransientError(f"{what}: rate limited (429)", retry_after=after)
+    if response.status_code >= 500:
+        raise TransientError(f"{what}: server error {response.status_code}")
+    if response.status_code >= 400:
+        raise HookError(f"{what}: refused with {response.status_code}: {response.text[:200]}")
+    try:
+        return response.json()
+    except ValueError:
+        return {}
