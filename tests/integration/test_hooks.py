@@ -23,7 +23,7 @@ class FakeTodoist:
     """Todoist API v1's create task, add comment and update task; deduplicates by
     X-Request-Id as the real API does; can answer 429/500, hang or drop connections."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.tasks: dict[str, dict[str, Any]] = {}
         self.comments: list[dict[str, Any]] = []
         self.updates: list[tuple[str, dict[str, Any]]] = []
@@ -83,7 +83,7 @@ class FakeTodoist:
                 self.end_headers()
                 self.wfile.write(payload)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -312,3 +312,45 @@ def test_failing_and_hanging_commands_become_dead_letters(
     assert "command exited 4: nope" in listing and "timed out after 0.5 s" in listing
     assert "2 event(s) back in the outbox" in xp("hooks", "retry", cwd=git_project).stdout
     assert "bad: 1 pending" in xp("hooks", "ls", cwd=git_project).stdout
+
+
+def test_server_down_then_back_and_hooks_test(git_project: Path, xp: Callable[..., Result]) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    configure(git_project, f"""
+        [hooks.web]
+        type = "webhook"
+        url = "http://127.0.0.1:{port}/hook"
+        events = ["run.finished"]
+        """)  # fmt: skip
+    assert xp("run", "--", "python", "-c", "pass", cwd=git_project).returncode == 0
+    xp("hooks", "flush", cwd=git_project)
+    listing = xp("hooks", "ls", cwd=git_project).stdout
+    assert "web: 1 pending" in listing and "run.finished: hook web: ConnectError" in listing
+    server = FakeTodoist(port)  # the server comes back
+    try:
+        outbox = git_project / "runs" / ".xp" / "outbox" / "web"
+        for path in outbox.glob("*.json"):  # skip the backoff wait
+            record = json.loads(path.read_text())
+            path.write_text(json.dumps({**record, "next_at": 0}))
+        flush_until(xp, git_project, lambda: len(server.posts) == 1)
+        assert server.posts[0]["type"] == "run.finished"
+        sample = xp("hooks", "test", "web", cwd=git_project)
+        assert sample.returncode == 0 and "web: posted" in sample.stdout
+        assert server.posts[-1]["experiment"]["name"] == "xp hooks test"
+    finally:
+        server.stop()
+
+
+def test_missing_token_leaves_a_dead_letter_saying_why(
+    git_project: Path, xp: Callable[..., Result]
+) -> None:
+    configure(git_project, todo_hook("http://127.0.0.1:9", 'token_env = "ABSENT_TOKEN"').replace(
+        'token_env = "TODOIST_TEST_TOKEN"\n', ""))  # fmt: skip
+    assert xp("run", "--", "python", "-c", "pass", cwd=git_project).returncode == 0
+    xp("hooks", "flush", cwd=git_project)
+    listing = xp("hooks", "ls", cwd=git_project).stdout
+    assert "dead todo sweep.submitted" in listing and "ABSENT_TOKEN" in listing

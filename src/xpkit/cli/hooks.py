@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
+import time
 from typing import TYPE_CHECKING
 
 import click
@@ -68,7 +70,17 @@ def ls_cmd() -> None:
     settings, specs = _specs()
     deliverer = Deliverer(settings.runs, specs)
     for spec in specs:
-        click.echo(f"{spec.name}: {len(deliverer.pending(spec.name))} pending")
+        pending = deliverer.pending(spec.name)
+        click.echo(f"{spec.name}: {len(pending)} pending")
+        for path in pending:
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if record.get("error"):
+                wait = max(0.0, record.get("next_at", 0) - time.time())
+                click.echo(f"  {record['event']['type']}: {record['error']} "
+                           f"(attempt {record['attempts']}, next in {wait:.0f} s)")  # fmt: skip
     for name, path, record in dead_letters(settings.runs):
         click.echo(f"dead {name} {record['event']['type']} {path.name}: {record.get('error')}")
 
