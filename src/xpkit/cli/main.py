@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "diff": ("xpkit.cli.compare", "diff_cmd", "Show what differs between two runs."),
     "rerun": ("xpkit.cli.compare", "rerun_cmd", "Run a run again from its snapshot; --check it."),
     "schema": ("xpkit.cli.config", "schema_cmd", "Print the JSON Schema of a class's config."),
+    "rm": ("xpkit.cli.trash", "rm_cmd", "Move runs to the trash."),
+    "trash": ("xpkit.cli.trash", "trash_cmd", "List, restore or empty trashed runs."),
     "hooks": ("xpkit.cli.hooks", "hooks_cmd", "Check, test and flush notification hooks."),
     "report": ("xpkit.cli.report", "report_cmd", "Write Markdown reports with tables and curves."),
 }
