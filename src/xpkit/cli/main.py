@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "schema": ("xpkit.cli.config", "schema_cmd", "Print the JSON Schema of a class's config."),
     "rm": ("xpkit.cli.trash", "rm_cmd", "Move runs to the trash."),
     "trash": ("xpkit.cli.trash", "trash_cmd", "List, restore or empty trashed runs."),
+    "backup": ("xpkit.cli.backup", "backup_cmd", "Incremental, verifiable backups of the runs."),
     "hooks": ("xpkit.cli.hooks", "hooks_cmd", "Check, test and flush notification hooks."),
     "report": ("xpkit.cli.report", "report_cmd", "Write Markdown reports with tables and curves."),
 }
