@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "rm": ("xpkit.cli.trash", "rm_cmd", "Move runs to the trash."),
     "trash": ("xpkit.cli.trash", "trash_cmd", "List, restore or empty trashed runs."),
     "backup": ("xpkit.cli.backup", "backup_cmd", "Incremental, verifiable backups of the runs."),
+    "gc": ("xpkit.cli.gc", "gc_cmd", "Remove what can be recreated; never run data."),
     "hooks": ("xpkit.cli.hooks", "hooks_cmd", "Check, test and flush notification hooks."),
     "report": ("xpkit.cli.report", "report_cmd", "Write Markdown reports with tables and curves."),
 }
