@@ -12,6 +12,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
+	@command -v rsync >/dev/null || (apt-get update -qq && apt-get install -y -qq rsync)
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
