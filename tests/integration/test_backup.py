@@ -79,3 +79,20 @@ def test_bad_destinations(
     result = xp("backup", str(dest), cwd=project_with_runs)
     assert result.returncode == 2 and fragment in result.stderr and "Traceback" not in result.output
     assert len(runs_of(project_with_runs / "runs")) == 2
+
+
+def test_rsync_backups_hard_link_and_verify(
+    project_with_runs: Path, tmp_path: Path, xp: Callable[..., Result]
+) -> None:
+    """The path `host:path` destinations take (rsync --link-dest), on a local folder."""
+    import time
+
+    dest = tmp_path / "remote-like"
+    first = xp("backup", str(dest), "--rsync", cwd=project_with_runs)
+    assert first.returncode == 0, first.output
+    time.sleep(1.1)
+    assert xp("backup", str(dest), "--rsync", cwd=project_with_runs).returncode == 0
+    old, new = sorted(p for p in dest.iterdir() if not p.name.startswith("."))
+    files = [p for p in new.rglob("*") if p.is_file() and p.name != "manifest.json"]
+    assert files and all(p.stat().st_ino == (old / p.relative_to(new)).stat().st_ino for p in files)
+    assert xp("backup", str(dest), "--verify", cwd=project_with_runs).returncode == 0

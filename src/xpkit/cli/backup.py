@@ -22,8 +22,9 @@ from xpkit.errors import StoreError
 @click.option("--restore", "restore_", is_flag=True, help="Copy runs back from a snapshot.")
 @click.option("--snapshot", help="Which snapshot (default: the latest).")
 @click.option("--run", help="With --restore: only this run.")
+@click.option("--rsync", "use_rsync", is_flag=True, help="Copy with rsync (implied by host:path).")
 def backup_cmd(dest: Path, show: bool, verify: bool, restore_: bool, snapshot: str | None,
-               run: str | None) -> None:  # fmt: skip
+               run: str | None, use_rsync: bool) -> None:  # fmt: skip
     """Back up the runs root into DEST as an incremental, dated snapshot: unchanged
     files are hard links to the previous one.
 
@@ -33,9 +34,14 @@ def backup_cmd(dest: Path, show: bool, verify: bool, restore_: bool, snapshot: s
     from xpkit.store import backup
 
     runs_root = load_settings().runs
-    if ":" in str(dest) and not str(dest).startswith("/"):
-        raise StoreError(f"{dest}: remote destinations (host:path) need rsync, not supported yet; "
-                         "mount the disk and give a local path")  # fmt: skip
+    remote = ":" in str(dest).split("/", 1)[0]
+    if remote or use_rsync:
+        if show or verify or restore_:
+            raise StoreError("--list, --verify and --restore read the backup: run them where "
+                             "it is (or on a mount of it)")  # fmt: skip
+        result = backup.backup_rsync(runs_root, str(dest))
+        click.echo(f"{result.snapshot}: {result.files} files (rsync, unchanged ones hard-linked)")
+        return
     found = backup.snapshots(dest)
     if show:
         for path in found:

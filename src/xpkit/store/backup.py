@@ -12,7 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +25,7 @@ from xpkit.errors import StoreError
 from xpkit.names import META_DIR
 
 MANIFEST = "manifest.json"
+_DATED = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}$")
 SKIP = {f"{META_DIR}/staging"}  # half-made runs: never worth keeping
 
 
@@ -102,6 +106,57 @@ def backup(runs_root: Path, dest: Path) -> BackupResult:
     (partial / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
     partial.rename(target)
     return BackupResult(target, len(manifest), linked, copied, time.time() - started)
+
+
+def _manifest(runs_root: Path) -> dict[str, Any]:
+    manifest = {}
+    for folder, dirs, files in os.walk(runs_root):
+        rel_folder = Path(folder).relative_to(runs_root).as_posix()
+        dirs[:] = [d for d in dirs if f"{rel_folder}/{d}".lstrip("./") not in SKIP]
+        for file in files:
+            path = Path(folder) / file
+            stat = path.stat()
+            manifest[path.relative_to(runs_root).as_posix()] = {
+                "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": _sha256(path)
+            }  # fmt: skip
+    return manifest
+
+
+def backup_rsync(runs_root: Path, dest: str) -> BackupResult:
+    """The same layout through rsync (for `host:path` over ssh): unchanged files are
+    hard links to the previous snapshot (`--link-dest`), the manifest goes last, so a
+    snapshot without one is incomplete and ignored."""
+    rsync = shutil.which("rsync")
+    if not rsync:
+        raise StoreError("rsync is not installed: `apt-get install rsync` or `brew install rsync`")
+    if ":" not in dest.split("/", 1)[0]:
+        _check_dest(runs_root, Path(dest))
+    started = time.time()
+    listing = subprocess.run([rsync, "--list-only", dest.rstrip("/") + "/"],
+                             capture_output=True, text=True)  # fmt: skip
+    done = sorted(
+        line.split()[-1] for line in listing.stdout.splitlines()
+        if line.startswith("d") and _DATED.match(line.split()[-1])
+    )  # fmt: skip
+    name = time.strftime("%Y-%m-%dT%H-%M-%S")
+    args = [rsync, "-a", f"--exclude=/{META_DIR}/staging/"]
+    if done:
+        args.append(f"--link-dest=../{done[-1]}")
+    base = dest.rstrip("/")
+    copy = subprocess.run(
+        [*args, f"{runs_root}/", f"{base}/{name}/"], capture_output=True, text=True
+    )
+    if copy.returncode != 0:
+        raise StoreError(f"rsync to {dest} failed: {copy.stderr.strip()[-300:]}")
+    manifest = _manifest(runs_root)
+    local = Path(tempfile.mkdtemp()) / MANIFEST
+    local.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    last = subprocess.run(
+        [rsync, str(local), f"{base}/{name}/{MANIFEST}"], capture_output=True, text=True
+    )
+    if last.returncode != 0:
+        raise StoreError(f"rsync of the manifest to {dest} failed: {last.stderr.strip()[-300:]}")
+    return BackupResult(Path(f"{base}/{name}"), len(manifest), -1, -1, time.time() - started)
 
 
 def verify(snapshot: Path) -> list[str]:
