@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,44 +83,42 @@ def backup(runs_root: Path, dest: Path) -> BackupResult:
     partial = dest / f".partial-{name}"
     manifest: dict[str, Any] = {}
     linked = copied = 0
-    for folder, dirs, files in os.walk(runs_root):
-        rel_folder = Path(folder).relative_to(runs_root).as_posix()
-        dirs[:] = [d for d in dirs if f"{rel_folder}/{d}".lstrip("./") not in SKIP]
-        for file in files:
-            source = Path(folder) / file
-            rel = source.relative_to(runs_root).as_posix()
-            stat = source.stat()
-            out = partial / rel
-            out.parent.mkdir(parents=True, exist_ok=True)
-            before = old.get(rel)
-            if previous and before and before["size"] == stat.st_size and \
-                    before["mtime_ns"] == stat.st_mtime_ns:  # fmt: skip
-                os.link(previous / rel, out)
-                manifest[rel] = before
-                linked += 1
-            else:
-                shutil.copy2(source, out)
-                manifest[rel] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-                                 "sha256": _sha256(out)}  # fmt: skip
-                copied += stat.st_size
+    for rel, source in _files(runs_root):
+        stat = source.stat()
+        out = partial / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        before = old.get(rel)
+        if previous and before and before["size"] == stat.st_size and \
+                before["mtime_ns"] == stat.st_mtime_ns:  # fmt: skip
+            os.link(previous / rel, out)
+            manifest[rel] = before
+            linked += 1
+        else:
+            shutil.copy2(source, out)
+            manifest[rel] = _entry(out, stat)
+            copied += stat.st_size
     partial.mkdir(parents=True, exist_ok=True)
     (partial / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
     partial.rename(target)
     return BackupResult(target, len(manifest), linked, copied, time.time() - started)
 
 
-def _manifest(runs_root: Path) -> dict[str, Any]:
-    manifest = {}
+def _files(runs_root: Path) -> Iterator[tuple[str, Path]]:
+    """(relative path, path) of every file a backup keeps."""
     for folder, dirs, files in os.walk(runs_root):
         rel_folder = Path(folder).relative_to(runs_root).as_posix()
         dirs[:] = [d for d in dirs if f"{rel_folder}/{d}".lstrip("./") not in SKIP]
         for file in files:
             path = Path(folder) / file
-            stat = path.stat()
-            manifest[path.relative_to(runs_root).as_posix()] = {
-                "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": _sha256(path)
-            }  # fmt: skip
-    return manifest
+            yield path.relative_to(runs_root).as_posix(), path
+
+
+def _entry(path: Path, stat: os.stat_result) -> dict[str, Any]:
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": _sha256(path)}
+
+
+def _manifest(runs_root: Path) -> dict[str, Any]:
+    return {rel: _entry(path, path.stat()) for rel, path in _files(runs_root)}
 
 
 def backup_rsync(runs_root: Path, dest: str) -> BackupResult:
