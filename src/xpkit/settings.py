@@ -123,7 +123,6 @@ _KNOWN_KEYS = {
     "runs": "folder holding all run directories (default 'runs')",
     "workdir": "folder for snapshot worktrees (default ~/.cache/xpkit/worktrees/<project>)",
     "link": "list of ignored folders symlinked into every snapshot worktree",
-    "experiments": "folder searched for experiment files (default 'experiments')",
     "hooks": "notification hooks, one table [hooks.<name>] each (see README)",
 }
 
@@ -136,13 +135,8 @@ class Settings:
     runs: Path
     workdir: Path
     link: tuple[str, ...] = ()
-    experiments: Path = field(default=Path("experiments"))
     source: Path | None = None
     hooks: dict[str, Any] = field(default_factory=dict)  # raw; xpkit.hooks parses it
-
-    @property
-    def experiments_dir(self) -> Path:
-        return self.root / self.experiments
 
 
 def default_workdir(root: Path) -> Path:
@@ -215,7 +209,7 @@ def load_settings(start: Path | None = None) -> Settings:
     if unknown:
         valid = "; ".join(f"{k}: {v}" for k, v in _KNOWN_KEYS.items())
         raise ConfigError(f"{where}: unknown setting {', '.join(unknown)}. Valid settings: {valid}")
-    for key in ("runs", "workdir", "experiments"):
+    for key in ("runs", "workdir"):
         if key in raw and not isinstance(raw[key], str):
             raise ConfigError(f"{where}: '{key}' must be a string path, got {raw[key]!r}")
     link = raw.get("link", [])
@@ -229,7 +223,6 @@ def load_settings(start: Path | None = None) -> Settings:
         runs=(root / runs).resolve() if not runs.is_absolute() else runs,
         workdir=(root / workdir).resolve() if not workdir.is_absolute() else workdir,
         link=tuple(link),
-        experiments=Path(raw.get("experiments", "experiments")),
         source=source,
         hooks=raw.get("hooks", {}) if isinstance(raw.get("hooks", {}), dict) else {},
     )

@@ -121,7 +121,6 @@ class Run:
         self._seq = 0
         self._step = 0
         self._flush_interval = XP_FLUSH_INTERVAL.get()
-        self._last_flush = time.monotonic()
         self._flush_lock = threading.Lock()
         self._metrics = open(run_dir.file(rd.METRICS), "a", encoding="utf-8")  # noqa: SIM115
         self._closed = False
@@ -177,7 +176,6 @@ class Run:
     def flush(self) -> None:
         """Append pending metric lines and rewrite summary.json if it changed."""
         with self._flush_lock:
-            self._last_flush = time.monotonic()
             pending = self._pending
             count = len(pending)
             if count and not self._metrics.closed:

@@ -11,15 +11,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from xpkit.errors import ConfigError
+from xpkit.store.rundir import STATUSES
 
 if TYPE_CHECKING:
     from xpkit.store.index import RunRow
 
 METRIC_COLUMNS = 6
 FIXED_COLUMNS = ("name", "status", "age", "duration", "host")
-STATUS_CHOICE = click.Choice(
-    ["queued", "running", "finished", "failed", "killed", "cancelled", "lost"]
-)
+STATUS_CHOICE = click.Choice(list(STATUSES))
 
 
 def _experiment_filter(value: str | None) -> str | None:

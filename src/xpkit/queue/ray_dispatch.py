@@ -217,10 +217,8 @@ class RayDispatcher:
     def run(self) -> None:
         import ray
 
-        poll = XP_WORKER_POLL.get()
-        last_beat = 0.0
         try:
-            self._loop(ray, poll, last_beat)
+            self._loop(ray, XP_WORKER_POLL.get())
         finally:
             (workers_dir(self.runs_root) / self._file_name()).unlink(missing_ok=True)
 
@@ -247,7 +245,8 @@ class RayDispatcher:
         folder.mkdir(parents=True, exist_ok=True)
         write_json_atomic(folder / self._file_name(), record)
 
-    def _loop(self, ray: Any, poll: float, last_beat: float) -> None:
+    def _loop(self, ray: Any, poll: float) -> None:
+        last_beat = 0.0
         while True:
             if time.monotonic() - last_beat > 2.0:
                 self._place()
