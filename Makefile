@@ -12,7 +12,10 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	@command -v rsync >/dev/null || (apt-get update -qq && apt-get install -y -qq rsync)
+	@# rsync for xp backup/sync; Debian's Chromium for the dashboard's browser tests.
+	@missing=""; command -v rsync >/dev/null || missing="rsync"; \
+	  test -x /usr/bin/chromium || missing="$$missing chromium"; \
+	  if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $$missing; fi
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
@@ -38,4 +41,4 @@ bench: $(STAMP)
 	bash benchmarks/run.sh
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache test-output

@@ -38,8 +38,20 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _flat(tree: Any) -> dict[str, Any]:
+def flat_config(tree: Any) -> dict[str, Any]:
+    """A config as JSON path -> leaf value."""
     return dict(paths.flatten(tree)) if tree not in (None, {}) else {}
+
+
+def differing_paths(flat: list[dict[str, Any]]) -> list[str]:
+    """Keys whose values are not the same in every one of the flat maps (or absent
+    from some), in first-seen order."""
+    keys = dict.fromkeys(k for tree in flat for k in tree)
+    return [
+        k for k in keys
+        if any(k not in tree for tree in flat)
+        or any(not _same(flat[0][k], tree[k]) for tree in flat[1:])
+    ]  # fmt: skip
 
 
 def _packages(env: dict[str, Any]) -> dict[str, str]:
@@ -71,8 +83,8 @@ def diff_runs(
     summary_a = a.read_optional(rd.SUMMARY_JSON, {}) or {}
     summary_b = b.read_optional(rd.SUMMARY_JSON, {}) or {}
     config_a, config_b = (
-        _flat(a.read_optional(rd.CONFIG_JSON)),
-        _flat(b.read_optional(rd.CONFIG_JSON)),
+        flat_config(a.read_optional(rd.CONFIG_JSON)),
+        flat_config(b.read_optional(rd.CONFIG_JSON)),
     )
     return {
         "runs": [a.name, b.name],

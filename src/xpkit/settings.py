@@ -117,6 +117,9 @@ XP_WORKER_POLL = EnvVar(
 XP_RAY_TOKEN = EnvVar(
     "XP_RAY_TOKEN", str, "", "Token of the Ray cluster (printed by `xp cluster head`)."
 )
+XP_UI_TOKEN = EnvVar(
+    "XP_UI_TOKEN", str, "", "Secret that `xp ui` requires on every request (--token)."
+)
 
 CONFIG_FILE = "xp.toml"
 _KNOWN_KEYS = {

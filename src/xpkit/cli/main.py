@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "sync": ("xpkit.cli.sync", "sync_cmd", "Mirror the project's files to servers (rsync)."),
     "hooks": ("xpkit.cli.hooks", "hooks_cmd", "Check, test and flush notification hooks."),
     "report": ("xpkit.cli.report", "report_cmd", "Write Markdown reports with tables and curves."),
+    "ui": ("xpkit.cli.ui", "ui_cmd", "Serve a read-only dashboard of runs in the browser."),
 }
 
 

@@ -21,7 +21,7 @@ from xpkit import names
 from xpkit.settings import XP_CACHE_DIR
 from xpkit.store import rundir as rd
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # A directory modified this recently may still change within the same mtime tick.
 UNSETTLED_SECONDS = 2.0
 
@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS runs (
     experiment_id TEXT, trial INTEGER, status TEXT, experiment TEXT,
     created REAL, started REAL, ended REAL, duration REAL, host TEXT,
     exit_code INTEGER, params TEXT, summary TEXT, tags TEXT, command TEXT,
-    snapshot TEXT, git_commit TEXT, dir_mtime INTEGER, error TEXT
+    snapshot TEXT, git_commit TEXT, gpus TEXT, dir_mtime INTEGER, error TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_exp ON runs (experiment_id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -55,6 +55,7 @@ _COLUMNS = [
     "command",
     "snapshot",
     "git_commit",
+    "gpus",
     "dir_mtime",
     "error",
 ]
@@ -90,6 +91,7 @@ class RunRow:
         self._params = record.pop("params")
         self._summary = record.pop("summary")
         self._tags = record.pop("tags")
+        self._gpus = record.pop("gpus")
         self.__dict__.update(record)
 
     @cached_property
@@ -103,6 +105,11 @@ class RunRow:
     @cached_property
     def tags(self) -> list[str]:
         return json.loads(self._tags)
+
+    @cached_property
+    def gpus(self) -> list[int]:
+        """The GPU indices the run was given on its host."""
+        return json.loads(self._gpus)
 
     def to_json(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in ROW_FIELDS}
@@ -183,7 +190,7 @@ class RunIndex:
         except Exception as e:  # corrupt or half-written: remember why, never crash
             return (name, parsed.expid if parsed else "", parsed.trial if parsed else 0,
                     "corrupt", "", None, None, None, None, None, None, "{}", "{}", "[]", "",
-                    None, None, mtime, str(e).removeprefix(f"{name}: "))  # fmt: skip
+                    None, None, "[]", mtime, str(e).removeprefix(f"{name}: "))  # fmt: skip
         summary = run_dir.read_optional(rd.SUMMARY_JSON, {})
         experiment = run.get("experiment") or {}
         return (
@@ -204,9 +211,16 @@ class RunIndex:
             run.get("command", ""),
             run.get("snapshot"),
             run.get("commit"),
+            json.dumps(run.get("gpus") or []),
             mtime,
             None,
         )
+
+    def experiments(self) -> list[tuple[str, str, int]]:
+        """(experiment ID, name, number of runs) of every experiment with runs."""
+        sql = ("SELECT experiment_id, max(experiment), count(*) FROM runs WHERE error IS NULL "
+               "GROUP BY experiment_id ORDER BY max(created) DESC")  # fmt: skip
+        return [(e, n or "", c) for e, n, c in self.db.execute(sql)]
 
     def rows(
         self, experiment_id: str | None = None, statuses: tuple[str, ...] = ()

@@ -1,0 +1,1 @@
+"""`xp ui`: a local, read-only dashboard over a runs root (the `ui` extra)."""

@@ -1,0 +1,217 @@
+"""What each dashboard page shows, assembled from the runs root; no HTTP here."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xpkit.compare import differing_paths, flat_config
+from xpkit.errors import XpError
+from xpkit.report.curves import load_curves
+from xpkit.store import rundir as rd
+from xpkit.store.index import RunIndex, RunRow
+from xpkit.store.query import filter_rows, lookup, parse_where, sort_rows, varying_params
+from xpkit.web import files
+
+PER_PAGE = 100
+MAX_METRIC_COLUMNS = 8
+FIELD_COLUMNS = ("name", "experiment", "status", "started", "duration", "host")
+COMPARE_LIMITS = (2, 10)
+
+
+@dataclass
+class RunsQuery:
+    """The runs page's filters, sort and page, as the URL carries them."""
+
+    exp: str = ""
+    statuses: tuple[str, ...] = ()
+    tag: str = ""
+    text: str = ""
+    where: str = ""  # conditions separated by commas: "lr=0.1, acc>0.9"
+    sort: str = ""
+    desc: bool = False
+    page: int = 1
+
+    def conditions(self) -> tuple[Any, ...]:
+        return tuple(parse_where(part) for part in self.where.split(",") if part.strip())
+
+
+@dataclass
+class RunsPage:
+    rows: list[RunRow]
+    total: int
+    first: int  # position of the first row shown, from 1
+    page: int
+    pages: int
+    params: list[str]
+    metrics: list[str]
+    experiments: list[tuple[str, str, int]]
+    error: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+
+def _matches_text(row: RunRow, text: str) -> bool:
+    haystack = " ".join([row.name, row.experiment, row.command, row.host or "", *row.tags])
+    return text.lower() in haystack.lower()
+
+
+def runs_page(runs_root: Path, query: RunsQuery, per_page: int = PER_PAGE) -> RunsPage:
+    """One page of the runs matching `query`; a bad condition is reported, not raised."""
+    index = RunIndex(runs_root)
+    try:
+        index.refresh()
+        rows = index.rows(query.exp or None, query.statuses)
+        experiments, warnings = index.experiments(), index.warnings
+    finally:
+        index.close()
+    error = ""
+    try:
+        conditions = query.conditions()
+    except XpError as e:
+        conditions, error = (), str(e).replace("--where", "filter")
+    tags = (query.tag,) if query.tag else ()
+    rows = filter_rows(rows, conditions=conditions, tags=tags)
+    if query.text:
+        rows = [r for r in rows if _matches_text(r, query.text)]
+    if query.sort:
+        rows = sort_rows(rows, query.sort)
+        if query.desc:
+            rows.reverse()
+    pages = max(1, -(-len(rows) // per_page))
+    page = min(max(query.page, 1), pages)
+    shown = rows[(page - 1) * per_page : page * per_page]
+    return RunsPage(
+        rows=shown, total=len(rows), first=(page - 1) * per_page + 1, page=page, pages=pages,
+        params=varying_params(rows),
+        metrics=_metric_names(rows)[:MAX_METRIC_COLUMNS], experiments=experiments,
+        error=error, warnings=warnings,
+    )  # fmt: skip
+
+
+def _metric_names(rows: list[RunRow]) -> list[str]:
+    found: dict[str, None] = {}
+    for row in rows:
+        found.update(dict.fromkeys(k for k in row.summary if not k.startswith("_")))
+    return list(found)
+
+
+def cell(row: RunRow, key: str) -> Any:
+    return lookup(row, key)
+
+
+def statuses(runs_root: Path, run_names: list[str]) -> dict[str, str]:
+    """The live status of each named run (for the runs table's polling)."""
+    found = {}
+    for name in run_names:
+        run = files.run_dir(runs_root, name)
+        if run is not None:
+            try:
+                found[name] = rd.status_of(run, run.read_run())
+            except XpError:
+                found[name] = "corrupt"
+    return found
+
+
+@dataclass
+class RunPage:
+    run: dict[str, Any]
+    status: str
+    config: Any
+    git: dict[str, Any]
+    diff: str
+    env: dict[str, Any]
+    summary: dict[str, Any]
+    metrics: list[tuple[str, int]]  # name, number of points
+    artifacts: list[dict[str, Any]]
+
+
+def run_page(runs_root: Path, name: str) -> RunPage | None:
+    run_dir = files.run_dir(runs_root, name)
+    if run_dir is None:
+        return None
+    run = run_dir.read_run()
+    curves = load_curves(runs_root, [name]).get(name, {})
+    try:
+        diff = run_dir.file(rd.GIT_DIFF).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        diff = ""
+    return RunPage(
+        run=run,
+        status=rd.status_of(run_dir, run),
+        config=run_dir.read_optional(rd.CONFIG_JSON),
+        git=run_dir.read_optional(rd.GIT_JSON, {}) or {},
+        diff=diff,
+        env=run_dir.read_optional(rd.ENV_JSON, {}) or {},
+        summary=run_dir.read_optional(rd.SUMMARY_JSON, {}) or {},
+        metrics=sorted((metric, len(curve[0])) for metric, curve in curves.items()),
+        artifacts=files.artifacts(run_dir),
+    )
+
+
+def metric_series(
+    runs_root: Path, name: str, metric: str, x0: float | None, x1: float | None, points: int
+) -> dict[str, Any] | None:
+    from xpkit.web.series import window
+
+    if files.run_dir(runs_root, name) is None:
+        return None
+    curve = load_curves(runs_root, [name]).get(name, {}).get(metric)
+    if curve is None:
+        return None
+    return window(curve[0], curve[1], x0, x1, points)
+
+
+@dataclass
+class ComparePage:
+    runs: list[dict[str, Any]]  # run.json plus "summary" and "status"
+    metrics: list[str]
+    config: list[tuple[str, list[Any]]]  # JSON path, value per run (those that differ)
+    params: list[tuple[str, list[Any]]]
+    summary: list[tuple[str, list[Any]]]
+
+
+def compare_page(runs_root: Path, run_names: list[str]) -> ComparePage:
+    """2 to 10 runs side by side. Raises XpError naming what is wrong with the choice."""
+    low, high = COMPARE_LIMITS
+    unique = list(dict.fromkeys(run_names))
+    if not low <= len(unique) <= high:
+        raise XpError(f"compare takes {low} to {high} different runs; {len(unique)} given")
+    dirs = []
+    for name in unique:
+        run_dir = files.run_dir(runs_root, name)
+        if run_dir is None:
+            raise XpError(f"no run named {name!r} in {runs_root}")
+        dirs.append(run_dir)
+    runs, configs = [], []
+    for run_dir in dirs:
+        run = run_dir.read_run()
+        run["status"] = rd.status_of(run_dir, run)
+        run["summary"] = run_dir.read_optional(rd.SUMMARY_JSON, {}) or {}
+        runs.append(run)
+        configs.append(flat_config(run_dir.read_optional(rd.CONFIG_JSON)))
+    curves = load_curves(runs_root, unique)
+    metrics = sorted({m for per_run in curves.values() for m in per_run})
+    params = [r.get("params") or {} for r in runs]
+    summaries = [r["summary"] for r in runs]
+    return ComparePage(
+        runs=runs,
+        metrics=metrics,
+        config=[(p, [c.get(p, MISSING) for c in configs]) for p in differing_paths(configs)],
+        params=[(p, [c.get(p, MISSING) for c in params]) for p in differing_paths(params)],
+        summary=[(k, [s.get(k, MISSING) for s in summaries])
+                 for k in dict.fromkeys(k for s in summaries for k in s)],
+    )  # fmt: skip
+
+
+class _Missing:
+    def __str__(self) -> str:
+        return "—"
+
+
+MISSING = _Missing()
+
+
+def age_text(timestamp: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp)) if timestamp else "—"
