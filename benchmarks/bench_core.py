@@ -34,6 +34,7 @@ from bench_config import scenario_config
 from bench_queue import scenario_queue
 from bench_ray import scenario_ray
 from bench_report import scenario_report
+from bench_ui import render_ui, scenario_ui
 
 PARAMS = {f"p{i}": i for i in range(10)}
 
@@ -372,6 +373,7 @@ def render(results: dict[str, dict[str, object]], reps: int, elapsed: float) -> 
         f"| idle worker, CPU over 10 s | {q['idle_cpu'] * 100:.2f} % of a core | < 1 % |",
         "",
         *_ray_section(rr),
+        *render_ui(results["ui"]),
         "Command: `make bench`.",
         "",
     ]
@@ -394,6 +396,7 @@ def main() -> None:
             "report": scenario_report(work, max(1, args.reps // 2)),
             "queue": scenario_queue(work, args.reps),
             "ray": scenario_ray(work, max(1, args.reps // 2)),
+            "ui": scenario_ui(work, args.reps, make_runs),
         }
     report = render(results, args.reps, time.perf_counter() - started)
     print(report)

@@ -8,5 +8,5 @@ if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --upgrade pip
 fi
-"$venv/bin/pip" install -q -e '.[plot,ray]' 'mlflow>=2.10' 'sacred>=0.8' 'hydra-core>=1.3'
+"$venv/bin/pip" install -q -e '.[plot,ray,ui]' 'playwright>=1.40' 'mlflow>=2.10' 'sacred>=0.8' 'hydra-core>=1.3'
 PATH="$PWD/$venv/bin:$PATH" "$venv/bin/python" benchmarks/bench_core.py --out BENCHMARKS.md "$@"

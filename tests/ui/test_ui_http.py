@@ -185,3 +185,19 @@ def test_listens_on_loopback_by_default(ui_project: Path) -> None:
     finally:
         stop(proc)
     assert proc.returncode is not None
+
+
+def test_a_sparse_or_corrupt_run_still_renders(ui_project: Path, ui_url: str) -> None:
+    runs = ui_project / "runs"
+    sparse = runs / "sparse_001_bare"
+    (sparse / "artifacts").mkdir(parents=True)
+    (sparse / "run.json").write_text('{"name": "sparse_001_bare", "status": "finished"}')
+    corrupt = runs / "broken_001_half"
+    corrupt.mkdir()
+    (corrupt / "run.json").write_text('{"name": "broken_001_ha')
+    page = get(f"{ui_url}/runs/sparse_001_bare")
+    assert page.status_code == 200 and "sparse_001_bare" in page.text
+    listing = get(f"{ui_url}/")
+    assert listing.status_code == 200 and "skipped run broken_001_half" in listing.text
+    broken = get(f"{ui_url}/runs/broken_001_half")
+    assert broken.status_code == 400 and "run.json is corrupt" in broken.text

@@ -107,17 +107,14 @@ def ls_cmd(
 
 def _print_table(rows: list[RunRow], columns: list[str] | None = None) -> None:
     from xpkit.cli.fmt import age, duration, value
-    from xpkit.store.query import lookup, varying_params
+    from xpkit.store.query import lookup, metric_names, varying_params
 
     if not rows:
         click.echo("no runs")
         return
     params = varying_params(rows)
-    metrics: dict[str, None] = {}
-    for row in rows:
-        metrics.update(dict.fromkeys(k for k in row.summary if not k.startswith("_")))
-    metric_names = list(metrics)[:METRIC_COLUMNS]
-    header = columns or [*FIXED_COLUMNS, *params, *metric_names]
+    metrics = metric_names(rows)[:METRIC_COLUMNS]
+    header = columns or [*FIXED_COLUMNS, *params, *metrics]
     fixed = {
         "name": lambda r: r.name, "status": lambda r: r.status, "age": lambda r: age(r.created),
         "duration": lambda r: duration(r.duration), "host": lambda r: r.host or "-",

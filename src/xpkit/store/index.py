@@ -21,7 +21,7 @@ from xpkit import names
 from xpkit.settings import XP_CACHE_DIR
 from xpkit.store import rundir as rd
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # A directory modified this recently may still change within the same mtime tick.
 UNSETTLED_SECONDS = 2.0
 
@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS runs (
     name TEXT PRIMARY KEY,
     experiment_id TEXT, trial INTEGER, status TEXT, experiment TEXT,
     created REAL, started REAL, ended REAL, duration REAL, host TEXT,
-    exit_code INTEGER, params TEXT, summary TEXT, tags TEXT, command TEXT,
+    exit_code INTEGER, params TEXT, summary TEXT, summary_keys TEXT, tags TEXT, command TEXT,
     snapshot TEXT, git_commit TEXT, gpus TEXT, dir_mtime INTEGER, error TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_exp ON runs (experiment_id);
@@ -51,6 +51,7 @@ _COLUMNS = [
     "exit_code",
     "params",
     "summary",
+    "summary_keys",
     "tags",
     "command",
     "snapshot",
@@ -62,13 +63,17 @@ _COLUMNS = [
 
 
 ROW_FIELDS = _COLUMNS[:-2]  # everything but dir_mtime and error
+_JSON_FIELDS = ("params", "summary", "summary_keys", "tags", "gpus")
+# RunRow keeps JSON columns as text under these names and decodes them on first use.
+_ATTRIBUTES = tuple(f"{n}_json" if n in _JSON_FIELDS else n for n in ROW_FIELDS)
 
 
 class RunRow:
     """One run as the index knows it; `status` already accounts for lost runs.
 
-    params, summary and tags are decoded from JSON on first use: listing 10,000 runs
-    to show 50 of them decodes 50.
+    params, summary, tags and gpus are decoded from JSON on first use: listing 10,000
+    runs to show 50 of them decodes 50. Their text (`params_json`, ...) compares
+    cheaply: runs with equal text have equal values.
     """
 
     name: str
@@ -85,35 +90,34 @@ class RunRow:
     command: str
     snapshot: str | None
     git_commit: str | None
+    params_json: str
+    summary_json: str
+    summary_keys_json: str  # the summary's keys, in order
+    tags_json: str
+    gpus_json: str
 
     def __init__(self, values: tuple[Any, ...]) -> None:
-        record = dict(zip(ROW_FIELDS, values))
-        self._params = record.pop("params")
-        self._summary = record.pop("summary")
-        self._tags = record.pop("tags")
-        self._gpus = record.pop("gpus")
-        self.__dict__.update(record)
+        self.__dict__.update(zip(_ATTRIBUTES, values))
 
     @cached_property
     def params(self) -> dict[str, Any]:
-        return json.loads(self._params)
+        return json.loads(self.params_json)
 
     @cached_property
     def summary(self) -> dict[str, Any]:
-        return json.loads(self._summary)
+        return json.loads(self.summary_json)
 
     @cached_property
     def tags(self) -> list[str]:
-        return json.loads(self._tags)
+        return json.loads(self.tags_json)
 
     @cached_property
     def gpus(self) -> list[int]:
         """The GPU indices the run was given on its host."""
-        return json.loads(self._gpus)
+        return json.loads(self.gpus_json)
 
     def to_json(self) -> dict[str, Any]:
-        data = {name: getattr(self, name) for name in ROW_FIELDS}
-        return data
+        return {name: getattr(self, name) for name in ROW_FIELDS if name != "summary_keys"}
 
 
 def index_path(runs_root: Path) -> Path:
@@ -189,9 +193,10 @@ class RunIndex:
             run = run_dir.read_run()
         except Exception as e:  # corrupt or half-written: remember why, never crash
             return (name, parsed.expid if parsed else "", parsed.trial if parsed else 0,
-                    "corrupt", "", None, None, None, None, None, None, "{}", "{}", "[]", "",
+                    "corrupt", "", None, None, None, None, None, None, "{}", "{}", "[]", "[]", "",
                     None, None, "[]", mtime, str(e).removeprefix(f"{name}: "))  # fmt: skip
         summary = run_dir.read_optional(rd.SUMMARY_JSON, {})
+        summary = summary if isinstance(summary, dict) else {}
         experiment = run.get("experiment") or {}
         return (
             name,
@@ -206,7 +211,8 @@ class RunIndex:
             run.get("host"),
             run.get("exit_code"),
             json.dumps(run.get("params") or {}),
-            json.dumps(summary if isinstance(summary, dict) else {}),
+            json.dumps(summary),
+            json.dumps(list(summary)),
             json.dumps(run.get("tags") or []),
             run.get("command", ""),
             run.get("snapshot"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import operator
 import os
 import re
@@ -115,10 +116,20 @@ def sort_rows(rows: list[RunRow], key: str) -> list[RunRow]:
 
 def varying_params(rows: list[RunRow]) -> list[str]:
     """Params whose values differ between the rows (the interesting columns)."""
+    # Runs of a grid share few distinct params: decode each distinct text once.
+    distinct = [json.loads(text) for text in dict.fromkeys(r.params_json for r in rows)]
     keys: dict[str, None] = {}
-    for row in rows:
-        keys.update(dict.fromkeys(row.params))
-    return [k for k in keys if len({repr(r.params.get(k)) for r in rows}) > 1]
+    for params in distinct:
+        keys.update(dict.fromkeys(params))
+    return [k for k in keys if len({repr(p.get(k)) for p in distinct}) > 1]
+
+
+def metric_names(rows: list[RunRow]) -> list[str]:
+    """Summary metrics of the rows, in first-seen order; `_private` ones left out."""
+    found: dict[str, None] = {}
+    for text in dict.fromkeys(r.summary_keys_json for r in rows):
+        found.update(dict.fromkeys(k for k in json.loads(text) if not k.startswith("_")))
+    return list(found)
 
 
 def resolve_run(runs_root: Path, ref: str) -> RunDir:

@@ -53,7 +53,7 @@ def _templates() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=True,
-        undefined=jinja2.StrictUndefined,
+        undefined=jinja2.ChainableUndefined,  # run.json written by older versions lacks keys
     )
     env.filters.update(
         fmt=fmt, duration=format_duration, stamp=views.age_text,

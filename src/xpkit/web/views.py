@@ -12,13 +12,30 @@ from xpkit.errors import XpError
 from xpkit.report.curves import load_curves
 from xpkit.store import rundir as rd
 from xpkit.store.index import RunIndex, RunRow
-from xpkit.store.query import filter_rows, lookup, parse_where, sort_rows, varying_params
+from xpkit.store.query import (
+    filter_rows,
+    lookup,
+    metric_names,
+    parse_where,
+    sort_rows,
+    varying_params,
+)
 from xpkit.web import files
 
 PER_PAGE = 100
 MAX_METRIC_COLUMNS = 8
 FIELD_COLUMNS = ("name", "experiment", "status", "started", "duration", "host")
 COMPARE_LIMITS = (2, 10)
+# Keys the pages read from run.json; a run written by an older xpkit may lack some.
+RUN_KEYS = ("name", "experiment_id", "experiment", "command", "host", "pid", "gpus", "created",
+            "started", "ended", "duration", "exit_code", "reason", "tags", "params", "commit",
+            "snapshot", "rerun_of")  # fmt: skip
+
+
+def _read_run(run_dir: rd.RunDir) -> dict[str, Any]:
+    run = {**dict.fromkeys(RUN_KEYS), **run_dir.read_run()}
+    run["name"] = run_dir.name
+    return run
 
 
 @dataclass
@@ -85,16 +102,9 @@ def runs_page(runs_root: Path, query: RunsQuery, per_page: int = PER_PAGE) -> Ru
     return RunsPage(
         rows=shown, total=len(rows), first=(page - 1) * per_page + 1, page=page, pages=pages,
         params=varying_params(rows),
-        metrics=_metric_names(rows)[:MAX_METRIC_COLUMNS], experiments=experiments,
+        metrics=metric_names(rows)[:MAX_METRIC_COLUMNS], experiments=experiments,
         error=error, warnings=warnings,
     )  # fmt: skip
-
-
-def _metric_names(rows: list[RunRow]) -> list[str]:
-    found: dict[str, None] = {}
-    for row in rows:
-        found.update(dict.fromkeys(k for k in row.summary if not k.startswith("_")))
-    return list(found)
 
 
 def cell(row: RunRow, key: str) -> Any:
@@ -131,7 +141,7 @@ def run_page(runs_root: Path, name: str) -> RunPage | None:
     run_dir = files.run_dir(runs_root, name)
     if run_dir is None:
         return None
-    run = run_dir.read_run()
+    run = _read_run(run_dir)
     curves = load_curves(runs_root, [name]).get(name, {})
     try:
         diff = run_dir.file(rd.GIT_DIFF).read_text(encoding="utf-8", errors="replace")
@@ -186,7 +196,7 @@ def compare_page(runs_root: Path, run_names: list[str]) -> ComparePage:
         dirs.append(run_dir)
     runs, configs = [], []
     for run_dir in dirs:
-        run = run_dir.read_run()
+        run = _read_run(run_dir)
         run["status"] = rd.status_of(run_dir, run)
         run["summary"] = run_dir.read_optional(rd.SUMMARY_JSON, {}) or {}
         runs.append(run)
