@@ -37,3 +37,4 @@ echo
 echo "Demo project: $project"
 echo "Its runs:     $project/runs"
 echo "Try: cd $project && xp show c1fa00/1 && xp logs c1fa00/1 && xp rerun c1fa00/1 --check"
+echo "Dashboard: pip install -e '.[ui]' (make test installs it), then: cd $project && xp ui --open"
