@@ -68,6 +68,7 @@ XP_RUN_NAME = EnvVar("XP_RUN_NAME", str, "", "The name of the current run.")
 XP_EXPERIMENT_ID = EnvVar("XP_EXPERIMENT_ID", str, "", "The experiment ID of the current run.")
 XP_TRIAL = EnvVar("XP_TRIAL", int, 0, "The trial number of the current run.")
 XP_CONFIG = EnvVar("XP_CONFIG", _path, None, "The resolved config.json of the current run.")
+XP_RUNNER_PID = EnvVar("XP_RUNNER_PID", int, 0, "PID of the process supervising the current run.")
 # Overrides and tuning.
 XP_RUNS = EnvVar("XP_RUNS", _path, None, "Overrides the runs root of xp.toml.")
 XP_CACHE_DIR = EnvVar(

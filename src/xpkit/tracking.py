@@ -7,6 +7,11 @@ capture, and marks it finished or failed at exit.
 Logged metrics are kept in memory and appended to metrics.jsonl at least every
 XP_FLUSH_INTERVAL seconds, at exit and on SIGTERM/SIGINT, so a crash loses at most
 the last second. The current run is a ContextVar, not a module global.
+
+A write that fails (disk full, file-size limit, runs root gone) never raises into the
+training loop: the bytes not written stay in memory (up to MAX_UNWRITTEN) and are
+retried at every flush; if they still cannot be written when the run ends, the run is
+marked failed with the reason. What reached the file before stays intact.
 """
 
 from __future__ import annotations
@@ -27,11 +32,13 @@ from types import FrameType, TracebackType
 from typing import IO, Any
 
 from xpkit.errors import GitError, RunError
-from xpkit.settings import XP_FLUSH_INTERVAL, XP_HEARTBEAT_INTERVAL, XP_RUN_DIR
+from xpkit.settings import XP_FLUSH_INTERVAL, XP_HEARTBEAT_INTERVAL, XP_RUN_DIR, XP_RUNNER_PID
 from xpkit.store import rundir as rd
+from xpkit.store.locks import pid_alive
 from xpkit.store.rundir import RunDir
 
 _current_run: ContextVar[Run | None] = ContextVar("xpkit_current_run", default=None)
+MAX_UNWRITTEN = 256 * 2**20  # bytes of metric lines kept while writes fail
 
 
 def current_run() -> Run | None:
@@ -121,8 +128,16 @@ class Run:
         self._seq = 0
         self._step = 0
         self._flush_interval = XP_FLUSH_INTERVAL.get()
-        self._flush_lock = threading.Lock()
-        self._metrics = open(run_dir.file(rd.METRICS), "a", encoding="utf-8")  # noqa: SIM115
+        # Reentrant, and its owner known: a signal handler may interrupt a flush in the
+        # main thread, and must neither deadlock on the lock nor flush into its middle.
+        self._flush_lock = threading.RLock()
+        self._flush_owner: int | None = None
+        self._metrics_fd: int | None = os.open(
+            run_dir.file(rd.METRICS), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
+        )
+        self._unwritten = bytearray()  # encoded lines not yet in metrics.jsonl
+        self._dropped = 0  # bytes given up on (over MAX_UNWRITTEN)
+        self.write_error: str | None = None  # why the last write failed, until one works
         self._closed = False
         self._failed = False
         self._stop = threading.Event()
@@ -176,43 +191,112 @@ class Run:
     def flush(self) -> None:
         """Append pending metric lines and rewrite summary.json if it changed."""
         with self._flush_lock:
-            pending = self._pending
-            count = len(pending)
-            if count and not self._metrics.closed:
-                self._metrics.write("".join([pending.popleft() for _ in range(count)]))
-                self._metrics.flush()
-                self._summary_dirty = True
-            if self._summary_dirty and not self._metrics.closed:
-                self._summary_dirty = False
-                for keys, (_, values) in sorted(self._last_values.items(), key=_by_seq):
-                    self._last.update(zip(keys, values))
-                self._last_values.clear()
-                merged = {**dict(self.summary), **self._last, **self._explicit}
-                dict.update(self.summary, merged)
-                self._run_dir.write_json(rd.SUMMARY_JSON, _json_safe(merged))
+            self._flush_owner = threading.get_ident()
+            try:
+                self._flush_locked()
+            finally:
+                self._flush_owner = None
+
+    def _flush_unless_interrupted(self) -> None:
+        if self._flush_owner != threading.get_ident():  # else: interrupted mid-flush
+            self.flush()
+
+    def _flush_locked(self) -> None:
+        pending = self._pending
+        count = len(pending)
+        if count:
+            self._unwritten += "".join([pending.popleft() for _ in range(count)]).encode()
+            self._summary_dirty = True
+        if self._metrics_fd is None:
+            return
+        try:
+            self._write_metrics(self._metrics_fd)
+            if self._summary_dirty:
+                self._write_summary()
+        except OSError as e:
+            self._write_failed(e)
+            return
+        if self.write_error is not None:
+            print(f"xp: run {self.name}: writing works again; nothing was lost",
+                  file=sys.__stderr__)  # fmt: skip
+            self.write_error = None
+
+    def _write_metrics(self, fd: int) -> None:
+        view = memoryview(self._unwritten)
+        done = 0
+        try:
+            while done < len(view):
+                done += os.write(fd, view[done : done + 2**20])
+        finally:
+            view.release()
+            del self._unwritten[:done]  # a partial write keeps exactly the rest
+
+    def _write_summary(self) -> None:
+        self._summary_dirty = False
+        for keys, (_, values) in sorted(self._last_values.items(), key=_by_seq):
+            self._last.update(zip(keys, values))
+        self._last_values.clear()
+        merged = {**dict(self.summary), **self._last, **self._explicit}
+        dict.update(self.summary, merged)
+        try:
+            self._run_dir.write_json(rd.SUMMARY_JSON, _json_safe(merged))
+        except OSError:
+            self._summary_dirty = True
+            raise
+
+    def _write_failed(self, error: OSError) -> None:
+        reason = f"cannot write to {self._run_dir.path}: {error.strerror or error}"
+        if self.write_error is None:
+            print(f"xp: error: run {self.name}: {reason}. Keeping new metrics in memory and "
+                  "retrying; earlier metrics are intact.", file=sys.__stderr__)  # fmt: skip
+        self.write_error = reason
+        if len(self._unwritten) > MAX_UNWRITTEN:  # keep the newest whole lines
+            cut = self._unwritten.find(b"\n", len(self._unwritten) - MAX_UNWRITTEN) + 1
+            self._dropped += cut
+            del self._unwritten[:cut]
 
     def finish(self, status: str | None = None) -> None:
         """Flush everything; a standalone run also records its final status."""
         if self._closed:
             return
         self._stop.set()
-        self.flush()
+        self._flush_unless_interrupted()
         self._closed = True
         self._templates.clear()  # the next log() call sees the run is closed
-        self._metrics.close()
+        if self._metrics_fd is not None:
+            os.close(self._metrics_fd)
+            self._metrics_fd = None
+        failure = self._unwritten_failure()
         if self._owned:
             ended = rd.now()
             info = self._run_dir.read_run()
-            final = status or ("failed" if self._failed else "finished")
+            final = status or ("failed" if self._failed or failure else "finished")
             self._run_dir.update_run(
                 status=final,
                 ended=ended,
                 duration=round(ended - (info.get("started") or ended), 3),
                 exit_code=0 if final == "finished" else 1,
+                **({"reason": failure} if failure else {}),
             )
             _restore_streams()
+        elif failure:
+            try:  # the runner marks the run failed with this reason
+                self._run_dir.update_run(write_error=failure)
+            except OSError:
+                pass
         if _current_run.get() is self:
             _current_run.set(None)
+
+    def _unwritten_failure(self) -> str | None:
+        """Why some metrics never reached the disk, or None if all did."""
+        lost = len(self._unwritten) + self._dropped
+        if not lost and self.write_error is None:
+            return None
+        reason = self.write_error or "metrics not written"
+        if lost:
+            reason += f"; {lost:,} bytes of metrics lost"
+        print(f"xp: error: run {self.name}: {reason}", file=sys.__stderr__)
+        return reason
 
     def __enter__(self) -> Run:
         return self
@@ -233,14 +317,29 @@ class Run:
     def _flush_loop(self) -> None:
         beat_every = XP_HEARTBEAT_INTERVAL.get()
         last_beat = 0.0
+        runner = 0 if self._owned else XP_RUNNER_PID.get()
         while not self._stop.wait(self._flush_interval):
-            try:
-                self.flush()
-                if self._owned and time.monotonic() - last_beat >= beat_every:
+            self.flush()
+            if runner and not pid_alive(runner):
+                self._runner_died(runner)
+            if self._owned and time.monotonic() - last_beat >= beat_every:
+                try:
                     self._run_dir.beat()
                     last_beat = time.monotonic()
-            except (OSError, ValueError):
-                return  # closed underneath us at exit
+                except OSError:
+                    pass  # the runs root is gone for now; flush() reports it
+
+    def _runner_died(self, runner: int) -> None:
+        """The `xp run` or worker supervising this run was killed: stop the run's
+        processes as it would have (a shell between it and us kept us from getting
+        its death signal), rather than run on unobserved under a `lost` run."""
+        print(f"xp: error: the runner of {self.name} (pid {runner}) is gone; stopping",
+              file=sys.__stderr__)  # fmt: skip
+        self.flush()
+        try:
+            os.killpg(os.getpgrp(), signal.SIGTERM)
+        except OSError:
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 # --- process-wide hooks: exit, signals, output capture for standalone runs ------
@@ -294,7 +393,7 @@ def _install_exit_hooks(run: Run) -> None:
         previous = signal.getsignal(signum)
 
         def handler(sig: int, frame: FrameType | None, previous: Any = previous) -> None:
-            run.flush()
+            run._flush_unless_interrupted()
             if callable(previous):
                 previous(sig, frame)
             elif previous == signal.SIG_DFL:

@@ -4,6 +4,7 @@ every XpError becomes a one-paragraph message and exit code 2 here, in one place
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 import warnings
 from typing import Any
@@ -77,6 +78,9 @@ def _show_warning(
 
 def main(argv: list[str] | None = None) -> None:
     warnings.showwarning = _show_warning
+    # Over a file-size limit (ulimit -f), a write fails with EFBIG and is reported,
+    # instead of the process dying; runs inherit this and do the same.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         cli.main(args=argv, prog_name="xp", standalone_mode=False)
     except XpError as e:

@@ -23,12 +23,14 @@ from typing import IO, Any
 from xpkit.errors import RunError
 from xpkit.execute.harvest import Harvester
 from xpkit.settings import (
+    XP_CACHE_DIR,
     XP_CONFIG,
     XP_EXPERIMENT_ID,
     XP_HEARTBEAT_INTERVAL,
     XP_KILL_GRACE,
     XP_RUN_DIR,
     XP_RUN_NAME,
+    XP_RUNNER_PID,
     XP_TRIAL,
 )
 from xpkit.store import rundir as rd
@@ -84,6 +86,24 @@ def resolve_program(command: str, argv: list[str] | None, cwd: Path, path_env: s
         )
 
 
+_SHELL_SYNTAX = set("|;&$`<>*?[]{}~()\\!#")
+
+
+def command_argv(command: str) -> list[str]:
+    """A simple command (program and arguments, nothing the shell would expand) runs
+    directly, so that it is the runner's own child and dies with it (kill -9 of the
+    runner must not leave training processes running, holding GPUs, under a `lost`
+    run). Anything else runs through /bin/sh -c."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        words = []
+    simple = words and not (_SHELL_SYNTAX & set(command)) and words[0] not in _SHELL_WORDS
+    if simple and not ("=" in words[0] and words[0].split("=")[0].isidentifier()):
+        return words
+    return ["/bin/sh", "-c", command]
+
+
 def child_environment(run: dict[str, Any], run_dir: Path, extra: dict[str, str]) -> dict[str, str]:
     env = dict(os.environ)
     env.update(extra)
@@ -92,18 +112,39 @@ def child_environment(run: dict[str, Any], run_dir: Path, extra: dict[str, str])
     env[XP_EXPERIMENT_ID.name] = run["experiment_id"]
     env[XP_TRIAL.name] = str(run["trial"])
     env[XP_CONFIG.name] = str(run_dir / rd.CONFIG_JSON)
+    env[XP_RUNNER_PID.name] = str(os.getpid())
     env.setdefault("PYTHONUNBUFFERED", "1")  # live output through the pipe
     return env
 
 
 class _Tee(threading.Thread):
-    """Copy the child's output to the terminal and to output.log as it arrives."""
+    """Copy the child's output to the terminal and to output.log as it arrives.
+
+    If output.log cannot be written (disk full, runs root unmounted), the output goes
+    on into a spool file on local disk, which the runner appends once it can."""
 
     def __init__(
-        self, fd: int, log: IO[bytes], echo: IO[bytes] | None, harvester: Harvester
-    ) -> None:
+        self, fd: int, log: IO[bytes], echo: IO[bytes] | None, harvester: Harvester,
+        spool: Path,
+    ) -> None:  # fmt: skip
         super().__init__(daemon=True)
         self.fd, self.log, self.echo, self.harvester = fd, log, echo, harvester
+        self.spool_path = spool
+        self.spool: IO[bytes] | None = None
+        self.error: str | None = None
+
+    def _keep(self, chunk: bytes) -> None:
+        if self.spool is None:
+            try:
+                self.log.write(chunk)
+                return
+            except OSError as e:
+                self.error = f"cannot write output.log: {e.strerror or e}"
+                print(f"xp: error: {self.error}; keeping the output in {self.spool_path} "
+                      "until it can be written", file=sys.stderr)  # fmt: skip
+                self.spool_path.parent.mkdir(parents=True, exist_ok=True)
+                self.spool = open(self.spool_path, "ab")  # noqa: SIM115
+        self.spool.write(chunk)
 
     def run(self) -> None:
         while True:
@@ -113,7 +154,7 @@ class _Tee(threading.Thread):
                 break
             if not chunk:
                 break
-            self.log.write(chunk)
+            self._keep(chunk)
             self.harvester.feed(chunk)
             if self.echo is not None:
                 try:
@@ -122,6 +163,8 @@ class _Tee(threading.Thread):
                 except (OSError, ValueError):
                     self.echo = None  # terminal gone; keep logging
         os.close(self.fd)
+        if self.spool is not None:
+            self.spool.close()
 
 
 class _Monitor(threading.Thread):
@@ -132,6 +175,7 @@ class _Monitor(threading.Thread):
         self.run_dir, self.pid, self.harvester = run_dir, pid, harvester
         self.stop = threading.Event()
         self.peak_rss = 0
+        self.gone = False  # the run directory could not be reached at the last look
 
     def run(self) -> None:
         import psutil
@@ -139,11 +183,21 @@ class _Monitor(threading.Thread):
         interval = XP_HEARTBEAT_INTERVAL.get()
         last_beat = 0.0
         while not self.stop.is_set():
-            if time.monotonic() - last_beat >= interval:
-                self.run_dir.beat()
-                self.harvester.scan_tensorboard()
-                last_beat = time.monotonic()
-            self.harvester.flush()
+            try:
+                if time.monotonic() - last_beat >= interval:
+                    self.run_dir.beat()
+                    self.harvester.scan_tensorboard()
+                    last_beat = time.monotonic()
+                self.harvester.flush()
+                if self.gone:
+                    print(f"xp: {self.run_dir.path} is back", file=sys.stderr)
+                    self.gone = False
+            except OSError as e:
+                if not self.gone:
+                    print(f"xp: warning: cannot reach {self.run_dir.path} ({e.strerror or e}): "
+                          "runs root unmounted, renamed or full? The run goes on; its output "
+                          "is kept until the folder is back.", file=sys.stderr)  # fmt: skip
+                self.gone = True
             try:
                 root = psutil.Process(self.pid)
                 tree = [root, *root.children(recursive=True)]
@@ -172,7 +226,7 @@ class Runner:
         except RunError as e:
             self._fail_to_start(str(e))
             raise RunError(f"{run['name']}: {e}") from e
-        args = run["argv"] if run["argv"] is not None else ["/bin/sh", "-c", run["command"]]
+        args = run["argv"] if run["argv"] is not None else command_argv(run["command"])
         read_fd, write_fd = os.pipe()
         import subprocess
 
@@ -205,8 +259,9 @@ class Runner:
             self.run_dir, sources.get("stdout", []), bool(sources.get("tensorboard")),
             search=[self.run_dir.path, self.cwd],
         )  # fmt: skip
+        spool = XP_CACHE_DIR.get() / "spool" / f"{self.run_dir.name}.output.log"
         with open(self.run_dir.file(rd.OUTPUT_LOG), "ab", buffering=0) as log:
-            tee = _Tee(read_fd, log, echo, harvester)
+            tee = _Tee(read_fd, log, echo, harvester, spool)
             monitor = _Monitor(self.run_dir, child.pid, harvester)
             tee.start()
             monitor.start()
@@ -219,20 +274,52 @@ class Runner:
                 tee.join()
             monitor.stop.set()
             monitor.join()
-            harvester.finish()
         ended = rd.now()
         status = "finished" if exit_code == 0 else "failed"
         if self._interrupts:
             status = "killed"
+        why = _reason(status, exit_code)
+        self._wait_for_run_dir(status)
+        write_error = self.run_dir.read_run().get("write_error") or tee.error
+        if write_error and status == "finished":
+            status, why = "failed", write_error
+        self._unspool(spool)
+        harvester.finish()
         self.run_dir.update_run(
             status=status,
             ended=ended,
             duration=round(ended - started, 3),
             exit_code=exit_code,
             peak_rss_bytes=max(monitor.peak_rss, ru_maxrss * 1024),
-            reason=_reason(status, exit_code),
+            reason=why,
         )
         return Outcome(status, exit_code)
+
+    def _wait_for_run_dir(self, status: str) -> None:
+        """The run has ended; to record how, its directory must be reachable. Wait for
+        an unmounted or renamed runs root to come back (Ctrl-C gives up: the run will
+        then show as lost)."""
+        warned = False
+        while not self.run_dir.file(rd.RUN_JSON).is_file():
+            if not warned:
+                print(f"xp: run {self.run_dir.name} ended ({status}) but {self.run_dir.path} "
+                      "is gone; waiting for it to come back to record that (Ctrl-C gives up)",
+                      file=sys.stderr)  # fmt: skip
+                warned = True
+            time.sleep(1.0)
+
+    def _unspool(self, spool: Path) -> None:
+        """Append the output kept on local disk while output.log could not be written."""
+        if not spool.is_file():
+            return
+        try:
+            with open(self.run_dir.file(rd.OUTPUT_LOG), "ab") as log, open(spool, "rb") as kept:
+                shutil.copyfileobj(kept, log)
+        except OSError as e:
+            print(f"xp: error: the output of {self.run_dir.name} stays in {spool}: {e}",
+                  file=sys.stderr)  # fmt: skip
+            return
+        spool.unlink()
 
     def _wait(self, pid: int) -> tuple[int, int]:
         while True:

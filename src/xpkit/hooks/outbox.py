@@ -81,7 +81,11 @@ class Deliverer:
                         return sent
                     try:
                         record = json.loads(path.read_text())
-                    except (OSError, ValueError):
+                        record["event"]["type"]
+                    except OSError:
+                        continue
+                    except (ValueError, KeyError, TypeError) as e:
+                        self._quarantine(spec, path, e)
                         continue
                     if record.get("next_at", 0) > time.time():
                         break  # keep the order: later events wait for this one
@@ -137,6 +141,13 @@ class Deliverer:
             f"{spec.name}: {record['event']['type']} will retry in {delay:.1f} s: {error}"
         )
         return False
+
+    def _quarantine(self, spec: HookSpec, path: Path, error: Exception) -> None:
+        """A corrupt event file (a crash mid-write by an older version, a disk error):
+        kept aside as .corrupt, out of the way of the events behind it."""
+        target = path.with_suffix(".corrupt")
+        path.replace(target)
+        self.log.append(f"{spec.name}: skipped corrupt event file {target} ({error!r})")
 
     def _dead(self, spec: HookSpec, path: Path, record: dict[str, Any], error: str) -> bool:
         record["error"] = error

@@ -9,14 +9,13 @@ points is a memcpy per curve, not a million json.loads.
 from __future__ import annotations
 
 import json
-import sqlite3
 from array import array
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from xpkit.store import rundir as rd
-from xpkit.store.index import index_path
+from xpkit.store.index import index_path, open_cache
 
 Curve = tuple[array, array]  # steps ('q'), values ('d')
 
@@ -31,9 +30,7 @@ CREATE TABLE IF NOT EXISTS curves (
 class CurveCache:
     def __init__(self, runs_root: Path) -> None:
         self.runs_root = runs_root
-        path = index_path(runs_root)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, timeout=30)
+        self.db = open_cache(index_path(runs_root))
         self.db.executescript(_SCHEMA)
 
     def close(self) -> None:

@@ -125,18 +125,38 @@ def index_path(runs_root: Path) -> Path:
     return XP_CACHE_DIR.get() / "index" / f"{digest}.sqlite"
 
 
+def open_cache(path: Path, warnings: list[str] | None = None) -> sqlite3.Connection:
+    """Connect to the index database; a corrupt one is deleted and started afresh
+    (it is a cache: the run directories hold the truth)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for attempt in (1, 2):
+        db = sqlite3.connect(path, timeout=30)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA quick_check").fetchone()
+            return db
+        except sqlite3.DatabaseError as e:
+            db.close()
+            if attempt == 2 or isinstance(e, sqlite3.OperationalError):  # locked, I/O: not ours
+                raise
+            for stale in (path, path.with_name(path.name + "-wal"),
+                          path.with_name(path.name + "-shm")):  # fmt: skip
+                stale.unlink(missing_ok=True)
+            if warnings is not None:
+                warnings.append(f"the run index {path} was corrupt ({e}); rebuilt it")
+    raise AssertionError("unreachable")
+
+
 class RunIndex:
     """The index of one runs root."""
 
     def __init__(self, runs_root: Path, path: Path | None = None) -> None:
         self.runs_root = runs_root
         self.path = path or index_path(runs_root)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self._migrate()
         self.warnings: list[str] = []
+        self.db = open_cache(self.path, self.warnings)
+        self._migrate()
 
     def close(self) -> None:
         self.db.close()
