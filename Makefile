@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 DEMO_STAMP := $(VENV)/.installed-demo
 
-.PHONY: demo test test-quick lint bench clean
+.PHONY: demo test test-quick lint bench soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ test: lint
 
 test-quick: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q -m "not integration"
+
+# The fault-injection suite with every randomized fault repeated at least 100 times.
+soak: $(STAMP)
+	XP_SOAK=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q tests/reliability
 
 bench: $(STAMP)
 	bash benchmarks/run.sh
