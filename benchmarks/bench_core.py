@@ -35,6 +35,13 @@ from bench_queue import scenario_queue
 from bench_ray import scenario_ray
 from bench_report import scenario_report
 from bench_ui import render_ui, scenario_ui
+from bench_vs import (
+    render_vs,
+    scenario_batched,
+    scenario_compare_report,
+    scenario_crash,
+    scenario_search,
+)
 
 PARAMS = {f"p{i}": i for i in range(10)}
 
@@ -377,6 +384,11 @@ def render(results: dict[str, dict[str, object]], reps: int, elapsed: float) -> 
         "Command: `make bench`.",
         "",
     ]
+    anchors = render_vs(results["batched"], results["search"], results["compare_report"],
+                        results["crash"])  # fmt: skip
+    for before, section in (("## 3.", "2b"), ("## 4.", "3b"), ("## 6.", "5b"), ("## 6.", "5c")):
+        at = next(i for i, line in enumerate(lines) if line.startswith(before))
+        lines[at:at] = anchors[section]
     return "\n".join(lines)
 
 
@@ -397,7 +409,16 @@ def main() -> None:
             "queue": scenario_queue(work, args.reps),
             "ray": scenario_ray(work, max(1, args.reps // 2)),
             "ui": scenario_ui(work, args.reps, make_runs),
+            "batched": scenario_batched(work, args.reps),
+            "search": scenario_search(work, 3, work / "listing", 10_000),
+            "crash": scenario_crash(work),
         }
+        results["compare_report"] = scenario_compare_report(
+            work,
+            3,
+            work / "report",
+            results["report"]["warm_s"],  # type: ignore[arg-type]
+        )
     report = render(results, args.reps, time.perf_counter() - started)
     print(report)
     if args.out:
