@@ -171,6 +171,9 @@ def test_a_port_in_use_is_a_clear_error(ui_project: Path) -> None:
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "--port" in result.stderr
     assert "Traceback" not in result.output
+    for args in (["--port", "99999"], ["--host", "192.0.2.1", "--port", "0"]):
+        bad = run_xp("ui", *args, cwd=ui_project, timeout=30)
+        assert bad.returncode == 2 and "Traceback" not in bad.output, bad.output
 
 
 def test_listens_on_loopback_by_default(ui_project: Path) -> None:

@@ -6,7 +6,13 @@ import click
 
 
 @click.command("ui")
-@click.option("--port", default=8765, show_default=True, help="Port to listen on (0: any free).")
+@click.option(
+    "--port",
+    default=8765,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on (0: any free).",
+)
 @click.option(
     "--host",
     default="127.0.0.1",
