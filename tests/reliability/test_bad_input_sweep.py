@@ -59,7 +59,8 @@ def _only_clean_errors(call: Any) -> Any:
 @SWEEP
 @given(text=st.one_of(st.text(max_size=200), documents.map(_toml)))
 def test_random_experiment_files_load_or_fail_cleanly(text: str) -> None:
-    """Fault: random experiment files (random TOML documents and random text).
+    """Fault: random experiment files (random TOML documents and random text; 150 examples,
+    soak: 2,000).
     Promise: they load (and expand) or raise a clean XpError, never anything else."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "random.xp.toml"
@@ -114,7 +115,7 @@ argv_lists = st.lists(st.one_of(st.sampled_from(TOKENS), st.text(
 @given(argv=argv_lists)
 def test_random_command_lines_never_trace_back(git_project: Path, argv: list[str]) -> None:
     """Fault: random `xp` command lines in a project with runs (commands that would start
-    long-running servers or workers left out).
+    long-running servers or workers left out; 25 examples, soak: 300).
     Promise: success, or a clean one-paragraph error with exit code 2 (1 where a command
     reports a failed run or a stale report) — never a traceback."""
     if argv[0] in ("ui", "worker", "cluster", "sync", "submit", "backup"):

@@ -22,8 +22,8 @@ pytestmark = pytest.mark.integration
 def test_concurrent_xp_run_never_share_a_trial(
     git_project: Path, xp: Callable[..., Result]
 ) -> None:
-    """Fault: 50 `xp run` of one command started at the same moment.
-    Promise: 50 runs, trial numbers 1..50 each once, every run finished."""
+    """Fault: 50 `xp run` of one command started at the same moment (soak: 100).
+    Promise: as many runs, trial numbers 1..N each once, every run finished."""
     count = iterations(50, 100)
     procs = [
         subprocess.Popen([*XP, "run", "--", "true"], cwd=git_project,
@@ -53,7 +53,7 @@ RECORD_PY = textwrap.dedent(
 def test_four_workers_take_each_queued_run_exactly_once(
     git_project: Path, xp: Callable[..., Result], tmp_path: Path
 ) -> None:
-    """Fault: 4 workers claiming from one queue of 40 runs at the same time.
+    """Fault: 4 workers claiming from one queue of 40 runs at the same time (soak: 200).
     Promise: every run executed exactly once; none lost, none taken twice."""
     (git_project / "record.py").write_text(RECORD_PY)
     (git_project / "experiments" / "toy" / "02_many.xp.toml").write_text(

@@ -88,7 +88,8 @@ def _start(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen[
 def test_kill9_of_xp_run_at_random_moments(
     git_project: Path, steady: tuple[Path, dict[str, str]], xp: Callable[..., Result]
 ) -> None:
-    """Fault: kill -9 of `xp run` at a random moment (0-1.5 s after start, seeded).
+    """Fault: kill -9 of `xp run` at a random moment (0-1.5 s after start, seeded; 4 times,
+    soak: 100).
     Promise: its runs end `lost` at worst, every flushed metric line survives, no JSON file
     is half-written, `xp ls`/`xp report` still work."""
     witness, env = steady
@@ -105,7 +106,7 @@ def test_kill9_of_xp_run_at_random_moments(
 def test_kill9_of_the_training_process(
     git_project: Path, steady: tuple[Path, dict[str, str]], xp: Callable[..., Result]
 ) -> None:
-    """Fault: kill -9 of the training process at a random moment (seeded).
+    """Fault: kill -9 of the training process at a random moment (seeded; 3 times, soak: 100).
     Promise: the run is recorded failed ("killed by signal SIGKILL"), every metric line
     flushed before survives."""
     witness, env = steady
@@ -127,7 +128,8 @@ def test_kill9_of_the_training_process(
 def test_kill9_of_a_worker_while_it_runs_jobs(
     git_project: Path, steady: tuple[Path, dict[str, str]], xp: Callable[..., Result]
 ) -> None:
-    """Fault: kill -9 of `xp worker` while it runs jobs, at a random moment (seeded).
+    """Fault: kill -9 of `xp worker` while it runs jobs, at a random moment (seeded; 2 times,
+    soak: 100).
     Promise: its runs end `lost` (never stuck `running`), the rest stay queued for the
     next worker, flushed metrics survive."""
     witness, env = steady

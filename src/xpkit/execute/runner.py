@@ -142,9 +142,15 @@ class _Tee(threading.Thread):
                 self.error = f"cannot write output.log: {e.strerror or e}"
                 print(f"xp: error: {self.error}; keeping the output in {self.spool_path} "
                       "until it can be written", file=sys.stderr)  # fmt: skip
-                self.spool_path.parent.mkdir(parents=True, exist_ok=True)
-                self.spool = open(self.spool_path, "ab")  # noqa: SIM115
-        self.spool.write(chunk)
+                try:
+                    self.spool_path.parent.mkdir(parents=True, exist_ok=True)
+                    self.spool = open(self.spool_path, "ab")  # noqa: SIM115
+                except OSError:
+                    self.spool = open(os.devnull, "ab")  # noqa: SIM115
+        try:
+            self.spool.write(chunk)
+        except OSError:  # the local disk is full too: drop the output, keep the run going
+            pass
 
     def run(self) -> None:
         while True:
