@@ -107,7 +107,8 @@ function setupChart(el) {
   const layout = (range) => ({
     margin: { l: 50, r: 10, t: 10, b: 35 }, height: 300,
     hovermode: "x unified", showlegend: runs.length > 1,
-    xaxis: range ? { title: "step", range: range } : { title: "step", autorange: true },
+    xaxis: range ? { title: { text: "step" }, range: range }
+                 : { title: { text: "step" }, autorange: true },
     yaxis: { type: logToggle.checked ? "log" : "linear", autorange: true },
   });
 
