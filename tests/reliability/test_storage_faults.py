@@ -138,3 +138,36 @@ def test_runs_root_that_disappears_mid_run(git_project: Path, xp: Callable[..., 
     log = (run / "output.log").read_text()
     assert all(f"line {i}\n" in log for i in range(30))
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
+
+
+CHATTY_PY = textwrap.dedent(
+    """\
+    import sys
+    line = "x" * 99 + "\\n"
+    for i in range(15_000):  # 1.5 MB of output
+        sys.stdout.write(line)
+    print("the end")
+    """
+)
+
+
+def test_output_that_cannot_be_written_is_kept_on_local_disk(
+    git_project: Path, xp: Callable[..., Result]
+) -> None:
+    """Fault: output.log cannot grow (a 1 MB file-size limit; the program prints 1.5 MB).
+    Promise: the run goes on to its end, is marked failed with the reason, and none of the
+    output is lost: what output.log could not take is kept in the local spool folder."""
+    (git_project / "chatty.py").write_text(CHATTY_PY)
+    git(git_project, "add", "-A")
+    git(git_project, "commit", "-q", "-m", "chatty")
+    proc = subprocess.run([*XP, "run", "--", "python", "chatty.py"], cwd=git_project,
+                          capture_output=True, timeout=120,
+                          preexec_fn=_limit_file_size(1_000_000))  # fmt: skip
+    assert proc.returncode == 1
+    (run,) = runs_of(git_project / "runs")
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "failed" and "cannot write output.log" in info["reason"]
+    spool = Path(os.environ["XP_CACHE_DIR"]) / "spool" / f"{run.name}.output.log"
+    kept = (run / "output.log").read_bytes() + spool.read_bytes()
+    assert kept.count(b"x" * 99 + b"\n") == 15_000 and kept.endswith(b"the end\n")
+    assert f"stays in {spool}" in proc.stderr.decode()

@@ -132,11 +132,13 @@ class _Tee(threading.Thread):
         self.spool_path = spool
         self.spool: IO[bytes] | None = None
         self.error: str | None = None
+        self.dropped = 0  # bytes of output neither output.log nor the spool could take
 
     def _keep(self, chunk: bytes) -> None:
         if self.spool is None:
             try:
-                self.log.write(chunk)
+                while chunk:  # an unbuffered write may take only part of the chunk
+                    chunk = chunk[self.log.write(chunk) or 0 :]
                 return
             except OSError as e:
                 self.error = f"cannot write output.log: {e.strerror or e}"
@@ -149,8 +151,11 @@ class _Tee(threading.Thread):
                     self.spool = open(os.devnull, "ab")  # noqa: SIM115
         try:
             self.spool.write(chunk)
-        except OSError:  # the local disk is full too: drop the output, keep the run going
-            pass
+        except OSError as e:  # the local disk is full too: drop the output, keep the run going
+            if not self.dropped:
+                print(f"xp: error: cannot keep the output in {self.spool_path} either "
+                      f"({e.strerror or e}); dropping it", file=sys.stderr)  # fmt: skip
+            self.dropped += len(chunk)
 
     def run(self) -> None:
         while True:
@@ -287,6 +292,8 @@ class Runner:
         why = _reason(status, exit_code)
         self._wait_for_run_dir(status)
         write_error = self.run_dir.read_run().get("write_error") or tee.error
+        if tee.dropped:
+            write_error = f"{write_error}; {tee.dropped:,} bytes of output lost"
         if write_error and status == "finished":
             status, why = "failed", write_error
         self._unspool(spool)
