@@ -33,7 +33,7 @@ from starlette.routing import Route
 from xpkit.errors import XpError
 from xpkit.report.table import fmt, format_duration
 from xpkit.settings import Settings
-from xpkit.store.rundir import ACTIVE, STATUSES
+from xpkit.store.rundir import STATUSES
 from xpkit.web import files, views
 from xpkit.web.experiments import ReportCache, experiment_files
 
@@ -59,7 +59,7 @@ def _templates() -> jinja2.Environment:
         fmt=fmt, duration=format_duration, stamp=views.age_text,
         json=lambda value: json.dumps(value, ensure_ascii=False, default=str),
     )  # fmt: skip
-    env.globals.update(cell=views.cell, active=ACTIVE, all_statuses=STATUSES)
+    env.globals.update(all_statuses=STATUSES)
     return env
 
 

@@ -14,7 +14,6 @@ from xpkit.store import rundir as rd
 from xpkit.store.index import RunIndex, RunRow
 from xpkit.store.query import (
     filter_rows,
-    lookup,
     metric_names,
     parse_where,
     sort_rows,
@@ -105,10 +104,6 @@ def runs_page(runs_root: Path, query: RunsQuery, per_page: int = PER_PAGE) -> Ru
         metrics=metric_names(rows)[:MAX_METRIC_COLUMNS], experiments=experiments,
         error=error, warnings=warnings,
     )  # fmt: skip
-
-
-def cell(row: RunRow, key: str) -> Any:
-    return lookup(row, key)
 
 
 def statuses(runs_root: Path, run_names: list[str]) -> dict[str, str]:
