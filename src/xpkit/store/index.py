@@ -125,27 +125,31 @@ def index_path(runs_root: Path) -> Path:
     return XP_CACHE_DIR.get() / "index" / f"{digest}.sqlite"
 
 
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, timeout=30)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")  # reads the header: fails on a non-database
+        db.execute("PRAGMA synchronous=NORMAL")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 def open_cache(path: Path, warnings: list[str] | None = None) -> sqlite3.Connection:
-    """Connect to the index database; a corrupt one is deleted and started afresh
-    (it is a cache: the run directories hold the truth)."""
+    """Connect to the index database; one that is not a database any more is deleted and
+    started afresh (it is a cache: the run directories hold the truth)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    for attempt in (1, 2):
-        db = sqlite3.connect(path, timeout=30)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA quick_check").fetchone()
-            return db
-        except sqlite3.DatabaseError as e:
-            db.close()
-            if attempt == 2 or isinstance(e, sqlite3.OperationalError):  # locked, I/O: not ours
-                raise
-            for stale in (path, path.with_name(path.name + "-wal"),
-                          path.with_name(path.name + "-shm")):  # fmt: skip
-                stale.unlink(missing_ok=True)
-            if warnings is not None:
-                warnings.append(f"the run index {path} was corrupt ({e}); rebuilt it")
-    raise AssertionError("unreachable")
+    try:
+        return _connect(path)
+    except sqlite3.OperationalError:  # locked, I/O, permissions: not ours to delete
+        raise
+    except sqlite3.DatabaseError as e:
+        for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            stale.unlink(missing_ok=True)
+        if warnings is not None:
+            warnings.append(f"the run index {path} was corrupt ({e}); rebuilt it")
+        return _connect(path)
 
 
 class RunIndex:
