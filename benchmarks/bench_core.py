@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_config import scenario_config
+from bench_proc import run_timed
 from bench_queue import scenario_queue
 from bench_ray import scenario_ray
 from bench_report import scenario_report
@@ -117,19 +118,12 @@ LOG_SACRED = textwrap.dedent(
 
 
 def timed(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"benchmark command failed: {cmd}\n{proc.stdout}\n{proc.stderr}")
-    return elapsed
+    return run_timed(cmd, cwd, env)[0]
 
 
 def output_of(cmd: list[str], cwd: Path) -> float:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"benchmark command failed: {cmd}\n{proc.stderr}")
-    return float(proc.stdout.strip().splitlines()[-1])
+    """The number a script printed last (a rate it measured itself)."""
+    return float(run_timed(cmd, cwd)[1].splitlines()[-1])
 
 
 def make_project(root: Path, files: int = 1000) -> None:

@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from bench_proc import run_timed
+
 PY = sys.executable
 # MLflow's report path (one get_metric_history query per run and metric) takes ~4.5 min
 # for 1,000 runs here: it is timed on this many of them and scaled linearly.
@@ -33,15 +35,6 @@ def _script(work: Path, name: str, body: str) -> Path:
     path = work / name
     path.write_text(textwrap.dedent(body))
     return path
-
-
-def _output(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[float, str]:
-    started = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"benchmark command failed: {cmd}\n{proc.stdout}\n{proc.stderr}")
-    return elapsed, proc.stdout.strip()
 
 
 # --- MLflow databases ------------------------------------------------------------------
@@ -136,8 +129,8 @@ def scenario_batched(work: Path, reps: int) -> dict[str, Any]:
     ml_script = _script(work, "batch_mlflow.py", BATCH_MLFLOW)
     rates: dict[str, list[float]] = {"xp": [], "mlflow": []}
     for rep in range(reps):
-        rates["xp"].append(float(_output([PY, str(xp_script), str(work / f"bx{rep}")], work)[1]))
-        rates["mlflow"].append(float(_output([PY, str(ml_script), str(work / "batch.db"), "20"],
+        rates["xp"].append(float(run_timed([PY, str(xp_script), str(work / f"bx{rep}")], work)[1]))
+        rates["mlflow"].append(float(run_timed([PY, str(ml_script), str(work / "batch.db"), "20"],
                                              work)[1]))  # fmt: skip
     medians = {k: statistics.median(v) for k, v in rates.items()}
     return {"points_per_s": medians, "points": {"xp": 1_000_000, "mlflow": 20_000},
@@ -167,13 +160,13 @@ def scenario_search(work: Path, reps: int, xp_project: Path, count: int) -> dict
     script = _script(work, "search_mlflow.py", SEARCH_MLFLOW)
     env = {**os.environ, "XP_CACHE_DIR": str(work / "search-cache")}
     xp_cmd = ["xp", "ls", "--where", "p3=4", "--where", "acc>0.5", "--limit", "0", "--json"]
-    _output(xp_cmd, xp_project, env)  # the index exists, as it does after any xp command
+    run_timed(xp_cmd, xp_project, env)  # the index exists, as it does after any xp command
     xp_times, ml_times, ml_inner = [], [], []
     for _ in range(reps):
-        elapsed, out = _output(xp_cmd, xp_project, env)
+        elapsed, out = run_timed(xp_cmd, xp_project, env)
         xp_times.append(elapsed)
         xp_found = len(out.splitlines())
-        elapsed, out = _output([PY, str(script), str(db)], work)
+        elapsed, out = run_timed([PY, str(script), str(db)], work)
         ml_times.append(elapsed)
         ml_found, inner = out.split()[-2:]
         ml_inner.append(float(inner))
@@ -260,9 +253,9 @@ def scenario_compare_report(work: Path, reps: int, report_project: Path,
     env = {**os.environ, "XP_CACHE_DIR": str(work / "report-cache")}
     diff_xp, diff_ml = [], []
     for _ in range(reps):
-        diff_xp.append(_output(["xp", "diff", xp_runs[0], xp_runs[1]], report_project, env)[0])
-        diff_ml.append(_output([PY, str(compare), str(db), ids[0], ids[1]], work)[0])
-    report_ml, found = _output([PY, str(report), str(db), str(out)], work)  # once: slow
+        diff_xp.append(run_timed(["xp", "diff", xp_runs[0], xp_runs[1]], report_project, env)[0])
+        diff_ml.append(run_timed([PY, str(compare), str(db), ids[0], ids[1]], work)[0])
+    report_ml, found = run_timed([PY, str(report), str(db), str(out)], work)  # once: slow
     assert int(found.split()[-1]) == MLFLOW_REPORT_RUNS
     return {"runs": RUNS, "points": POINTS, "diff_xp_s": statistics.median(diff_xp),
             "diff_mlflow_s": statistics.median(diff_ml), "report_xp_s": xp_report_s,
