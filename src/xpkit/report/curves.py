@@ -36,15 +36,18 @@ class CurveCache:
     def close(self) -> None:
         self.db.close()
 
-    def curves(self, names: Iterable[str]) -> dict[str, dict[str, Curve]]:
-        """Every numeric metric's curve, per run."""
+    def curves(
+        self, names: Iterable[str], metric: str | None = None
+    ) -> dict[str, dict[str, Curve]]:
+        """Every numeric metric's curve, per run; with `metric`, at least that one (only
+        its arrays are read when the run's file has not grown)."""
         result = {}
         with self.db:
             for name in names:
-                result[name] = self._run_curves(name)
+                result[name] = self._run_curves(name, metric)
         return result
 
-    def _run_curves(self, name: str) -> dict[str, Curve]:
+    def _run_curves(self, name: str, metric: str | None) -> dict[str, Curve]:
         path = self.runs_root / name / rd.METRICS
         try:
             stat = path.stat()
@@ -53,15 +56,15 @@ class CurveCache:
         row = self.db.execute(
             "SELECT inode, offset FROM curve_files WHERE name=?", (name,)
         ).fetchone()
-        cached = self._load(name)
         offset = 0
         if row and row[0] == stat.st_ino and row[1] <= stat.st_size:
             offset = row[1]
+            if offset == stat.st_size:
+                return self._load(name, metric)
+            cached = self._load(name)
         else:
             cached = {}  # new, replaced or truncated file: parse it whole
             self.db.execute("DELETE FROM curves WHERE name=?", (name,))
-        if offset == stat.st_size:
-            return cached
         with open(path, "rb") as f:
             f.seek(offset)
             chunk = f.read(stat.st_size - offset)
@@ -79,11 +82,12 @@ class CurveCache:
         )
         return cached
 
-    def _load(self, name: str) -> dict[str, Curve]:
+    def _load(self, name: str, only: str | None = None) -> dict[str, Curve]:
+        sql, args = "SELECT metric, steps, vals FROM curves WHERE name=?", [name]
+        if only is not None:
+            sql, args = sql + " AND metric=?", [name, only]
         curves = {}
-        for metric, steps_blob, vals_blob in self.db.execute(
-            "SELECT metric, steps, vals FROM curves WHERE name=?", (name,)
-        ):
+        for metric, steps_blob, vals_blob in self.db.execute(sql, args):
             steps, vals = array("q"), array("d")
             steps.frombytes(steps_blob)
             vals.frombytes(vals_blob)
@@ -138,9 +142,11 @@ def _records(data: bytes) -> list[Any]:
         return records
 
 
-def load_curves(runs_root: Path, names: Iterable[str]) -> dict[str, dict[str, Curve]]:
+def load_curves(
+    runs_root: Path, names: Iterable[str], metric: str | None = None
+) -> dict[str, dict[str, Curve]]:
     cache = CurveCache(runs_root)
     try:
-        return cache.curves(names)
+        return cache.curves(names, metric)
     finally:
         cache.close()

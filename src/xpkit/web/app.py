@@ -6,6 +6,7 @@ never markup); small scripts in static/xp.js add charts, live logs and live stat
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import mimetypes
@@ -168,6 +169,7 @@ class Dashboard:
         return FileResponse(path, headers={"Cache-Control": "max-age=3600"})
 
 
+@functools.cache
 def _plotly_js() -> Path | None:
     """Plotly's browser bundle, as the plotly Python package ships it (no CDN)."""
     import importlib.util

@@ -37,7 +37,6 @@ def bind(host: str, port: int) -> socket.socket:
             "Pick another port with --port (0 picks a free one)."
         ) from None
     sock.listen(128)
-    sock.set_inheritable(True)
     return sock
 
 

@@ -162,7 +162,7 @@ def metric_series(
 
     if files.run_dir(runs_root, name) is None:
         return None
-    curve = load_curves(runs_root, [name]).get(name, {}).get(metric)
+    curve = load_curves(runs_root, [name], metric).get(name, {}).get(metric)
     if curve is None:
         return None
     return window(curve[0], curve[1], x0, x1, points)
