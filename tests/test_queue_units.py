@@ -10,8 +10,8 @@ import pytest
 from conftest import FakeGpus
 from xpkit.errors import QueueError
 from xpkit.queue.allocate import GpuAllocator
-from xpkit.queue.base import Executor, Job, load_executor
-from xpkit.queue.store import cancel, claim, enqueue, queued_runs
+from xpkit.queue.files import claim, enqueue, me, queued_runs, read_claim
+from xpkit.queue.recover import cancel
 from xpkit.store import rundir as rd
 from xpkit.store.create import NewRun, Provenance, create_run
 
@@ -36,10 +36,11 @@ def test_claims_are_exclusive(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     run = make(runs)
     enqueue(runs, run, priority=0, gpus=0, labels=[])
-    assert claim(runs, run.name, "w1") is True
-    assert claim(runs, run.name, "w2") is False
+    assert claim(runs, run.name, me("worker")) is True
+    assert claim(runs, run.name, me("cancel")) is False
     assert queued_runs(runs)[0] == []
-    assert run.file(rd.CLAIM).read_text() == "w1\n"
+    held = read_claim(run)
+    assert held is not None and held["kind"] == "worker" and held["pid"] == os.getpid()
 
 
 def test_deleted_run_directory_is_dropped_from_the_queue(tmp_path: Path) -> None:
@@ -105,21 +106,3 @@ def test_garbage_from_nvidia_smi_means_cpu_only(
     allocator = GpuAllocator(state=tmp_path / "state")
     with pytest.warns(UserWarning, match="GPU probe failed, running CPU-only"):
         assert allocator.count() == 0
-
-
-def test_executor_registry_and_base_contract(tmp_path: Path) -> None:
-    class Recording(Executor):
-        def __init__(self) -> None:
-            self.seen: list[str] = []
-
-        def _submit(self, jobs: list[Job]) -> list[Job]:
-            self.seen += [j.name for j in jobs]
-            return jobs
-
-    executor = Recording()
-    run = make(tmp_path / "runs")
-    assert executor.submit(Job(run)).name == run.name and executor.seen == [run.name]
-    with pytest.raises(QueueError, match="gpus must be >= 0"):
-        executor.map([Job(run, gpus=-1)])
-    with pytest.raises(QueueError, match="unknown executor 'slurm'; available: debug, local"):
-        load_executor("slurm")

@@ -33,6 +33,10 @@ FIELDS = {
     "runs": "array of tables [[runs]]: explicit extra parameter sets",
     "gpus": "GPUs per run (integer >= 0)",
     "tags": "list of strings",
+    "resumable": "true: a preempted run goes back to the queue as its next attempt (same "
+    "run, XP_CKPT_DIR kept)",
+    "stop_signal": "the signal that asks a run to stop, e.g. 'SIGUSR1' (default 'SIGTERM'); "
+    "SIGKILL follows after the kill grace",
     "config": "a [config] table, or the path of a JSON/YAML/TOML config file (from the "
     "project root); grid keys with dots set config paths",
     "metrics_from": "list of extra metric sources: 'tensorboard' (event files the program writes)",
@@ -40,6 +44,7 @@ FIELDS = {
     "`pattern` whose named groups are metrics (and `step`)",
 }
 METRIC_SOURCES = ("tensorboard",)  # for metrics_from
+STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2", "SIGHUP", "SIGQUIT")
 CONFIG_PLACEHOLDER = "config"  # {config} in a command: the path of the run's config.json
 
 
@@ -67,6 +72,8 @@ class Experiment:
     config: dict[str, Any] | None = None
     config_source: str | None = None  # where the config came from, for error messages
     metrics_from: dict[str, Any] = field(default_factory=dict)  # see execute/harvest.py
+    resumable: bool = False
+    stop_signal: str = "SIGTERM"
 
     def expand(
         self, overrides: dict[str, Scalar] | None = None, sets: dict[str, Any] | None = None
@@ -256,6 +263,15 @@ def load_experiment(path: Path, root: Path | None = None) -> Experiment:
     tags = raw.get("tags", [])
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise fail("tags", f"'tags' must be a list of strings, got {tags!r}")
+    resumable = raw.get("resumable", False)
+    if not isinstance(resumable, bool):
+        raise fail("resumable", f"'resumable' must be true or false, got {resumable!r}")
+    stop_signal = raw.get("stop_signal", "SIGTERM")
+    if stop_signal not in STOP_SIGNALS:
+        raise fail(
+            "stop_signal",
+            f"'stop_signal' must be one of {', '.join(STOP_SIGNALS)}, got {stop_signal!r}",
+        )
     grid_raw = raw.get("grid", {})
     if not isinstance(grid_raw, dict):
         raise fail("grid", f"'grid' must be a table [grid], got {grid_raw!r}")
@@ -296,6 +312,8 @@ def load_experiment(path: Path, root: Path | None = None) -> Experiment:
         config=config,
         config_source=config_source,
         metrics_from=metrics_from,
+        resumable=resumable,
+        stop_signal=stop_signal,
     )
     try:
         template_fields(experiment.command)
@@ -354,8 +372,10 @@ def _metrics_from(
 ) -> dict[str, Any]:
     sources = raw.get("metrics_from", [])
     if not isinstance(sources, list) or any(s not in METRIC_SOURCES for s in sources):
-        raise fail("metrics_from", f"'metrics_from' must be a list of {', '.join(METRIC_SOURCES)}; "
-                                   f"got {sources!r}")  # fmt: skip
+        raise fail(
+            "metrics_from",
+            f"'metrics_from' must be a list of {', '.join(METRIC_SOURCES)}; got {sources!r}",
+        )
     patterns = raw.get("metrics_from_stdout", [])
     if not isinstance(patterns, list):
         raise fail("metrics_from_stdout", "'metrics_from_stdout' must be [[metrics_from_stdout]]")

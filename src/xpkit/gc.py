@@ -1,8 +1,13 @@
 """`xp gc`: remove what can always be recreated, never a run directory.
 
-Idle snapshot worktrees, stale claims of dead workers on this host, staging folders
-of runs whose creation crashed, index entries of runs that are gone; with
-snapshots=True also `refs/xp/snapshots/*` and bundles no live or trashed run uses.
+Idle snapshot worktrees, staging folders of runs whose creation crashed, index entries
+of runs that are gone; with snapshots=True also `refs/xp/snapshots/*` and bundles no
+live, trashed or half-made run uses and no submit in progress has pinned.
+
+gc takes the locks of the users of what it removes: a worktree is removed under the
+workspace lock that every checkout and every run's registration takes, after checking
+again that no run uses it. Claims are not gc's business: the scheduler's recovery pass
+takes back what dead holders left (`queue/recover.py`).
 """
 
 from __future__ import annotations
@@ -10,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import time
 from pathlib import Path
 
@@ -19,7 +23,7 @@ from xpkit.capture.git import SNAPSHOT_REF_PREFIX, git
 from xpkit.errors import GitError
 from xpkit.execute.workspace import Workspace
 from xpkit.store.index import load_rows
-from xpkit.store.locks import pid_alive
+from xpkit.store.pins import pinned
 from xpkit.store.trash import trash_dir
 
 STAGING_AGE = 3600.0
@@ -43,29 +47,11 @@ def collect(runs_root: Path, workdir: Path, project: Path | None, *, snapshots: 
         if not dry_run and callable(action):
             action()
 
-    # idle worktrees (no run registered as using them)
-    for tree in sorted(workdir.glob("wt-*")) if workdir.is_dir() else []:
-        if tree.is_dir() and "." not in tree.name:
-            users = tree.with_name(tree.name + ".users")
-            if not users.is_dir() or not any(users.iterdir()):
-
-                def drop(tree: Path = tree) -> None:
-                    Workspace(project or tree, workdir).remove(tree)
-
-                act(f"idle worktree {tree}", drop)
-    # stale claims: queued runs claimed by a process of this host that is gone
-    host = socket.gethostname()
-    for run in _run_dirs(runs_root):
-        claim = run / ".claim"
-        try:
-            owner = claim.read_text().split()[-1]
-            info = json.loads((run / "run.json").read_text())
-        except (OSError, ValueError, IndexError):
-            continue
-        claimer_host, _, pid = owner.rpartition(":")
-        if info.get("status") == "queued" and claimer_host == host and pid.isdigit() \
-                and not pid_alive(int(pid)):  # fmt: skip
-            act(f"stale claim of {run.name} by dead {owner}", claim.unlink)
+    # idle worktrees (no run registered as using them), decided under the workspace lock
+    if workdir.is_dir():
+        workspace = Workspace(project or workdir, workdir)
+        for tree in workspace.idle_trees():
+            act(f"idle worktree {tree}", lambda tree=tree: workspace.remove_if_idle(tree))
     # staging folders of runs whose creation crashed
     staging = runs_root / names.META_DIR / "staging"
     for folder in sorted(staging.iterdir()) if staging.is_dir() else []:
@@ -79,10 +65,16 @@ def collect(runs_root: Path, workdir: Path, project: Path | None, *, snapshots: 
 
 
 def _snapshots(runs_root: Path, project: Path | None, dry_run: bool) -> list[str]:
-    used = set()
-    for run in _run_dirs(runs_root):
+    used, pending = pinned(runs_root)
+    if pending:
+        return ["kept every snapshot: a submit or `xp run` is taking one right now"]
+    staging = runs_root / names.META_DIR / "staging"
+    half_made = [p for p in staging.iterdir() if p.is_dir()] if staging.is_dir() else []
+    for run in _run_dirs(runs_root) + half_made:
         try:
             sha = json.loads((run / "run.json").read_text()).get("snapshot")
+        except FileNotFoundError:
+            continue  # a half-made run before its run.json: it names no snapshot yet
         except (OSError, ValueError):
             return ["kept every snapshot: a run.json could not be read"]  # be safe
         if sha:

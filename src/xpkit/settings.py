@@ -68,6 +68,14 @@ XP_RUN_NAME = EnvVar("XP_RUN_NAME", str, "", "The name of the current run.")
 XP_EXPERIMENT_ID = EnvVar("XP_EXPERIMENT_ID", str, "", "The experiment ID of the current run.")
 XP_TRIAL = EnvVar("XP_TRIAL", int, 0, "The trial number of the current run.")
 XP_CONFIG = EnvVar("XP_CONFIG", _path, None, "The resolved config.json of the current run.")
+XP_RUN_ID = EnvVar("XP_RUN_ID", str, "", "The run's stable ID, the same in each of its attempts.")
+XP_ATTEMPT = EnvVar("XP_ATTEMPT", int, 1, "Which attempt of the run this is: 1, 2, ...")
+XP_CKPT_DIR = EnvVar(
+    "XP_CKPT_DIR", _path, None, "A resumable run's checkpoint folder, kept across attempts."
+)
+XP_STOP_SIGNAL = EnvVar(
+    "XP_STOP_SIGNAL", str, "SIGTERM", "The signal that asks the current run to stop (resumable)."
+)
 XP_RUNNER_PID = EnvVar("XP_RUNNER_PID", int, 0, "PID of the process supervising the current run.")
 # Overrides and tuning.
 XP_RUNS = EnvVar("XP_RUNS", _path, None, "Overrides the runs root of xp.toml.")

@@ -32,7 +32,15 @@ from types import FrameType, TracebackType
 from typing import IO, Any
 
 from xpkit.errors import GitError, RunError
-from xpkit.settings import XP_FLUSH_INTERVAL, XP_HEARTBEAT_INTERVAL, XP_RUN_DIR, XP_RUNNER_PID
+from xpkit.settings import (
+    XP_ATTEMPT,
+    XP_CKPT_DIR,
+    XP_FLUSH_INTERVAL,
+    XP_HEARTBEAT_INTERVAL,
+    XP_RUN_DIR,
+    XP_RUNNER_PID,
+    XP_STOP_SIGNAL,
+)
 from xpkit.store import rundir as rd
 from xpkit.store.locks import pid_alive
 from xpkit.store.rundir import RunDir
@@ -127,6 +135,17 @@ class Run:
         self._last_values: dict[tuple[str, ...], tuple[int, tuple[Any, ...]]] = {}
         self._seq = 0
         self._step = 0
+        self.run_id: str = str(info.get("id") or self.name)
+        self.attempt: int = XP_ATTEMPT.get() if not owned else 1
+        self.resumed: bool = self.attempt > 1
+        self.checkpoint_dir: Path | None = XP_CKPT_DIR.get() if not owned else None
+        # Set by the stop signal of a resumable run: save a checkpoint and exit.
+        self._should_stop = threading.Event()
+        # A later attempt continues the steps of the earlier ones; a step logged again
+        # (the program resumed from an older checkpoint) keeps its first value, as W&B does.
+        self._floor = _last_step(run_dir) if self.resumed else -1
+        self._step = self._floor + 1
+        self._warned_floor = False
         self._flush_interval = XP_FLUSH_INTERVAL.get()
         # Reentrant, and its owner known: a signal handler may interrupt a flush in the
         # main thread, and must neither deadlock on the lock nor flush into its middle.
@@ -155,6 +174,12 @@ class Run:
         path.mkdir(exist_ok=True)
         return path
 
+    @property
+    def should_stop(self) -> bool:
+        """True once the run was asked to stop (a resumable run's stop signal): save a
+        checkpoint in `checkpoint_dir` and exit; the next attempt resumes from it."""
+        return self._should_stop.is_set()
+
     def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Record metric values at `step` (default: one more than the last step)."""
         if step is None:
@@ -162,6 +187,13 @@ class Run:
         elif type(step) is not int:
             raise RunError(f"run.log: step must be an int, got {type(step).__name__} {step!r}")
         self._step = step + 1
+        if step <= self._floor:
+            if not self._warned_floor:
+                self._warned_floor = True
+                print(f"xp: attempt {self.attempt} of {self.name} logs step {step}, which an "
+                      f"earlier attempt logged (up to {self._floor}); steps up to "
+                      f"{self._floor} keep their first values", file=sys.__stderr__)  # fmt: skip
+            return
         keys = tuple(metrics)
         template = self._templates.get(keys)
         if template is None:
@@ -378,6 +410,47 @@ def _restore_streams() -> None:
         setattr(sys, attr, original)
 
 
+def _last_step(run_dir: RunDir) -> int:
+    """The highest step in metrics.jsonl (-1 if none), reading only its tail."""
+    try:
+        with open(run_dir.file(rd.METRICS), "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            chunk = 1 << 16
+            while True:
+                start = max(0, size - chunk)
+                f.seek(start)
+                lines = f.read(size - start).splitlines()
+                for line in reversed(lines[1:] if start else lines):
+                    try:
+                        step = json.loads(line).get("step")
+                    except (ValueError, AttributeError):
+                        continue
+                    if type(step) is int:
+                        return step
+                if not start:
+                    return -1
+                chunk *= 4
+    except OSError:
+        return -1
+
+
+def _install_stop_flag(run: Run) -> None:
+    """A resumable run's stop signal sets `run.should_stop` instead of ending the
+    program: the training loop saves a checkpoint and exits (SIGKILL follows after
+    the kill grace if it does not)."""
+    try:
+        signum = signal.Signals[XP_STOP_SIGNAL.get()]
+    except KeyError:
+        signum = signal.SIGTERM
+
+    def handler(sig: int, frame: FrameType | None) -> None:
+        run._should_stop.set()
+        run._flush_unless_interrupted()
+
+    signal.signal(signum, handler)
+
+
 def _install_exit_hooks(run: Run) -> None:
     atexit.register(run.finish)
     previous_hook = sys.excepthook
@@ -403,6 +476,8 @@ def _install_exit_hooks(run: Run) -> None:
                 os.kill(os.getpid(), sig)
 
         signal.signal(signum, handler)
+    if run.checkpoint_dir is not None:
+        _install_stop_flag(run)
 
 
 def init(

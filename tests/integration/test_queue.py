@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -306,21 +305,3 @@ def test_concurrent_workers_take_each_run_once(
     assert len(claims) == 12 and all(info(runs_root / n)["status"] == "finished" for n in names)
     logs = "".join(p.stdout.read() for p in procs if p.stdout)
     assert sum(logs.count(f"started {n}") for n in names) == 12  # each started exactly once
-
-
-def test_debug_executor_runs_jobs_in_process(project: Path, runs_root: Path) -> None:
-    code = textwrap.dedent(f"""\
-        import os
-        os.chdir({str(project)!r})
-        from xpkit.execute.launch import SweepRequest, plan
-        from xpkit.queue.local import DebugExecutor, QueueRequest, submit
-        from xpkit.settings import load_settings
-        from xpkit.store.create import capture_provenance
-        settings = load_settings()
-        planned = plan(settings, SweepRequest(argv=["python", "show.py"]))
-        runs = submit(settings, planned, capture_provenance(settings, False), QueueRequest(),
-                      DebugExecutor(settings))
-        print(runs[0].read_run()["status"])
-        """)  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.stdout.strip() == "finished", out.stderr

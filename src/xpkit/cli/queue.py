@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
 import time
-from pathlib import Path
 
 import click
 
@@ -12,26 +13,33 @@ from xpkit.errors import QueueError
 
 
 def submit_runs(
-    target: tuple[str, ...], *, priority: int, gpus: int | None, labels: tuple[str, ...],
-    params: dict[str, object], sets: dict[str, object], name: str | None,
-    tags: tuple[str, ...], no_git: bool,
-) -> None:  # fmt: skip
+    target: tuple[str, ...],
+    *,
+    priority: int,
+    gpus: int | None,
+    labels: tuple[str, ...],
+    params: dict[str, object],
+    sets: dict[str, object],
+    name: str | None,
+    tags: tuple[str, ...],
+    no_git: bool,
+    resumable: bool | None = None,
+) -> None:
     """Shared by `xp submit` and `xp run --queue`."""
-    from xpkit.execute.launch import SweepRequest, plan
-    from xpkit.queue.local import QueueRequest, submit
+    from xpkit.queue.submit import QueueRequest, submit_target
     from xpkit.settings import load_settings
-    from xpkit.store.create import capture_provenance
 
     settings = load_settings()
-    is_file = len(target) == 1 and target[0].endswith(".toml")
-    request = SweepRequest(
-        experiment_file=Path(target[0]) if is_file else None,
-        argv=None if is_file else list(target), params=params, sets=sets, name=name,
-        tags=list(tags), no_git=no_git,
-    )  # fmt: skip
-    planned = plan(settings, request)
-    provenance = capture_provenance(settings, no_git)
-    created = submit(settings, planned, provenance, QueueRequest(priority, gpus, labels))
+    created = submit_target(
+        settings,
+        target,
+        params=params,
+        sets=sets,
+        name=name,
+        tags=list(tags),
+        no_git=no_git,
+        queue=QueueRequest(priority, gpus, labels, resumable),
+    )
     for run_dir in created:
         click.echo(run_dir.name)
     click.echo(f"{len(created)} run(s) queued in {settings.runs}; `xp queue` shows them", err=True)
@@ -46,12 +54,24 @@ def submit_runs(
 @click.option("--name", help="Human-readable part of the run names.")
 @click.option("--tag", "tags", multiple=True, help="Tag the runs.")
 @click.option("--no-git", is_flag=True, help="No snapshot: runs use the files as they are then.")
+@click.option(
+    "--resumable/--not-resumable",
+    default=None,
+    help="Preempted runs resume as their next attempt (default: the experiment's).",
+)
 @click.argument("target", nargs=-1, type=click.UNPROCESSED, required=True)
 def submit_cmd(
-    priority: int, gpus: int | None, labels: tuple[str, ...], params: tuple[str, ...],
-    sets: tuple[str, ...], name: str | None, tags: tuple[str, ...], no_git: bool,
+    priority: int,
+    gpus: int | None,
+    labels: tuple[str, ...],
+    params: tuple[str, ...],
+    sets: tuple[str, ...],
+    name: str | None,
+    tags: tuple[str, ...],
+    no_git: bool,
+    resumable: bool | None,
     target: tuple[str, ...],
-) -> None:  # fmt: skip
+) -> None:
     """Queue EXPERIMENT_FILE's runs (or `-- COMMAND ...`) for `xp worker`s: snapshot
     taken, run directories written as queued, nothing executed. Prints the run names.
 
@@ -59,9 +79,18 @@ def submit_cmd(
     """
     from xpkit.cli.run import _parse_params, _parse_sets
 
-    submit_runs(target, priority=priority, gpus=gpus, labels=labels,
-                params=_parse_params(params), sets=_parse_sets(sets), name=name, tags=tags,
-                no_git=no_git)  # fmt: skip
+    submit_runs(
+        target,
+        priority=priority,
+        gpus=gpus,
+        labels=labels,
+        params=_parse_params(params),
+        sets=_parse_sets(sets),
+        name=name,
+        tags=tags,
+        no_git=no_git,
+        resumable=resumable,
+    )
 
 
 @click.command("worker")
@@ -74,35 +103,62 @@ def submit_cmd(
 @click.option("--ray", "ray_address", metavar="HEAD:PORT", help="Dispatch onto this Ray cluster.")
 @click.option("--node-ip", help="With --ray: this machine's address in the cluster.")
 def worker_cmd(
-    gpu_list: str | None, max_jobs: int | None, labels: tuple[str, ...], once: bool,
-    backfill: bool, requeue_lost: bool, ray_address: str | None, node_ip: str | None,
-) -> None:  # fmt: skip
+    gpu_list: str | None,
+    max_jobs: int | None,
+    labels: tuple[str, ...],
+    once: bool,
+    backfill: bool,
+    requeue_lost: bool,
+    ray_address: str | None,
+    node_ip: str | None,
+) -> None:
     """Take queued runs and execute them, one per free GPU, with CUDA_VISIBLE_DEVICES
-    set. SIGTERM or Ctrl-C: finish running runs, take no more; twice: stop and requeue.
+    set (or, with --ray, on a Ray cluster). SIGTERM or Ctrl-C: finish running runs,
+    take no more; twice: stop them and put them back in the queue.
 
     Example: xp worker --gpus 0,1 --label a100
     """
-    from xpkit.queue.worker import Worker
+    from xpkit.queue.scheduler import Backend, Scheduler
     from xpkit.settings import load_settings
 
     try:
         only = [int(x) for x in gpu_list.split(",")] if gpu_list else None
     except ValueError:
         raise QueueError(f"--gpus {gpu_list!r}: give GPU indices like 0,1,3") from None
+    if max_jobs is not None and max_jobs < 1:
+        raise QueueError(f"--max-jobs must be 1 or more, got {max_jobs}")
     settings = load_settings()
     if ray_address:
-        from xpkit.queue.ray_dispatch import RayDispatcher
+        from xpkit.queue.backends.ray import RayBackend
 
+        if gpu_list or max_jobs:
+            raise QueueError(
+                "--gpus and --max-jobs are for a local worker; with --ray, Ray "
+                "places runs on the GPUs its nodes offer (`xp cluster join`)"
+            )
         click.echo(f"xp worker --ray {ray_address}: queue {settings.runs}")
-        RayDispatcher(settings, ray_address, node_ip=node_ip, once=once,
-                      requeue_lost=requeue_lost).run()  # fmt: skip
-        return
-    worker = Worker(settings, gpus=only, max_jobs=max_jobs, labels=labels, once=once,
-                    backfill=backfill, requeue_lost=requeue_lost)  # fmt: skip
-    gpus = f"{worker.gpu_total} GPU(s)" if worker.gpu_total else "no GPU (CPU runs only)"
-    click.echo(f"xp worker {worker.id}: {gpus}, up to {worker.max_jobs} run(s) at once, "
-               f"labels: {', '.join(labels) or 'none'}; queue {settings.runs}")  # fmt: skip
-    worker.run()
+        backend: Backend = RayBackend(settings, ray_address, node_ip=node_ip)
+        name = "xp worker --ray"
+    else:
+        from xpkit.queue.backends.local import LocalBackend
+
+        local = LocalBackend(settings, gpus=only, max_jobs=max_jobs)
+        gpus = f"{local.gpu_total} GPU(s)" if local.gpu_total else "no GPU (CPU runs only)"
+        backend, name = local, "xp worker"
+        click.echo(
+            f"xp worker {socket.gethostname()}:{os.getpid()}: {gpus}, "
+            f"up to {local.max_jobs} run(s) at once, "
+            f"labels: {', '.join(labels) or 'none'}; queue {settings.runs}"
+        )
+    Scheduler(
+        settings,
+        backend,
+        labels=labels,
+        once=once,
+        backfill=backfill,
+        requeue_lost=requeue_lost,
+        name=name,
+    ).run()
 
 
 @click.command("queue")
@@ -120,13 +176,17 @@ def queue_cmd() -> None:
         click.echo(f"xp: warning: {problem}", err=True)
     click.echo(f"running ({len(view.running)}):")
     for row in view.running:
-        click.echo(f"  {row.name}  {row.status}  {row.host or '-'}  "
-                   f"{duration(time.time() - row.started) if row.started else '-'}")  # fmt: skip
+        click.echo(
+            f"  {row.name}  {row.status}  {row.host or '-'}  "
+            f"{duration(time.time() - row.started) if row.started else '-'}"
+        )
     click.echo(f"queued ({len(view.queued)}):")
     for position, (item, why) in enumerate(view.queued, start=1):
         labels = f" label={','.join(item.labels)}" if item.labels else ""
-        click.echo(f"  {position:>3}. {item.name}  priority {item.priority}  "
-                   f"gpus {item.gpus}{labels}  {age(item.submitted)}  ({why})")  # fmt: skip
+        click.echo(
+            f"  {position:>3}. {item.name}  priority {item.priority}  "
+            f"gpus {item.gpus}{labels}  {age(item.submitted)}  ({why})"
+        )
 
 
 @click.command("status")
@@ -151,8 +211,10 @@ def status_cmd() -> None:
                     click.echo(f"    GPU {','.join(map(str, gpus)) or '-'}: {name}")
             continue
         state = " (stopping)" if w.draining else ""
-        click.echo(f"{w.host} pid {w.pid}{state}: {w.gpus} GPU(s), {len(w.running)}/{w.max_jobs} "
-                   f"running, labels: {', '.join(w.labels) or 'none'}")  # fmt: skip
+        click.echo(
+            f"{w.host} pid {w.pid}{state}: {w.gpus} GPU(s), {len(w.running)}/{w.max_jobs} "
+            f"running, labels: {', '.join(w.labels) or 'none'}"
+        )
         for name, gpus in w.running.items():
             where = f"GPU {','.join(map(str, gpus))}" if gpus else "CPU"
             click.echo(f"  {where}: {name}")
@@ -161,34 +223,29 @@ def status_cmd() -> None:
 @click.command("cancel")
 @click.argument("refs", nargs=-1)
 @click.option("--all-queued", is_flag=True, help="Cancel every queued run.")
-def cancel_cmd(refs: tuple[str, ...], all_queued: bool) -> None:
+@click.option(
+    "--requeue",
+    is_flag=True,
+    help="Stop resumable running runs and put them back as their next attempt.",
+)
+def cancel_cmd(refs: tuple[str, ...], all_queued: bool, requeue: bool) -> None:
     """Cancel queued runs and stop running ones (by run, prefix, EXPID/TRIAL or EXPID).
 
-    Example: xp cancel k3j9x2/4; xp cancel k3j9x2; xp cancel --all-queued
+    Example: xp cancel k3j9x2/4; xp cancel k3j9x2; xp cancel --all-queued;
+    xp cancel --requeue k3j9x2/4
     """
-    from xpkit import names
-    from xpkit.queue.store import cancel, queued_runs
+    from xpkit.queue.recover import cancel
     from xpkit.settings import load_settings
-    from xpkit.store.index import load_rows
-    from xpkit.store.query import resolve_run
-    from xpkit.store.rundir import RunDir
+    from xpkit.store.query import active_runs
 
     runs_root = load_settings().runs
-    targets: list[RunDir] = []
-    if all_queued:
-        targets += [RunDir(runs_root / q.name) for q in queued_runs(runs_root)[0]]
-    for ref in refs:
-        if names.ID_PATTERN.match(ref) and not (runs_root / ref).exists():
-            rows, _ = load_rows(runs_root, ref, statuses=("queued", "running"))
-            targets += [RunDir(runs_root / r.name) for r in rows]
-        else:
-            targets.append(resolve_run(runs_root, ref))
+    targets = active_runs(runs_root, refs, all_queued=all_queued)
     if not targets:
         raise QueueError("nothing to cancel: give runs, an experiment ID, or --all-queued")
     failed = 0
     for run_dir in targets:
         try:
-            click.echo(f"{cancel(runs_root, run_dir)}: {run_dir.name}")
+            click.echo(f"{cancel(runs_root, run_dir, requeue=requeue)}: {run_dir.name}")
         except QueueError as e:
             click.echo(f"xp: error: {e}", err=True)
             failed += 1
@@ -199,14 +256,12 @@ def cancel_cmd(refs: tuple[str, ...], all_queued: bool) -> None:
 @click.command("requeue")
 @click.argument("run")
 def requeue_cmd(run: str) -> None:
-    """Put a failed, killed, cancelled or lost RUN back in the queue, as a new trial.
+    """Put a failed, killed, cancelled or lost RUN back in the queue, once: a resumable
+    run as its next attempt, any other as a new trial (whose name is printed).
 
     Example: xp requeue k3j9x2/7
     """
-    from xpkit.queue.local import requeue
+    from xpkit.queue.submit import requeue_ref
     from xpkit.settings import load_settings
-    from xpkit.store.query import resolve_run
 
-    settings = load_settings()
-    new = requeue(settings, resolve_run(settings.runs, run))
-    click.echo(new.name)
+    click.echo(requeue_ref(load_settings(), run))

@@ -12,6 +12,8 @@ from xpkit.errors import ConfigError
 
 if TYPE_CHECKING:
     from xpkit.execute.runner import Outcome
+    from xpkit.settings import Settings
+    from xpkit.store.create import NewRun, Provenance
     from xpkit.store.rundir import RunDir
 
 
@@ -93,8 +95,7 @@ def run_cmd(
 
       xp run --name quick -- python train.py --lr 0.1
     """
-    from xpkit.cli.fmt import duration, styled_status
-    from xpkit.execute.launch import SweepRequest, plan, run_sweep
+    from xpkit.execute.launch import SweepRequest, plan
     from xpkit.settings import load_settings
     from xpkit.store.create import capture_provenance
 
@@ -121,7 +122,32 @@ def run_cmd(
         for new in planned:
             click.echo(f"  {new.expid}_NNN_{new.slug}: {new.command}")
         return
-    provenance = capture_provenance(settings, no_git)
+    from xpkit.store.create import ensure_runs_root
+    from xpkit.store.pins import snapshot_pin
+
+    ensure_runs_root(settings.runs)
+    with snapshot_pin(settings.runs) as pin:  # `xp gc --snapshots` keeps it meanwhile
+        provenance = capture_provenance(settings, no_git)
+        if provenance.snapshot is not None:
+            pin.set(provenance.snapshot.snapshot)
+        results = _run_all(settings, planned, provenance)
+    counts: dict[str, int] = {}
+    for _, outcome in results:
+        counts[outcome.status] = counts.get(outcome.status, 0) + 1
+    summary = ", ".join(f"{n} {s}" for s, n in counts.items())
+    click.echo(f"\n{summary}. Runs are in {settings.runs} (`xp ls` lists them).", err=True)
+    if counts.get("killed") or counts.get("cancelled"):
+        sys.exit(130)
+    if counts.get("failed") or counts.get("lost"):
+        sys.exit(1)
+
+
+def _run_all(
+    settings: Settings, planned: list[NewRun], provenance: Provenance
+) -> list[tuple[RunDir, Outcome]]:
+    from xpkit.cli.fmt import duration, styled_status
+    from xpkit.execute.launch import run_sweep
+
     total = len(planned)
     counter = iter(range(1, total + 1))
 
@@ -134,17 +160,8 @@ def run_cmd(
         reason = f" ({info['reason']})" if info.get("reason") else ""
         click.echo(
             f"{styled_status(info['status'])} {info['name']} in "
-            f"{duration(info['duration'])}{reason}",
+            f"{duration(info.get('duration') or 0)}{reason}",
             err=True,
         )
 
-    results = run_sweep(settings, planned, provenance, on_start=on_start, on_end=on_end)
-    counts: dict[str, int] = {}
-    for _, outcome in results:
-        counts[outcome.status] = counts.get(outcome.status, 0) + 1
-    summary = ", ".join(f"{n} {s}" for s, n in counts.items())
-    click.echo(f"\n{summary}. Runs are in {settings.runs} (`xp ls` lists them).", err=True)
-    if counts.get("killed"):
-        sys.exit(130)
-    if counts.get("failed"):
-        sys.exit(1)
+    return run_sweep(settings, planned, provenance, on_start=on_start, on_end=on_end)

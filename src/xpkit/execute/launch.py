@@ -10,6 +10,7 @@ import os
 import shlex
 import warnings
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from xpkit import names
 from xpkit.capture.env import capture_env
 from xpkit.capture.git import Snapshot, repo_root, snapshot_exists
 from xpkit.errors import ConfigError, RunError
-from xpkit.execute.runner import Outcome, Runner
+from xpkit.execute.prepared import execute_prepared
+from xpkit.execute.runner import Outcome
 from xpkit.execute.workspace import Workspace
 from xpkit.experiment import (
     Experiment,
@@ -30,6 +32,7 @@ from xpkit.hooks import events
 from xpkit.hooks.outbox import deliver_briefly, start_background
 from xpkit.settings import Settings
 from xpkit.store import rundir as rd
+from xpkit.store.claims import me
 from xpkit.store.create import NewRun, Provenance, create_run, ensure_runs_root
 from xpkit.store.rundir import RunDir
 
@@ -69,6 +72,8 @@ def plan(settings: Settings, request: SweepRequest) -> list[NewRun]:
                 gpus=experiment.gpus,
                 sweep=sweep,
                 metrics_from=experiment.metrics_from,
+                resumable=experiment.resumable,
+                stop_signal=experiment.stop_signal,
             )
             for spec in experiment.expand(request.params, request.sets)
         ]
@@ -144,6 +149,8 @@ def plan_rerun(
         sweep=os.urandom(4).hex(),
         rerun_of=original.name,
         metrics_from=run.get("metrics_from") or {},
+        resumable=bool(run.get("resumable")),
+        stop_signal=run.get("stop_signal") or "SIGTERM",
     )
     provenance = Provenance(project, snapshot, capture_env(), cwd=run.get("cwd") or ".")
     return new, provenance
@@ -174,7 +181,8 @@ def run_sweep(
     on_start: Callable[[RunDir], None] | None = None,
     on_end: Callable[[RunDir, Outcome], None] | None = None,
 ) -> list[tuple[RunDir, Outcome]]:
-    """Create and execute each planned run in turn. Stops early if one is killed."""
+    """Create and execute each planned run in turn. Stops early if one is killed. Each
+    run is held by this process (its claim) from before it appears until it ends."""
     ensure_runs_root(settings.runs)
     snapshot = provenance.snapshot
     workspace = Workspace(provenance.project, settings.workdir, settings.link)
@@ -185,9 +193,10 @@ def run_sweep(
     results = []
     hooks = events.specs_of(settings)
     stop_delivery = start_background(settings.runs, hooks)
+    holder = me("run").to_json()
     try:
         for index, new in enumerate(planned):
-            run_dir = create_run(settings.runs, new, provenance)
+            run_dir = create_run(settings.runs, new, provenance, claim=holder)
             if hooks and new.sweep:
                 events.remember_runs(settings, new.sweep, [run_dir.name], planned=len(planned))
                 if index == 0:
@@ -195,17 +204,16 @@ def run_sweep(
                 events.run_event(settings, run_dir, "run.started")
             if on_start:
                 on_start(run_dir)
-            cwd = tree / provenance.cwd
-            runner = Runner(run_dir, cwd if cwd.is_dir() else tree, echo=echo)
             try:
-                outcome = runner.execute()
+                outcome = execute_prepared(run_dir, nullcontext(tree), gpus=None, echo=echo,
+                                           capture=False, raise_errors=True)  # fmt: skip
             finally:
                 if hooks:
                     events.run_ended(settings, run_dir)
             results.append((run_dir, outcome))
             if on_end:
                 on_end(run_dir, outcome)
-            if outcome.status == "killed":
+            if outcome.status in ("killed", "cancelled"):
                 break
     finally:
         if snapshot:

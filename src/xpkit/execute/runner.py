@@ -2,7 +2,14 @@
 
 The command runs in its own process group so that Ctrl-C reaches the runner first;
 the runner forwards SIGINT to the whole group, waits a grace period, then escalates
-to SIGTERM and SIGKILL, and records `killed`.
+to SIGTERM and SIGKILL, and records `killed`. `stop()` (a worker's preemption, `xp
+cancel`) sends the run's stop signal (SIGTERM unless the experiment says otherwise)
+to the group, then SIGKILL after the grace. The runner also acts on a `.cancel`
+intent itself, also one that arrives while the program is being started.
+
+Each execution is one attempt of the run: a resumable run that is preempted runs
+again in the same directory, its output.log and metrics.jsonl appended after an
+attempt boundary, with one entry per attempt in run.json's `attempts`.
 """
 
 from __future__ import annotations
@@ -23,14 +30,18 @@ from typing import IO, Any
 from xpkit.errors import RunError
 from xpkit.execute.harvest import Harvester
 from xpkit.settings import (
+    XP_ATTEMPT,
     XP_CACHE_DIR,
+    XP_CKPT_DIR,
     XP_CONFIG,
     XP_EXPERIMENT_ID,
     XP_HEARTBEAT_INTERVAL,
     XP_KILL_GRACE,
     XP_RUN_DIR,
+    XP_RUN_ID,
     XP_RUN_NAME,
     XP_RUNNER_PID,
+    XP_STOP_SIGNAL,
     XP_TRIAL,
 )
 from xpkit.store import rundir as rd
@@ -38,15 +49,46 @@ from xpkit.store.locks import pid_alive
 from xpkit.store.rundir import RunDir
 
 _SHELL_WORDS = {
-    "cd", "export", "source", ".", "if", "for", "while", "until", "case", "exec", "eval",
-    "set", "unset", "time", "{", "(", "!", "env", "[", "test",
-}  # fmt: skip
+    "cd",
+    "export",
+    "source",
+    ".",
+    "if",
+    "for",
+    "while",
+    "until",
+    "case",
+    "exec",
+    "eval",
+    "set",
+    "unset",
+    "time",
+    "{",
+    "(",
+    "!",
+    "env",
+    "[",
+    "test",
+}
+
+
+# A program that exits with this code asks to be requeued (EX_TEMPFAIL, "try again
+# later"): a resumable run goes back to the queue as its next attempt.
+REQUEUE_EXIT_CODE = 75
+CHECKPOINTS = "checkpoints"
 
 
 @dataclass
 class Outcome:
     status: str
     exit_code: int | None
+
+
+def stop_signal_of(run: dict[str, Any]) -> signal.Signals:
+    try:
+        return signal.Signals[str(run.get("stop_signal") or "SIGTERM")]
+    except KeyError:
+        return signal.SIGTERM
 
 
 def _set_parent_death_signal() -> None:  # pragma: no cover - runs in the child
@@ -113,6 +155,11 @@ def child_environment(run: dict[str, Any], run_dir: Path, extra: dict[str, str])
     env[XP_TRIAL.name] = str(run["trial"])
     env[XP_CONFIG.name] = str(run_dir / rd.CONFIG_JSON)
     env[XP_RUNNER_PID.name] = str(os.getpid())
+    env[XP_RUN_ID.name] = str(run.get("id") or run["name"])
+    env[XP_ATTEMPT.name] = str(run.get("attempt") or 1)
+    env[XP_STOP_SIGNAL.name] = stop_signal_of(run).name
+    if run.get("resumable"):
+        env[XP_CKPT_DIR.name] = str(run_dir / CHECKPOINTS)
     env.setdefault("PYTHONUNBUFFERED", "1")  # live output through the pipe
     return env
 
@@ -124,9 +171,13 @@ class _Tee(threading.Thread):
     on into a spool file on local disk, which the runner appends once it can."""
 
     def __init__(
-        self, fd: int, log: IO[bytes], echo: IO[bytes] | None, harvester: Harvester,
+        self,
+        fd: int,
+        log: IO[bytes],
+        echo: IO[bytes] | None,
+        harvester: Harvester,
         spool: Path,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__(daemon=True)
         self.fd, self.log, self.echo, self.harvester = fd, log, echo, harvester
         self.spool_path = spool
@@ -142,8 +193,11 @@ class _Tee(threading.Thread):
                 return
             except OSError as e:
                 self.error = f"cannot write output.log: {e.strerror or e}"
-                print(f"xp: error: {self.error}; keeping the output in {self.spool_path} "
-                      "until it can be written", file=sys.stderr)  # fmt: skip
+                print(
+                    f"xp: error: {self.error}; keeping the output in {self.spool_path} "
+                    "until it can be written",
+                    file=sys.stderr,
+                )
                 try:
                     self.spool_path.parent.mkdir(parents=True, exist_ok=True)
                     self.spool = open(self.spool_path, "ab")  # noqa: SIM115
@@ -153,8 +207,11 @@ class _Tee(threading.Thread):
             self.spool.write(chunk)
         except OSError as e:  # the local disk is full too: drop the output, keep the run going
             if not self.dropped:
-                print(f"xp: error: cannot keep the output in {self.spool_path} either "
-                      f"({e.strerror or e}); dropping it", file=sys.stderr)  # fmt: skip
+                print(
+                    f"xp: error: cannot keep the output in {self.spool_path} either "
+                    f"({e.strerror or e}); dropping it",
+                    file=sys.stderr,
+                )
             self.dropped += len(chunk)
 
     def run(self) -> None:
@@ -181,9 +238,12 @@ class _Tee(threading.Thread):
 class _Monitor(threading.Thread):
     """Heartbeat every XP_HEARTBEAT_INTERVAL; peak RSS of the process tree each second."""
 
-    def __init__(self, run_dir: RunDir, pid: int, harvester: Harvester) -> None:
+    def __init__(
+        self, run_dir: RunDir, pid: int, harvester: Harvester, on_cancel: Callable[[], None]
+    ) -> None:
         super().__init__(daemon=True)
         self.run_dir, self.pid, self.harvester = run_dir, pid, harvester
+        self.on_cancel = on_cancel
         self.stop = threading.Event()
         self.peak_rss = 0
         self.gone = False  # the run directory could not be reached at the last look
@@ -200,14 +260,19 @@ class _Monitor(threading.Thread):
                     self.harvester.scan_tensorboard()
                     last_beat = time.monotonic()
                 self.harvester.flush()
+                if self.run_dir.file(rd.CANCEL).exists():
+                    self.on_cancel()
                 if self.gone:
                     print(f"xp: {self.run_dir.path} is back", file=sys.stderr)
                     self.gone = False
             except OSError as e:
                 if not self.gone:
-                    print(f"xp: warning: cannot reach {self.run_dir.path} ({e.strerror or e}): "
-                          "runs root unmounted, renamed or full? The run goes on; its output "
-                          "is kept until the folder is back.", file=sys.stderr)  # fmt: skip
+                    print(
+                        f"xp: warning: cannot reach {self.run_dir.path} ({e.strerror or e}): "
+                        "runs root unmounted, renamed or full? The run goes on; its output "
+                        "is kept until the folder is back.",
+                        file=sys.stderr,
+                    )
                 self.gone = True
             try:
                 root = psutil.Process(self.pid)
@@ -228,16 +293,25 @@ class Runner:
         self.echo = echo
         self._interrupts = 0
         self._pgid: int | None = None
+        self._stop_requested = False
+        self._stop_signal = signal.SIGTERM
+        self._lock = threading.Lock()
 
     def execute(self, extra_env: dict[str, str] | None = None) -> Outcome:
         run = self.run_dir.read_run()
+        self._stop_signal = stop_signal_of(run)
         env = child_environment(run, self.run_dir.path, extra_env or {})
+        if run.get("resumable"):
+            self.run_dir.file(CHECKPOINTS).mkdir(exist_ok=True)
         try:
             resolve_program(run["command"], run["argv"], self.cwd, env.get("PATH", ""))
         except RunError as e:
             self._fail_to_start(str(e))
             raise RunError(f"{run['name']}: {e}") from e
         args = run["argv"] if run["argv"] is not None else command_argv(run["command"])
+        if self._stop_requested or self.run_dir.file(rd.CANCEL).exists():
+            return self._cancelled_before_start()
+        self._mark_attempt(run)
         read_fd, write_fd = os.pipe()
         import subprocess
 
@@ -258,7 +332,10 @@ class Runner:
             self._fail_to_start(reason)
             raise RunError(f"{run['name']}: {reason}") from e
         os.close(write_fd)
-        self._pgid = child.pid
+        with self._lock:
+            self._pgid = child.pid
+        if self._stop_requested:  # asked to stop while the program was being started
+            self._stop_group()
         started = rd.now()
         self.run_dir.beat()
         self.run_dir.update_run(
@@ -267,13 +344,15 @@ class Runner:
         echo = sys.stdout.buffer if self.echo else None
         sources = run.get("metrics_from") or {}
         harvester = Harvester(
-            self.run_dir, sources.get("stdout", []), bool(sources.get("tensorboard")),
+            self.run_dir,
+            sources.get("stdout", []),
+            bool(sources.get("tensorboard")),
             search=[self.run_dir.path, self.cwd],
-        )  # fmt: skip
+        )
         spool = XP_CACHE_DIR.get() / "spool" / f"{self.run_dir.name}.output.log"
         with open(self.run_dir.file(rd.OUTPUT_LOG), "ab", buffering=0) as log:
             tee = _Tee(read_fd, log, echo, harvester, spool)
-            monitor = _Monitor(self.run_dir, child.pid, harvester)
+            monitor = _Monitor(self.run_dir, child.pid, harvester, self.stop)
             tee.start()
             monitor.start()
             with self._forward_signals():
@@ -298,6 +377,22 @@ class Runner:
             status, why = "failed", write_error
         self._unspool(spool)
         harvester.finish()
+        if exit_code == REQUEUE_EXIT_CODE and status == "failed":
+            why = f"exit code {exit_code}: asks to be requeued" + (
+                "" if run.get("resumable") else " (the run is not resumable)"
+            )
+        info = self.run_dir.read_run()
+        attempt = {
+            "attempt": int(info.get("attempt") or 1),
+            "host": socket.gethostname(),
+            "gpus": info.get("gpus") or [],
+            "worker": info.get("worker"),
+            "started": started,
+            "ended": ended,
+            "exit_code": exit_code,
+            "status": status,
+            "reason": why,
+        }
         self.run_dir.update_run(
             status=status,
             ended=ended,
@@ -305,8 +400,29 @@ class Runner:
             exit_code=exit_code,
             peak_rss_bytes=max(monitor.peak_rss, ru_maxrss * 1024),
             reason=why,
+            attempts=[*(info.get("attempts") or []), attempt],
         )
         return Outcome(status, exit_code)
+
+    def _mark_attempt(self, run: dict[str, Any]) -> None:
+        """A later attempt begins with a boundary line in output.log and metrics.jsonl
+        (a line without a step, which readers of metrics skip)."""
+        attempt = int(run.get("attempt") or 1)
+        if attempt < 2:
+            return
+        when = time.strftime("%Y-%m-%d %H:%M:%S")
+        line = f"\n── xp: attempt {attempt} of {run['name']} on {socket.gethostname()}, {when} ──\n"
+        with open(self.run_dir.file(rd.OUTPUT_LOG), "a", encoding="utf-8") as log:
+            log.write(line)
+        with open(self.run_dir.file(rd.METRICS), "a", encoding="utf-8") as metrics:
+            metrics.write(f'{{"attempt": {attempt}, "time": {time.time():.3f}}}\n')
+
+    def _cancelled_before_start(self) -> Outcome:
+        self.run_dir.file(rd.CANCEL).unlink(missing_ok=True)
+        self.run_dir.update_run(
+            status="cancelled", ended=rd.now(), reason="cancelled before the program started"
+        )
+        return Outcome("cancelled", None)
 
     def _wait_for_run_dir(self, status: str) -> None:
         """The run has ended; to record how, its directory must be reachable. Wait for
@@ -315,9 +431,11 @@ class Runner:
         warned = False
         while not self.run_dir.file(rd.RUN_JSON).is_file():
             if not warned:
-                print(f"xp: run {self.run_dir.name} ended ({status}) but {self.run_dir.path} "
-                      "is gone; waiting for it to come back to record that (Ctrl-C gives up)",
-                      file=sys.stderr)  # fmt: skip
+                print(
+                    f"xp: run {self.run_dir.name} ended ({status}) but {self.run_dir.path} "
+                    "is gone; waiting for it to come back to record that (Ctrl-C gives up)",
+                    file=sys.stderr,
+                )
                 warned = True
             time.sleep(1.0)
 
@@ -329,8 +447,10 @@ class Runner:
             with open(self.run_dir.file(rd.OUTPUT_LOG), "ab") as log, open(spool, "rb") as kept:
                 shutil.copyfileobj(kept, log)
         except OSError as e:
-            print(f"xp: error: the output of {self.run_dir.name} stays in {spool}: {e}",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"xp: error: the output of {self.run_dir.name} stays in {spool}: {e}",
+                file=sys.stderr,
+            )
             return
         spool.unlink()
 
@@ -343,9 +463,24 @@ class Runner:
                 continue
 
     def stop(self) -> None:
-        """Stop the command as Ctrl-C would (SIGINT, grace, SIGTERM, SIGKILL); the run
-        is recorded as killed. Safe from any thread."""
-        self._on_signal(signal.SIGINT)
+        """Stop the command: its stop signal to the process group, SIGKILL after the
+        grace; the run is recorded as killed. Safe from any thread, also before the
+        program has started (it then stops as soon as it has, or never starts)."""
+        with self._lock:
+            if self._stop_requested:
+                return
+            self._stop_requested = True
+            self._interrupts += 1
+            if self._pgid is None:
+                return
+        self._stop_group()
+
+    def _stop_group(self) -> None:
+        assert self._pgid is not None
+        _killpg(self._pgid, self._stop_signal)
+        threading.Thread(
+            target=self._escalate, args=(self._pgid, (signal.SIGKILL,)), daemon=True
+        ).start()
 
     def _fail_to_start(self, reason: str) -> None:
         now = rd.now()
@@ -366,9 +501,11 @@ class Runner:
         else:  # a second Ctrl-C: the user does not want to wait
             _killpg(self._pgid, signal.SIGKILL)
 
-    def _escalate(self, pgid: int) -> None:
+    def _escalate(
+        self, pgid: int, then: tuple[int, ...] = (signal.SIGTERM, signal.SIGKILL)
+    ) -> None:
         grace = XP_KILL_GRACE.get()
-        for sig in (signal.SIGTERM, signal.SIGKILL):
+        for sig in then:
             deadline = time.monotonic() + grace
             while time.monotonic() < deadline:
                 if not pid_alive(pgid, group=True):
@@ -383,7 +520,7 @@ def _reason(status: str, exit_code: int) -> str | None:
             return f"killed by signal {signal.Signals(-exit_code).name}"
         return f"exit code {exit_code}"
     if status == "killed":
-        return "interrupted by the user (SIGINT/SIGTERM to the runner)"
+        return "stopped (Ctrl-C, SIGTERM to the runner, xp cancel or a worker's preemption)"
     return None
 
 

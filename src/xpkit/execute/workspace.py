@@ -57,6 +57,18 @@ class Workspace:
             for extra in idle[IDLE_KEPT:]:
                 self.remove(extra)
 
+    def idle_trees(self) -> list[Path]:
+        """Worktrees no run uses now (a hint: `remove_if_idle` decides under the lock)."""
+        return [t for t in self._trees() if not self._users(t)]
+
+    def remove_if_idle(self, tree: Path) -> bool:
+        """Remove `tree` unless a run uses it or is checking it out (`xp gc`)."""
+        with exclusive_lock(self.workdir / ".lock"):
+            if self._users(tree) or not tree.is_dir():
+                return False
+            self.remove(tree)
+            return True
+
     def remove(self, tree: Path) -> None:
         git(self.project, "worktree", "remove", "--force", str(tree), check=False)
         shutil.rmtree(tree, ignore_errors=True)

@@ -90,11 +90,38 @@ def _ray_pids() -> set[int]:
     return found
 
 
+RAY_START_TIMEOUT = 180.0
+
+
+def check_node_ip(node_ip: str) -> None:
+    """Ray replaces 127.0.0.1 (and localhost) by the machine's network address, so a
+    "loopback" cluster would talk over the network. Other 127.x addresses stay."""
+    if node_ip.strip().lower() in ("127.0.0.1", "localhost", "::1", "0.0.0.0"):
+        raise QueueError(
+            f"--node-ip {node_ip}: Ray silently replaces this address by the machine's "
+            "network address, so the cluster would not stay on loopback. For a cluster on "
+            "one machine pass another loopback address, e.g. --node-ip 127.0.0.2 (and "
+            "127.0.0.3 for a second node); across machines pass this machine's address on "
+            "the network the nodes share."
+        )
+
+
 def _start(args: list[str], token: str, node_ip: str, address: str, gpus: int | None) -> NodeStart:
+    check_node_ip(node_ip)
     before = _ray_pids()
-    proc = subprocess.run(
-        [_ray_executable(), "start", *args], env=ray_env(token), capture_output=True, text=True
-    )
+    try:
+        proc = subprocess.run(
+            [_ray_executable(), "start", *args],
+            env=ray_env(token),
+            capture_output=True,
+            text=True,
+            timeout=RAY_START_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        raise QueueError(
+            f"`ray start` did not finish within {RAY_START_TIMEOUT:.0f} s (node {node_ip}); "
+            "check that the head's address and port are reachable from here"
+        ) from None
     if proc.returncode != 0:
         raise QueueError(f"`ray start` failed: {(proc.stderr or proc.stdout).strip()[-800:]}")
     time.sleep(0.5)  # let the agents spawn, so they are recorded too
@@ -102,8 +129,14 @@ def _start(args: list[str], token: str, node_ip: str, address: str, gpus: int | 
     node = NodeStart(address, node_ip, started, token)
     folder = state_dir() / "nodes"
     folder.mkdir(parents=True, exist_ok=True)
-    record = {"address": address, "node_ip": node_ip, "pids": started, "started": time.time(),
-              "gpus": gpus, "visible": os.environ.get("CUDA_VISIBLE_DEVICES")}  # fmt: skip
+    record = {
+        "address": address,
+        "node_ip": node_ip,
+        "pids": started,
+        "started": time.time(),
+        "gpus": gpus,
+        "visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
     (folder / f"{node_ip.replace(':', '_')}-{os.getpid()}.json").write_text(json.dumps(record))
     return node
 
@@ -114,11 +147,19 @@ def _resources(node_ip: str, labels: tuple[str, ...]) -> str:
     return json.dumps(resources)
 
 
-def _common(node_ip: str, num_gpus: int | None, temp_dir: Path | None, labels: tuple[str, ...],
-            num_cpus: int | None) -> list[str]:  # fmt: skip
-    args = [f"--node-ip-address={node_ip}", "--disable-usage-stats",
-            f"--object-store-memory={OBJECT_STORE_BYTES}",
-            f"--resources={_resources(node_ip, labels)}"]  # fmt: skip
+def _common(
+    node_ip: str,
+    num_gpus: int | None,
+    temp_dir: Path | None,
+    labels: tuple[str, ...],
+    num_cpus: int | None,
+) -> list[str]:
+    args = [
+        f"--node-ip-address={node_ip}",
+        "--disable-usage-stats",
+        f"--object-store-memory={OBJECT_STORE_BYTES}",
+        f"--resources={_resources(node_ip, labels)}",
+    ]
     if num_gpus is not None:
         args.append(f"--num-gpus={num_gpus}")
     if num_cpus is not None:
@@ -138,9 +179,16 @@ def free_gpu_env(num_gpus: int | None) -> tuple[int | None, dict[str, str]]:
     return len(free), {"CUDA_VISIBLE_DEVICES": ",".join(map(str, free))}
 
 
-def start_head(*, node_ip: str, port: int, num_gpus: int | None, temp_dir: Path | None,
-               labels: tuple[str, ...] = (), num_cpus: int | None = None,
-               dashboard: bool = False) -> NodeStart:  # fmt: skip
+def start_head(
+    *,
+    node_ip: str,
+    port: int,
+    num_gpus: int | None,
+    temp_dir: Path | None,
+    labels: tuple[str, ...] = (),
+    num_cpus: int | None = None,
+    dashboard: bool = False,
+) -> NodeStart:
     token = XP_RAY_TOKEN.get() or secrets.token_hex(24)
     token_path().parent.mkdir(parents=True, exist_ok=True)
     token_path().write_text(token + "\n")
@@ -148,14 +196,23 @@ def start_head(*, node_ip: str, port: int, num_gpus: int | None, temp_dir: Path 
     gpus, env = free_gpu_env(num_gpus)
     os.environ.update(env)
     args = ["--head", f"--port={port}", *_common(node_ip, gpus, temp_dir, labels, num_cpus)]
-    args += ["--include-dashboard=true", "--dashboard-host=127.0.0.1"] if dashboard else [
-        "--include-dashboard=false"
-    ]  # fmt: skip
+    args += (
+        ["--include-dashboard=true", "--dashboard-host=127.0.0.1"]
+        if dashboard
+        else ["--include-dashboard=false"]
+    )
     return _start(args, token, node_ip, f"{node_ip}:{port}", gpus)
 
 
-def join(address: str, *, node_ip: str, num_gpus: int | None, temp_dir: Path | None,
-         labels: tuple[str, ...] = (), num_cpus: int | None = None) -> NodeStart:  # fmt: skip
+def join(
+    address: str,
+    *,
+    node_ip: str,
+    num_gpus: int | None,
+    temp_dir: Path | None,
+    labels: tuple[str, ...] = (),
+    num_cpus: int | None = None,
+) -> NodeStart:
     gpus, env = free_gpu_env(num_gpus)
     os.environ.update(env)
     args = [f"--address={address}", *_common(node_ip, gpus, temp_dir, labels, num_cpus)]
@@ -221,9 +278,15 @@ def _busy(node_ip: str) -> bool:
 
 
 def watch(
-    address: str, *, node_ip: str, temp_dir: Path | None, labels: tuple[str, ...] = (),
-    num_cpus: int | None = None, interval: float = 30.0, rounds: int | None = None,
-) -> None:  # fmt: skip
+    address: str,
+    *,
+    node_ip: str,
+    temp_dir: Path | None,
+    labels: tuple[str, ...] = (),
+    num_cpus: int | None = None,
+    interval: float = 30.0,
+    rounds: int | None = None,
+) -> None:
     """Keep this node offering exactly the GPUs that are free: when a colleague starts
     or stops using one, and no xp run executes here, restart the node with the new set
     (Ray cannot change a running node's GPUs)."""
@@ -244,6 +307,12 @@ def watch(
             continue
         print(f"xp cluster: free GPUs changed {offered} -> {now}; re-offering", flush=True)
         stop(node_ip)
-        join(address, node_ip=node_ip, num_gpus=None, temp_dir=temp_dir, labels=labels,
-             num_cpus=num_cpus)  # fmt: skip
+        join(
+            address,
+            node_ip=node_ip,
+            num_gpus=None,
+            temp_dir=temp_dir,
+            labels=labels,
+            num_cpus=num_cpus,
+        )
         offered = now

@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xpkit.queue.store import QueuedRun, queued_runs
-from xpkit.queue.worker import workers_dir
+from xpkit.queue.files import QueuedRun, queued_runs, workers_dir
 from xpkit.settings import XP_HEARTBEAT_TIMEOUT
 from xpkit.store.index import RunRow, load_rows
 

@@ -8,8 +8,10 @@ git.diff and env.json. A run directory exists only once run.json is complete.
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import socket
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +52,11 @@ class NewRun:
     sweep: str | None = None
     rerun_of: str | None = None  # the run this one repeats (`xp rerun`)
     metrics_from: dict[str, Any] = field(default_factory=dict)  # stdout patterns, tensorboard
+    resumable: bool = False  # preempted: back to the queue as its next attempt
+    stop_signal: str = "SIGTERM"  # what `stop` sends the process group first
+    priority: int = 0
+    labels: list[str] = field(default_factory=list)
+    requeue_of: str | None = None  # the run this one replaces in the queue (xp requeue)
 
 
 def ensure_runs_root(runs_root: Path) -> None:
@@ -67,9 +74,20 @@ def ensure_runs_root(runs_root: Path) -> None:
 
 
 def create_run(
-    runs_root: Path, new: NewRun, provenance: Provenance, status: str = "queued"
-) -> RunDir:
-    """Claim a trial and write the run directory; returns it with status `status`."""
+    runs_root: Path, new: NewRun, provenance: Provenance, status: str = "queued",
+    claim: dict[str, Any] | None = None,
+) -> RunDir:  # fmt: skip
+    """Claim a trial and write the run directory; returns it with status `status`.
+    `claim` (a holder record) is written as the run's `.claim` before it appears."""
+    return publish_run(runs_root, stage_run(runs_root, new, provenance, status, claim))
+
+
+def stage_run(
+    runs_root: Path, new: NewRun, provenance: Provenance, status: str = "queued",
+    claim: dict[str, Any] | None = None,
+) -> RunDir:  # fmt: skip
+    """Write a complete run directory in the hidden staging folder; `publish_run`
+    moves it into the runs root. A crash in between leaves nothing a user sees."""
     trial = names.allocate_trial(runs_root, new.expid)
     name = names.run_name(new.expid, trial, new.slug)
     snapshot = provenance.snapshot
@@ -103,13 +121,28 @@ def create_run(
         "peak_rss_bytes": None,
         "gpus": [],
         "reason": None,
+        "id": uuid.uuid4().hex,  # XP_RUN_ID: the same in every attempt
+        "attempt": 1,
+        "attempts": [],
+        "resumable": new.resumable,
+        "stop_signal": new.stop_signal,
+        "priority": new.priority,
+        "labels": new.labels,
+        "requeue_of": new.requeue_of,
     }
-    path = runs_root / name
     # Write everything into a hidden staging folder first, then rename: a crash
     # never leaves a run directory without its metadata.
-    staging = runs_root / names.META_DIR / "staging" / name
+    staging = staging_dir(runs_root) / name
     staging.parent.mkdir(parents=True, exist_ok=True)
-    run_dir = RunDir.create(staging, run)
+    try:
+        staging.mkdir()
+    except FileExistsError as e:
+        raise StoreError(f"run directory {staging} already exists") from e
+    if claim is not None:  # first, so that nobody takes the half-made run for abandoned
+        (staging / rd.CLAIM).write_text(json.dumps(claim) + "\n")
+    (staging / rd.ARTIFACTS).mkdir()
+    run_dir = RunDir(staging)
+    run_dir.write_run(run)
     run_dir.write_json(rd.CONFIG_JSON, new.params if new.config is None else new.config)
     run_dir.write_json(
         rd.GIT_JSON, snapshot.to_json() if snapshot else {"provenance": "none (--no-git)"}
@@ -118,11 +151,20 @@ def create_run(
     run_dir.write_json(rd.ENV_JSON, provenance.env)
     (staging / rd.OUTPUT_LOG).touch()
     (staging / rd.METRICS).touch()
+    return run_dir
+
+
+def staging_dir(runs_root: Path) -> Path:
+    return runs_root / names.META_DIR / "staging"
+
+
+def publish_run(runs_root: Path, staged: RunDir) -> RunDir:
+    """Move a staged run into the runs root, where everyone sees it."""
     try:
-        os.rename(staging, path)
+        os.rename(staged.path, runs_root / staged.name)
     except OSError as e:
-        raise StoreError(f"cannot move new run {name} into {runs_root}: {e.strerror}") from e
-    return RunDir(path)
+        raise StoreError(f"cannot move new run {staged.name} into {runs_root}: {e.strerror}") from e
+    return RunDir(runs_root / staged.name)
 
 
 def capture_provenance(settings: Settings, no_git: bool) -> Provenance:

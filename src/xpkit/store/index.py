@@ -262,8 +262,9 @@ class RunIndex:
             sql += " AND experiment_id = ?"
             args.append(experiment_id)
         if statuses:
-            # "lost" is stored as "running": select those and decide below.
-            stored = {("running" if s == "lost" else s) for s in statuses}
+            # A run whose heartbeat went stale is stored as "running" (select those and
+            # decide below); one a scheduler found dead is stored as "lost".
+            stored = set(statuses) | ({"running"} if "lost" in statuses else set())
             sql += f" AND status IN ({','.join('?' * len(stored))})"
             args.extend(sorted(stored))
         sql += " ORDER BY created DESC, name DESC"

@@ -160,3 +160,27 @@ def resolve_run(runs_root: Path, ref: str) -> RunDir:
         )
     shown = ", ".join(sorted(candidates)[:8])
     raise RunError(f"{ref!r} matches {len(candidates)} runs ({shown}); give more characters")
+
+
+def active_runs(
+    runs_root: Path, refs: tuple[str, ...], *, all_queued: bool = False
+) -> list[RunDir]:
+    """The runs a command on queued/running runs acts on (`xp cancel`): each ref a run
+    (name, prefix, EXPID/TRIAL) or an experiment ID (its queued and running runs), plus
+    every queued run with `all_queued`. Each run once, in the order given."""
+    from xpkit.store.index import load_rows
+
+    targets: list[RunDir] = []
+    if all_queued:
+        rows, _ = load_rows(runs_root, statuses=("queued",))
+        targets += [RunDir(runs_root / r.name) for r in reversed(rows)]
+    for ref in refs:
+        if names.ID_PATTERN.match(ref) and not (runs_root / ref).exists():
+            rows, _ = load_rows(runs_root, ref, statuses=("queued", "running"))
+            targets += [RunDir(runs_root / r.name) for r in rows]
+        else:
+            targets.append(resolve_run(runs_root, ref))
+    unique: dict[str, RunDir] = {}
+    for run_dir in targets:
+        unique.setdefault(run_dir.name, run_dir)
+    return list(unique.values())

@@ -1,0 +1,133 @@
+"""One way to execute a prepared run, for `xp run`, the local backend and the Ray task:
+the code from the snapshot (a worktree shared per snapshot), the environment of the
+machine it executes on, CUDA_VISIBLE_DEVICES, the runner."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any
+
+from xpkit.capture.env import capture_env
+from xpkit.capture.git import fetch_bundle, git, repo_root, snapshot_exists
+from xpkit.errors import GitError, RunError
+from xpkit.execute.runner import Outcome, Runner
+from xpkit.execute.workspace import Workspace
+from xpkit.names import META_DIR
+from xpkit.settings import XP_CACHE_DIR, Settings
+from xpkit.store import rundir as rd
+from xpkit.store.locks import exclusive_lock
+from xpkit.store.rundir import RunDir
+
+
+def bundle_path(runs_root: Path, sha: str) -> Path:
+    return runs_root / META_DIR / "bundles" / f"{sha}.bundle"
+
+
+def repo_with_snapshot(repo: Path, bundle: Path, sha: str) -> Path:
+    """`repo` (created bare if missing) holding snapshot `sha`, fetched from its bundle
+    if needed. Serialized: a sweep's runs start at once and share the repository."""
+    repo.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(repo.with_name(repo.name + ".lock")):
+        if not repo.exists():
+            repo.mkdir()
+            git(repo, "init", "-q", "--bare")
+        if not snapshot_exists(repo, sha):
+            fetch_bundle(repo, bundle, sha)
+    return repo
+
+
+def code_repo(settings: Settings, sha: str) -> Path:
+    """A repository holding snapshot `sha`: this project's, or a cache repo fed from
+    the snapshot's bundle in the runs root (machines without the project)."""
+    try:
+        project: Path | None = repo_root(settings.root)
+    except GitError:
+        project = None
+    if project is not None and snapshot_exists(project, sha):
+        return project
+    digest = hashlib.sha1(str(settings.runs.resolve()).encode()).hexdigest()[:16]
+    repos = XP_CACHE_DIR.get() / "repos"
+    if project is None:
+        return repo_with_snapshot(repos / f"{digest}.git", bundle_path(settings.runs, sha), sha)
+    repos.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(repos / f"{digest}.fetch.lock"):  # a sweep's jobs start together
+        if not snapshot_exists(project, sha):
+            fetch_bundle(project, bundle_path(settings.runs, sha), sha)
+    return project
+
+
+@contextmanager
+def snapshot_tree(workspace: Workspace, sha: str, user: str) -> Iterator[Path]:
+    """A worktree of snapshot `sha`, held for `user` while the block runs."""
+    tree = workspace.acquire(sha, user)
+    try:
+        yield tree
+    finally:
+        workspace.release(tree, user)
+
+
+def project_tree(settings: Settings, run_dir: RunDir, user: str) -> AbstractContextManager[Path]:
+    """Where a queued run's code is on this machine: its snapshot's worktree, or (--no-git)
+    the project as it is now."""
+    info = run_dir.read_run()
+    sha = info.get("snapshot")
+    if not sha:
+        return _plain(Path(info.get("project") or settings.root))
+    workspace = Workspace(code_repo(settings, sha), settings.workdir, settings.link)
+    return snapshot_tree(workspace, sha, user)
+
+
+@contextmanager
+def _plain(path: Path) -> Iterator[Path]:
+    yield path
+
+
+def execute_prepared(
+    run_dir: RunDir,
+    tree: AbstractContextManager[Path] | Callable[[], AbstractContextManager[Path]],
+    *,
+    gpus: list[int] | None,
+    echo: bool = False,
+    capture: bool = True,
+    on_runner: Callable[[Runner], None] | None = None,
+    raise_errors: bool = False,
+) -> Outcome:
+    """Execute a prepared run in `tree` (its code). `gpus` None leaves CUDA_VISIBLE_DEVICES
+    as it is; a list sets it ([] hides every GPU). `capture` rewrites env.json for the
+    machine it executes on. Unless `raise_errors`, a failure to start is recorded in
+    the run and returned as `failed`, never raised: one bad run must not stop a worker."""
+    visible = {} if gpus is None else {"CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))}
+    runner: Runner | None = None
+    try:
+        if capture:
+            env = capture_env()
+            env.get("env", {}).get("variables", {}).update(visible)
+            run_dir.write_json(rd.ENV_JSON, env)
+        with tree() if callable(tree) else tree as root:
+            cwd = root / (run_dir.read_run().get("cwd") or ".")
+            runner = Runner(run_dir, cwd if cwd.is_dir() else root, echo=echo)
+            if on_runner is not None:
+                on_runner(runner)
+            return runner.execute(extra_env=visible)
+    except RunError:
+        if raise_errors:
+            raise
+        return Outcome("failed", None)  # the runner recorded why
+    except Exception as e:  # bundle, workspace, disk: record it
+        if raise_errors:
+            raise
+        _record_failure(run_dir, f"{type(e).__name__}: {e}")
+        return Outcome("failed", None)
+
+
+def _record_failure(run_dir: RunDir, reason: str) -> None:
+    info: dict[str, Any] = run_dir.read_optional(rd.RUN_JSON, {}) or {}
+    if info.get("status") in rd.ENDED:
+        return
+    try:
+        run_dir.update_run(status="failed", ended=rd.now(), reason=reason)
+    except Exception:
+        pass

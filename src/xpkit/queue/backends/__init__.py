@@ -1,0 +1,1 @@
+"""Backends of the scheduler: local (this machine's free GPUs) and ray (a Ray cluster)."""

@@ -1,0 +1,119 @@
+"""The local backend: runs execute on this machine, one per free GPU (the free-GPU rule
+of `allocate.py`), each in a thread that supervises its runner."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from xpkit.execute.prepared import execute_prepared, project_tree
+from xpkit.execute.runner import Runner
+from xpkit.queue.allocate import GpuAllocator
+from xpkit.queue.files import QueuedRun
+from xpkit.queue.scheduler import LATER, NEVER, NOW, Backend, Ended
+from xpkit.settings import Settings
+from xpkit.store.rundir import RunDir
+
+GPU_PROBE_EVERY = 2.0  # seconds between GPU probes while runs wait for GPUs
+
+
+@dataclass
+class _Job:
+    gpus: list[int]
+    runner: Runner | None = None
+    stop_asked: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class LocalBackend(Backend):
+    kind = "worker"
+
+    def __init__(
+        self, settings: Settings, *, gpus: list[int] | None = None, max_jobs: int | None = None
+    ) -> None:
+        self.settings = settings
+        self.allocator = GpuAllocator(gpus)
+        self.gpu_total = self.allocator.count()
+        self.max_jobs = max_jobs or max(1, self.gpu_total)
+        self.jobs: dict[str, _Job] = {}
+        self.done: queue.Queue[Ended] = queue.Queue()
+        self.free_cache: tuple[float, int] = (0.0, 0)
+
+    def fits(self, item: QueuedRun) -> str:
+        if item.gpus > self.gpu_total:
+            return NEVER
+        if len(self.jobs) >= self.max_jobs or (item.gpus and self._free_gpus() < item.gpus):
+            return LATER
+        return NOW
+
+    def _free_gpus(self) -> int:
+        stamp, free = self.free_cache
+        if time.monotonic() - stamp > GPU_PROBE_EVERY:
+            free = sum(1 for s in self.allocator.states() if s.free)
+            self.free_cache = (time.monotonic(), free)
+        return free
+
+    def start(self, run_dir: RunDir, item: QueuedRun) -> bool:
+        gpus = self.allocator.take(item.gpus, item.name)
+        self.free_cache = (0.0, 0)
+        if gpus is None:  # another worker of this machine took them meanwhile
+            return False
+        run_dir.update_run(gpus=gpus)
+        job = self.jobs[item.name] = _Job(gpus)
+        where = f"GPU {','.join(map(str, gpus))}" if gpus else "CPU"
+        print(f"xp worker: started {item.name} on {where}", flush=True)
+
+        def keep(runner: Runner) -> None:
+            with job.lock:
+                job.runner = runner
+                if job.stop_asked:
+                    runner.stop()
+
+        def target() -> None:
+            outcome = None
+            try:
+                user = f"job-{item.name}-{threading.get_ident()}"
+                outcome = execute_prepared(
+                    run_dir,
+                    lambda: project_tree(self.settings, run_dir, user),
+                    gpus=gpus,
+                    on_runner=keep,
+                )
+            finally:
+                self.allocator.release(gpus, item.name)
+                status = outcome.status if outcome else "failed"
+                self.done.put(Ended(item.name, status, outcome.exit_code if outcome else None))
+
+        threading.Thread(target=target, daemon=True, name=f"xp-{item.name}").start()
+        return True
+
+    def poll(self, timeout: float) -> list[Ended]:
+        ended = []
+        try:
+            ended.append(self.done.get(timeout=timeout) if timeout > 0 else self.done.get_nowait())
+            while True:
+                ended.append(self.done.get_nowait())
+        except queue.Empty:
+            pass
+        for item in ended:
+            self.jobs.pop(item.name, None)
+        return ended
+
+    def stop(self, name: str) -> None:
+        job = self.jobs.get(name)
+        if job is None:
+            return
+        with job.lock:
+            job.stop_asked = True
+            if job.runner is not None:
+                job.runner.stop()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "gpus": self.gpu_total,
+            "max_jobs": self.max_jobs,
+            "running": {n: j.gpus for n, j in self.jobs.items()},
+        }

@@ -1,0 +1,296 @@
+"""The one scheduler loop, the same for every backend (`xp worker`, `xp worker --ray`).
+
+Policy lives here: queue order (priority, then age), labels, no overtaking unless
+--backfill, claiming, the SIGTERM drain (first signal: take nothing more, checked
+after every claim and before every start, a claimed run goes back untouched;
+second: preempt running runs, which go back to the queue), registration and
+heartbeat, recovery of what dead holders left (`recover.py`), the requeue policy.
+A backend only says whether a run fits, starts it, reports which ended, stops one.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import signal
+import socket
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from xpkit.errors import QueueError, XpError
+from xpkit.execute.runner import REQUEUE_EXIT_CODE
+from xpkit.hooks import events
+from xpkit.hooks.outbox import start_background
+from xpkit.queue import files
+from xpkit.queue.recover import recover
+from xpkit.queue.submit import requeue
+from xpkit.settings import XP_HEARTBEAT_INTERVAL, XP_WORKER_POLL, Settings
+from xpkit.store import rundir as rd
+from xpkit.store.rundir import RunDir, write_json_atomic
+
+RECOVER_EVERY = 10.0  # seconds between recovery passes
+
+NOW, LATER, NEVER = "now", "later", "never"
+
+
+@dataclass
+class Ended:
+    """A run whose execution ended: its status, exit code, and why if it was lost."""
+
+    name: str
+    status: str
+    exit_code: int | None = None
+    lost: str | None = None  # the backend lost it (node died): the reason
+
+
+class Backend(abc.ABC):
+    """Where runs execute. Implements nothing that is policy."""
+
+    kind = "worker"  # the holder kind of its claims
+    # True: runs go by the worker's --label; False: the backend matches labels itself
+    # (Ray: to the resources of the nodes that offer them).
+    matches_labels = True
+
+    @abc.abstractmethod
+    def fits(self, item: files.QueuedRun) -> str:
+        """NOW (resources free), LATER (busy) or NEVER (this backend cannot run it)."""
+
+    @abc.abstractmethod
+    def start(self, run_dir: RunDir, item: files.QueuedRun) -> bool:
+        """Start the claimed run; False when its resources vanished meanwhile."""
+
+    @abc.abstractmethod
+    def poll(self, timeout: float) -> list[Ended]:
+        """The runs that ended, waiting up to `timeout` seconds for one."""
+
+    @abc.abstractmethod
+    def stop(self, name: str) -> None:
+        """Stop a running run (its stop signal, then SIGKILL after the grace)."""
+
+    def describe(self) -> dict[str, Any]:
+        """What the worker's registration shows about capacity and placement."""
+        return {}
+
+    def close(self) -> None:  # noqa: B027 - optional
+        """Release what the backend holds; running runs have ended."""
+
+
+class Scheduler:
+    def __init__(
+        self,
+        settings: Settings,
+        backend: Backend,
+        *,
+        labels: tuple[str, ...] = (),
+        once: bool = False,
+        backfill: bool = False,
+        requeue_lost: bool = False,
+        name: str = "xp worker",
+    ) -> None:
+        self.settings = settings
+        self.runs_root = settings.runs
+        self.backend = backend
+        self.labels = set(labels)
+        self.once, self.backfill, self.requeue_lost = once, backfill, requeue_lost
+        self.name = name
+        self.holder = files.me(backend.kind)
+        self.id = self.holder.worker
+        self.running: dict[str, files.QueuedRun] = {}
+        self.preempted: set[str] = set()
+        self.markers: dict[str, dict[str, Any]] = {}
+        self.stops = 0
+        self.announced = 0
+        self.started = time.time()
+        self.last_recover = 0.0
+        self.log: list[str] = []
+
+    # --- the loop -------------------------------------------------------------------
+    def run(self) -> None:
+        self._install_signals()
+        stop_delivery = start_background(self.runs_root, events.specs_of(self.settings))
+        poll = XP_WORKER_POLL.get()
+        beat_every = min(XP_HEARTBEAT_INTERVAL.get(), 2.0)
+        last_beat = 0.0
+        try:
+            self._register()
+            while True:
+                for ended in self.backend.poll(poll if self.running else 0):
+                    self._ended(ended)
+                self._act_on_intents()
+                if time.monotonic() - self.last_recover > RECOVER_EVERY:
+                    self._recover()
+                waiting = 0 if self.stops else self._start_runnable()
+                self._announce()
+                if time.monotonic() - last_beat >= beat_every:
+                    self._register()
+                    last_beat = time.monotonic()
+                if not self.running:
+                    if self.stops:
+                        break
+                    if self.once and not waiting:
+                        self._recover()  # what dead holders left, before deciding to leave
+                        if not self._start_runnable() and not self.running:
+                            break
+                    time.sleep(poll)
+        finally:
+            stop_delivery.set()
+            self._stop_all()
+            self.backend.close()
+            self._worker_file().unlink(missing_ok=True)
+
+    def _say(self, text: str) -> None:
+        self.log.append(text)
+        print(f"{self.name}: {text}", flush=True)
+
+    def _recover(self) -> None:
+        self.last_recover = time.monotonic()
+        recover(self.settings, requeue_lost=self.requeue_lost, say=self._say)
+
+    def _start_runnable(self) -> int:
+        """Start what fits; returns how many queued runs this worker could ever take."""
+        queued, problems = files.queued_runs(self.runs_root, self.markers)
+        for problem in problems:
+            warnings.warn(problem, stacklevel=2)
+        able = 0
+        for item in queued:
+            if self.backend.matches_labels and not set(item.labels) <= self.labels:
+                continue  # a local worker takes only runs with its labels
+            verdict = self.backend.fits(item)
+            if verdict == NEVER:
+                continue
+            able += 1
+            if self.stops:
+                break
+            if verdict == LATER:
+                if self.backfill:
+                    continue
+                break  # the first in line waits for its resources; nothing overtakes it
+            if not files.claim(self.runs_root, item.name, self.holder):
+                continue
+            if not self._start(item):
+                break
+        return able
+
+    def _start(self, item: files.QueuedRun) -> bool:
+        """Start a claimed run; False when nothing more should start in this pass."""
+        run_dir = RunDir(self.runs_root / item.name)
+        try:
+            info = run_dir.read_run()
+        except XpError as e:
+            warnings.warn(f"{item.name}: cannot start: {e}", stacklevel=2)
+            return True
+        if info.get("status") != "queued":
+            return True  # someone else ended it meanwhile (a cancel)
+        if self.stops:  # a signal arrived after the claim: give it back untouched
+            files.release(self.runs_root, run_dir, info)
+            return False
+        intent = files.cancel_intent(run_dir)
+        if intent is not None and not intent.get("requeue"):
+            run_dir.update_run(status="cancelled", ended=rd.now(), reason="cancelled while queued")
+            run_dir.file(rd.CANCEL).unlink(missing_ok=True)
+            self._say(f"cancelled {item.name}")
+            return True
+        run_dir.update_run(worker=self.id, host=socket.gethostname())
+        if self.stops or not self.backend.start(run_dir, item):
+            info = run_dir.update_run(worker=None)
+            files.release(self.runs_root, run_dir, info)
+            return False
+        self.running[item.name] = item
+        return True
+
+    def _ended(self, ended: Ended) -> None:
+        self.running.pop(ended.name, None)
+        run_dir = RunDir(self.runs_root / ended.name)
+        if ended.lost:
+            run_dir.update_run(status="lost", ended=rd.now(), reason=ended.lost)
+            self._say(f"lost {ended.name}: {ended.lost}")
+            events.run_event(self.settings, run_dir, "run.lost")
+        else:
+            self._say(f"{ended.status} {ended.name}")
+        events.run_ended(self.settings, run_dir)
+        info = run_dir.read_optional(rd.RUN_JSON, {}) or {}
+        intent = files.cancel_intent(run_dir)
+        run_dir.file(rd.CANCEL).unlink(missing_ok=True)
+        again = (
+            (ended.name in self.preempted and ended.status in ("killed", "cancelled"))
+            or (ended.lost is not None and self.requeue_lost)
+            or (
+                bool(info.get("resumable"))
+                and (
+                    ended.exit_code == REQUEUE_EXIT_CODE
+                    or (intent is not None and bool(intent.get("requeue")))
+                )
+            )
+        )
+        if again:
+            try:
+                new = requeue(self.settings, run_dir)
+                self._say(f"requeued {ended.name}" + ("" if new == ended.name else f" as {new}"))
+            except QueueError as e:
+                self._say(f"cannot requeue {ended.name}: {e}")
+
+    def _act_on_intents(self) -> None:
+        for name in list(self.running):
+            if (self.runs_root / name / rd.CANCEL).exists():
+                self.backend.stop(name)
+
+    # --- stopping -----------------------------------------------------------------------
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        # Only counts: the loop says so after its current pass, so every "started" it
+        # prints comes before "stopping" and nothing starts after it.
+        self.stops += 1
+        if self.stops >= 2:
+            self._preempt_all()
+
+    def _announce(self) -> None:
+        if self.stops == self.announced:
+            return
+        self.announced = self.stops
+        if self.stops == 1:
+            self._say("stopping: no new runs; running ones finish (signal again to stop them)")
+        else:
+            self._say("stopping running runs; they go back to the queue")
+
+    def _preempt_all(self) -> None:
+        for name in list(self.running):
+            self.preempted.add(name)
+            self.backend.stop(name)
+
+    def _stop_all(self) -> None:
+        """Leaving with runs still running (an error in the loop): stop and reap them."""
+        if not self.running:
+            return
+        self._preempt_all()
+        deadline = time.monotonic() + 120
+        while self.running and time.monotonic() < deadline:
+            for ended in self.backend.poll(0.5):
+                self._ended(ended)
+
+    # --- registration ---------------------------------------------------------------------
+    def _worker_file(self) -> Any:
+        return files.workers_dir(self.runs_root) / f"{socket.gethostname()}_{os.getpid()}.json"
+
+    def _register(self) -> None:
+        folder = files.workers_dir(self.runs_root)
+        folder.mkdir(parents=True, exist_ok=True)
+        record = {
+            "id": self.id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": self.started,
+            "labels": sorted(self.labels),
+            "running": {},
+            "draining": bool(self.stops),
+            "backend": self.backend.kind,
+            **self.backend.describe(),
+        }
+        write_json_atomic(self._worker_file(), record)

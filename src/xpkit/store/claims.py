@@ -1,0 +1,136 @@
+"""Claims: who holds a run and is its only writer of run.json (the submitter until the
+run is queued, then the worker, `xp run` or `xp cancel` that takes it). A claim is
+created whole and exclusively (a hard link of a finished temporary file) and names
+host, pid and the process's start time, so anyone can tell a dead holder from a live
+one; on another machine, by that scheduler's heartbeat file in the runs root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xpkit import names
+from xpkit.settings import XP_HEARTBEAT_TIMEOUT
+from xpkit.store import rundir as rd
+from xpkit.store.rundir import RunDir
+
+
+def workers_dir(runs_root: Path) -> Path:
+    """Each scheduler's registration, rewritten every few seconds: its heartbeat."""
+    return runs_root / names.META_DIR / "workers"
+
+
+@dataclass(frozen=True)
+class Holder:
+    """A process that holds runs: kind (worker, ray, submit, run, cancel, requeue)."""
+
+    kind: str
+    host: str
+    pid: int
+    pid_start: float | None
+    worker: str  # the scheduler's id (host:pid) when a scheduler holds it
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "host": self.host,
+            "pid": self.pid,
+            "pid_start": self.pid_start,
+            "worker": self.worker,
+            "time": time.time(),
+        }
+
+
+def process_start(pid: int) -> float | None:
+    try:
+        import psutil
+
+        return float(psutil.Process(pid).create_time())
+    except Exception:
+        return None
+
+
+_ME: dict[str, Holder] = {}
+
+
+def me(kind: str) -> Holder:
+    """This process as a holder of kind `kind`."""
+    key = f"{kind}:{os.getpid()}"  # a fork gets its own
+    if key not in _ME:
+        pid = os.getpid()
+        host = socket.gethostname()
+        _ME[key] = Holder(kind, host, pid, process_start(pid), f"{host}:{pid}")
+    return _ME[key]
+
+
+def read_claim(run_dir: RunDir) -> dict[str, Any] | None:
+    """The claim of a run, or None. Claims of older xpkit versions ('host:pid') too."""
+    try:
+        text = run_dir.file(rd.CLAIM).read_text()
+    except OSError:
+        return None
+    try:
+        data = json.loads(text)
+        if isinstance(data, dict):
+            return data
+    except ValueError:
+        pass
+    host, _, pid = text.strip().split()[-1].rpartition(":") if text.strip() else ("", "", "")
+    return {
+        "kind": "worker",
+        "host": host,
+        "pid": int(pid) if pid.isdigit() else 0,
+        "pid_start": None,
+        "worker": text.strip(),
+        "time": 0.0,
+    }
+
+
+def create_claim(run_dir: RunDir, holder: Holder, *, replace: bool = False) -> bool:
+    """Write the claim whole, then link it into place: exclusive unless `replace`
+    (taking over from a dead holder, under the recovery lock)."""
+    temp = run_dir.path / f".claim.{os.getpid()}.{os.urandom(3).hex()}.tmp"
+    try:
+        temp.write_text(json.dumps(holder.to_json()) + "\n")
+    except FileNotFoundError:
+        return False
+    try:
+        if replace:
+            os.replace(temp, run_dir.file(rd.CLAIM))
+            return True
+        os.link(temp, run_dir.file(rd.CLAIM))
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def holder_alive(runs_root: Path, run_dir: RunDir, claim_info: dict[str, Any]) -> bool:
+    """Whether the holder of a claim still lives: by pid and start time on this host;
+    on another host by its scheduler's heartbeat, the run's heartbeat, or a young claim."""
+    timeout = XP_HEARTBEAT_TIMEOUT.get()
+    host, pid = claim_info.get("host"), int(claim_info.get("pid") or 0)
+    if host == socket.gethostname():
+        if pid <= 0:
+            return False
+        started = process_start(pid)
+        if started is None:
+            return False
+        recorded = claim_info.get("pid_start")
+        return recorded is None or abs(float(recorded) - started) < 1.0  # a reused pid
+    worker = str(claim_info.get("worker") or "")
+    beat = workers_dir(runs_root) / (worker.replace(":", "_") + ".json")
+    for path in (beat, run_dir.file(rd.HEARTBEAT)):
+        try:
+            if time.time() - path.stat().st_mtime < timeout:
+                return True
+        except OSError:
+            continue
+    return time.time() - float(claim_info.get("time") or 0) < timeout
