@@ -106,8 +106,16 @@ class _Sync(threading.Thread):
         return path.read_bytes()
 
     def sync(self, final: bool = False) -> None:
+        """Whole files (checkpoints among them) are read before the streamed ones and
+        sent after them: a checkpoint that reaches the head never runs ahead of the
+        metrics the program flushed before saving it."""
         import ray
 
+        whole = []
+        for relative in self._whole_files(final):
+            changed = self._changed(relative)
+            if changed is not None:
+                whole.append((relative, changed))
         calls = []
         for name in STREAMED:
             try:
@@ -119,28 +127,24 @@ class _Sync(threading.Thread):
             if data:
                 self.offsets[name] += len(data)
                 calls.append(self.store.append.remote(self.local.name, name, data))
-        folders = [CHECKPOINTS] + ([rd.ARTIFACTS] if final else [])
-        relatives = list(WHOLE_FILES)
-        for folder in folders:
-            root = self.local.file(folder)
-            relatives += (
-                [
-                    p.relative_to(self.local.path).as_posix()
-                    for p in sorted(root.rglob("*"))
-                    if p.is_file()
-                ]
-                if root.is_dir()
-                else []
-            )
-        for relative in relatives:
-            changed = self._changed(relative)
-            if changed is not None:
-                calls.append(self.store.write.remote(self.local.name, relative, changed))
+        calls += [self.store.write.remote(self.local.name, r, d) for r, d in whole]
         ray.get(calls)
         if not final and ray.get(self.store.beat.remote(self.local.name)):
             self.stop_asked = True
             if self.runner is not None:
                 self.runner.stop()
+
+    def _whole_files(self, final: bool) -> list[str]:
+        relatives = list(WHOLE_FILES)
+        for folder in [CHECKPOINTS] + ([rd.ARTIFACTS] if final else []):
+            root = self.local.file(folder)
+            if root.is_dir():
+                relatives += [
+                    p.relative_to(self.local.path).as_posix()
+                    for p in sorted(root.rglob("*"))
+                    if p.is_file()
+                ]
+        return relatives
 
 
 def _sizes(local: RunDir) -> dict[str, int]:

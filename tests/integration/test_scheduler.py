@@ -1,0 +1,370 @@
+"""The scheduler's promises, tested against every backend: the local one (fake GPUs)
+and a real two-node Ray cluster on loopback (127.0.0.2 / 127.0.0.3, 2 fake GPUs each).
+
+Drain, backfill, cancel during start-up, a worker or node killed mid-run, and a
+resumable run preempted three ways that ends as one run with four attempts."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from conftest import XP, FakeGpus, Result, git, read_run, runs_of, wait_for
+from xpkit.store import rundir as rd
+
+pytestmark = pytest.mark.integration
+SOAK = os.environ.get("XP_SOAK") == "1"
+HEAD, NODE = "127.0.0.2", "127.0.0.3"
+
+SLEEPER = textwrap.dedent(
+    """\
+    import os, sys, time
+    open(os.path.join(os.environ["WITNESS"], os.environ["XP_RUN_NAME"] + ".started"), "a").write("x")
+    time.sleep(float(sys.argv[1]))
+    open(os.path.join(os.environ["WITNESS"], os.environ["XP_RUN_NAME"] + ".ended"), "a").write("x")
+    """
+)
+
+# Trains 60 steps; resumes from its checkpoint; saves one after every step (metrics
+# flushed first, so they are never behind it). Stops cleanly when asked to. In its
+# third attempt it asks to be requeued (exit 75) at step 40.
+RESUMABLE = textwrap.dedent(
+    """\
+    import json, os, sys, time
+    import xpkit as xp
+    run = xp.init()
+    ckpt = os.path.join(run.checkpoint_dir, "state.json")
+    start = json.load(open(ckpt))["step"] + 1 if os.path.exists(ckpt) else 0
+    print(f"attempt {run.attempt} resumed={run.resumed} from step {start}", flush=True)
+    with open(os.path.join(os.environ["WITNESS"], "resumed-from"), "a") as f:
+        f.write(f"{run.attempt}:{start}\\n")
+    for step in range(start, 60):
+        if run.should_stop:
+            print(f"stopping at step {step}", flush=True)
+            sys.exit(0)
+        if run.attempt == 3 and step == 40:
+            sys.exit(75)
+        run.log({"loss": 1.0 / (step + 1)}, step=step)
+        run.flush()
+        with open(ckpt + ".tmp", "w") as f:
+            json.dump({"step": step}, f)
+        os.replace(ckpt + ".tmp", ckpt)
+        time.sleep(float(os.environ.get("STEP_SECONDS", "0.1")))
+    """
+)
+
+
+@dataclass
+class Backend:
+    """How a test starts workers of one backend (for Ray: the cluster's cache too)."""
+
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    cache: Path | None = None
+    address: str = ""
+    temp: Path | None = None
+
+
+def _start_cluster(cache: Path, temp: Path) -> tuple[str, str]:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((HEAD, 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "XP_CACHE_DIR": str(cache), "XP_GPU_PROBE": "none"}
+    common = ["--num-gpus", "2", "--num-cpus", "3", "--temp-dir", str(temp)]
+    head = subprocess.run([*XP, "cluster", "head", "--node-ip", HEAD, "--port", str(port), *common],
+                          env=env, capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert head.returncode == 0, head.stdout + head.stderr
+    address = f"{HEAD}:{port}"
+    joined = subprocess.run([*XP, "cluster", "join", address, "--node-ip", NODE, "--label", "n2",
+                             *common],
+                            env=env, capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert joined.returncode == 0, joined.stdout + joined.stderr
+    return address, (cache / "ray" / "auth_token").read_text().strip()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[tuple[str, str, Path, Path]]:
+    pytest.importorskip("ray")
+    cache = Path(tempfile.mkdtemp(prefix="xpsched-cache"))
+    temp = Path(tempfile.mkdtemp(prefix="xprs", dir="/tmp"))
+    env = {**os.environ, "XP_CACHE_DIR": str(cache)}
+    try:
+        address, token = _start_cluster(cache, temp)
+        yield address, token, cache, temp
+    finally:
+        subprocess.run([*XP, "cluster", "stop"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def _ray_node_pids(cache: Path, ip: str) -> list[int]:
+    folder = cache / "ray" / "nodes"
+    pids: list[int] = []
+    for path in folder.glob("*.json"):
+        node = json.loads(path.read_text())
+        if node["node_ip"] == ip:
+            pids += node["pids"]
+    return pids
+
+
+@pytest.fixture(params=["local", "ray"])
+def backend(request: pytest.FixtureRequest, gpu_file: FakeGpus) -> Backend:
+    gpu_file.set([{"name": "A"}, {"name": "B"}, {"name": "C"}, {"name": "D"}])
+    if request.param == "local":
+        return Backend("local", [], {})
+    address, token, cache, temp = request.getfixturevalue("ray_cluster")
+    return Backend("ray", ["--ray", address, "--node-ip", HEAD], {"XP_RAY_TOKEN": token},
+                   cache, address, temp)  # fmt: skip
+
+
+@pytest.fixture
+def project(git_project: Path, tmp_path: Path) -> tuple[Path, Path]:
+    (git_project / "sleeper.py").write_text(SLEEPER)
+    (git_project / "resumable.py").write_text(RESUMABLE)
+    git(git_project, "add", "-A")
+    git(git_project, "commit", "-qm", "scheduler tests")
+    witness = tmp_path / "witness"
+    witness.mkdir()
+    return git_project, witness
+
+
+class Workers:
+    def __init__(self, backend: Backend, cwd: Path, witness: Path) -> None:
+        self.backend, self.cwd = backend, cwd
+        self.env = {**os.environ, **backend.env, "WITNESS": str(witness),
+                    "XP_HEARTBEAT_INTERVAL": "0.3", "XP_HEARTBEAT_TIMEOUT": "3",
+                    "XP_KILL_GRACE": "5"}  # fmt: skip
+        self.started: list[subprocess.Popen[str]] = []
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen([*XP, "worker", *self.backend.args, *args], cwd=self.cwd,
+                                env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)  # fmt: skip
+        self.started.append(proc)
+        return proc
+
+    def xp(self, *args: str) -> Result:
+        proc = subprocess.run([*XP, *args], cwd=self.cwd, env=self.env, capture_output=True,
+                              text=True, timeout=120)  # fmt: skip
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def submit(self, *args: str) -> list[str]:
+        result = self.xp("submit", *args)
+        assert result.returncode == 0, result.output
+        return result.stdout.split()
+
+    def stop_all(self) -> None:
+        for proc in self.started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def workers(backend: Backend, project: tuple[Path, Path]) -> Iterator[Workers]:
+    found = Workers(backend, *project)
+    yield found
+    found.stop_all()
+
+
+def _output(proc: subprocess.Popen[str], timeout: float = 120) -> str:
+    out, _ = proc.communicate(timeout=timeout)
+    return out
+
+
+def test_drain_never_starts_a_run_after_stopping(
+    workers: Workers, project: tuple[Path, Path]
+) -> None:
+    """SIGTERM right after a submit: every run that started was announced before
+    "stopping"; the rest stay queued, untouched; the running one finishes."""
+    root, witness = project
+    rng = random.Random(5)
+    for attempt in range(30 if SOAK else 3):
+        (first,) = workers.submit("--", "python", "sleeper.py", "2")
+        worker = workers.start()
+        wait_for(lambda f=first: read_run(root / "runs" / f)["status"] == "running", timeout=90)
+        (late,) = workers.submit("--", "python", "sleeper.py", "0")
+        time.sleep(rng.uniform(0, 0.5))
+        worker.send_signal(signal.SIGTERM)
+        log = _output(worker)
+        assert worker.returncode == 0, log
+        stopping = log.index("stopping: no new runs")
+        for name in (first, late):
+            if read_run(root / "runs" / name)["status"] != "queued":
+                assert log.find(f"started {name}") in range(0, stopping), (attempt, log)
+            else:
+                assert not (witness / f"{name}.started").exists()
+                assert not (root / "runs" / name / rd.CLAIM).exists()
+        assert read_run(root / "runs" / first)["status"] == "finished"
+    drain = workers.start("--once")
+    _output(drain)
+    assert {read_run(r)["status"] for r in runs_of(root / "runs")} == {"finished"}
+
+
+def test_no_overtaking_unless_backfill(workers: Workers, project: tuple[Path, Path]) -> None:
+    """Two 2-GPU runs take all 4 GPUs; a 2-GPU run of higher priority waits; a CPU run
+    behind it overtakes only with --backfill."""
+    root, _ = project
+    blockers = [n for _ in range(2) for n in workers.submit("--gpus", "2", "--priority", "9",
+                                                            "--", "python", "sleeper.py", "6")]  # fmt: skip
+    (big,) = workers.submit("--gpus", "2", "--priority", "5", "--", "python", "sleeper.py", "0")
+    (small,) = workers.submit("--gpus", "0", "--", "python", "sleeper.py", "0")
+    worker = workers.start()
+    wait_for(lambda: all(read_run(root / "runs" / b)["status"] == "running" for b in blockers),
+             timeout=90)  # fmt: skip
+    time.sleep(2)
+    assert read_run(root / "runs" / small)["status"] == "queued"  # the big one is first in line
+    worker.send_signal(signal.SIGTERM)
+    _output(worker)
+    backfill = workers.start("--backfill", "--once")
+    wait_for(lambda: read_run(root / "runs" / small)["status"] == "finished", timeout=90)
+    assert read_run(root / "runs" / big)["status"] in ("queued", "running", "finished")
+    _output(backfill)
+    big_info = read_run(root / "runs" / big)
+    assert big_info["status"] == "finished" and len(big_info["gpus"]) == 2
+
+
+def test_cancel_during_start_up_stops_the_program(
+    workers: Workers, project: tuple[Path, Path]
+) -> None:
+    """`xp cancel` the moment a worker claims a run, before its program runs: the
+    program never runs to its end."""
+    root, witness = project
+    worker = workers.start()
+    for _ in range(30 if SOAK else 3):
+        (name,) = workers.submit("--", "python", "sleeper.py", "30")
+        wait_for(lambda n=name: ((root / "runs" / n / rd.CLAIM).exists()
+                 and "worker" in (root / "runs" / n / rd.CLAIM).read_text())
+                 or read_run(root / "runs" / n)["status"] != "queued", timeout=90)  # fmt: skip
+        result = workers.xp("cancel", name)
+        assert result.returncode == 0, result.output
+        wait_for(lambda n=name: read_run(root / "runs" / n)["status"] in rd.ENDED, timeout=60)
+        assert read_run(root / "runs" / name)["status"] in ("cancelled", "killed")
+        assert not (witness / f"{name}.ended").exists()
+    worker.send_signal(signal.SIGTERM)
+    _output(worker)
+
+
+def test_killed_mid_run_is_lost_then_requeued_once(workers: Workers, project: tuple[Path, Path],
+                                                   backend: Backend) -> None:  # fmt: skip
+    """kill -9 of the local worker, or of the Ray node running the run: the run is
+    `lost`, then requeued exactly once (two rescuers), and the copy finishes."""
+    root, witness = project
+    if backend.name == "ray":
+        # The node with the run dies; the dispatcher lives on and requeues it.
+        (name,) = workers.submit("--gpus", "2", "--label", "n2", "--", "python", "sleeper.py", "60")
+        dispatcher = workers.start("--requeue-lost")
+        wait_for(lambda: (witness / f"{name}.started").exists(), timeout=90)
+        wait_for(lambda: read_run(root / "runs" / name).get("node") is not None, timeout=30)
+        node = read_run(root / "runs" / name)["node"]
+        assert backend.cache is not None
+        _kill_tree(_ray_node_pids(backend.cache, node))
+        wait_for(lambda: "requeued_as" in read_run(root / "runs" / name), timeout=90)
+        dispatcher.send_signal(signal.SIGTERM)
+        _output(dispatcher)
+        _rejoin(backend, node)
+    else:
+        (name,) = workers.submit("--", "python", "sleeper.py", "60")
+        worker = workers.start()
+        wait_for(lambda: (witness / f"{name}.started").exists(), timeout=90)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        rescuers = [workers.start("--requeue-lost", "--once") for _ in range(2)]
+        for rescuer in rescuers:
+            _output(rescuer)
+    info = read_run(root / "runs" / name)
+    assert info["status"] == "lost", info
+    copies = [r for r in runs_of(root / "runs") if read_run(r).get("rerun_of") == name]
+    assert [c.name for c in copies] == [info["requeued_as"]]
+    if backend.name == "local":
+        assert read_run(copies[0])["status"] == "finished"
+
+
+def _rejoin(backend: Backend, node: str) -> None:
+    """Start the killed node again, for the next tests."""
+    env = {**os.environ, **backend.env, "XP_CACHE_DIR": str(backend.cache)}
+    for path in (Path(str(backend.cache)) / "ray" / "nodes").glob(f"{node}-*.json"):
+        path.unlink()
+    joined = subprocess.run([*XP, "cluster", "join", backend.address, "--node-ip", node,
+                             "--label", "n2", "--num-gpus", "2", "--num-cpus", "3",
+                             "--temp-dir", str(backend.temp)], env=env, capture_output=True,
+                            text=True, timeout=180)  # fmt: skip
+    assert joined.returncode == 0, joined.stdout + joined.stderr
+
+
+def _kill_tree(pids: list[int]) -> None:
+    import psutil
+
+    victims = []
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            victims += [proc, *proc.children(recursive=True)]
+        except psutil.Error:
+            continue
+    for proc in victims:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+
+
+def test_resumable_run_preempted_three_ways_is_one_run_of_four_attempts(
+    workers: Workers, project: tuple[Path, Path], backend: Backend
+) -> None:
+    """A resumable run stopped by a worker's second SIGTERM, lost with its worker
+    (kill -9, then --requeue-lost; on Ray: its dispatcher), and exiting 75 itself, ends
+    as one finished run with 4 attempts, every step logged once in order, each attempt
+    resuming from the checkpoint of the last."""
+    root, witness = project
+    (name,) = workers.submit("--resumable", "--", "python", "resumable.py")
+    run = root / "runs" / name
+
+    def steps() -> list[int]:
+        lines = (run / rd.METRICS).read_text().splitlines()
+        return [json.loads(line)["step"] for line in lines if '"step"' in line]
+
+    worker = workers.start()
+    wait_for(lambda: len(steps()) >= 10, timeout=120)
+    worker.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    worker.send_signal(signal.SIGTERM)  # preempt: back to the queue as attempt 2
+    _output(worker)
+    assert read_run(run)["status"] == "queued" and read_run(run)["attempt"] == 2
+    worker = workers.start()
+    wait_for(lambda: read_run(run)["attempt"] == 2 and len(steps()) >= 25, timeout=120)
+    worker.send_signal(signal.SIGKILL)  # lost with its worker
+    worker.wait()
+    rescuer = workers.start("--requeue-lost", "--once")
+    log = _output(rescuer, timeout=240)
+    info = read_run(run)
+    assert info["status"] == "finished", (info, log)
+    assert info["attempt"] == 4
+    assert [a["attempt"] for a in info["attempts"]] == [1, 2, 3, 4]
+    assert [a["status"] for a in info["attempts"]][2] == "failed"  # exit 75: requeue me
+    assert info["attempts"][2]["exit_code"] == 75
+    assert steps() == list(range(60))
+    resumed = [line.split(":") for line in (witness / "resumed-from").read_text().split()]
+    assert [int(a) for a, _ in resumed] == [1, 2, 3, 4]
+    assert int(resumed[0][1]) == 0 and all(int(s) > 0 for _, s in resumed[1:])
+    assert int(resumed[3][1]) == 40  # attempt 3 saved step 39, then exited 75 at step 40
+    output = (run / rd.OUTPUT_LOG).read_text()
+    assert all(f"attempt {n} of {name}" in output for n in (2, 3, 4))
+    assert len([r for r in runs_of(root / "runs")]) == 1  # one run, not four trials
+    shown = workers.xp("show", name)
+    assert shown.returncode == 0 and name in shown.stdout
