@@ -1,6 +1,6 @@
 """Queue scenarios for `make bench`: submit → child started with an idle worker,
-`xp submit` of a 100-run grid, `xp queue` with 1,000 queued runs, and the CPU an idle
-worker uses."""
+`xp submit` of a 100-run grid, `xp queue` with 1,000 queued runs, the CPU an idle
+worker uses, and a 1,000-run queue drained by 4 workers sharing 8 fake GPUs."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import signal
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,45 @@ def _latency(project: Path, env: dict[str, str], reps: int) -> tuple[float, floa
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=30)
+
+
+def fake_gpu_env(work: Path, count: int) -> dict[str, str]:
+    """`count` idle fake GPUs through xpkit's fake nvidia-smi, no hand-out grace."""
+    folder = work / "fake-smi"
+    folder.mkdir(parents=True, exist_ok=True)
+    smi = folder / "nvidia-smi"
+    smi.write_text(f'#!/bin/sh\nexec {sys.executable} -m xpkit.capture.fake_smi "$@"\n')
+    smi.chmod(0o755)
+    gpus = folder / "gpus.json"
+    gpus.write_text(json.dumps({"driver": "1", "cuda": "12", "gpus": [{"name": "Fake"}] * count}))
+    return {"PATH": f"{folder}{os.pathsep}{os.environ['PATH']}", "XP_FAKE_GPUS": str(gpus),
+            "XP_GPU_PROBE": "nvidia-smi", "XP_GPU_GRACE": "0"}  # fmt: skip
+
+
+def drain_seconds(project: Path, env: dict[str, str], worker_args: list[list[str]]) -> float:
+    """Seconds for the given workers (`--once`) to execute every queued run."""
+    start = time.perf_counter()
+    workers = [subprocess.Popen(["xp", "worker", "--once", *args], cwd=project, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for args in worker_args]  # fmt: skip
+    for worker in workers:
+        worker.wait(timeout=1800)
+    elapsed = time.perf_counter() - start
+    runs = [p for p in (project / "runs").iterdir() if not p.name.startswith(".")]
+    done = sum(json.loads((p / "run.json").read_text())["status"] == "finished" for p in runs)
+    if done != len(runs):
+        raise RuntimeError(f"drain: {done} of {len(runs)} runs finished")
+    return elapsed
+
+
+def scenario_drain(work: Path) -> dict[str, Any]:
+    """1,000 one-GPU runs of `python -c pass`, 4 workers of 2 jobs on 8 fake GPUs."""
+    env = {**os.environ, "XP_CACHE_DIR": str(work / "drain-cache"), **fake_gpu_env(work, 8)}
+    project = _project(work / "q-drain", 1000)
+    subprocess.run(["xp", "submit", "exp/01_grid.xp.toml", "--gpus", "1"], cwd=project, env=env,
+                   check=True, capture_output=True)  # fmt: skip
+    seconds = drain_seconds(project, env, [["--max-jobs", "2"]] * 4)
+    return {"drain1000_s": seconds, "drain_runs_per_s": 1000 / seconds}
 
 
 def scenario_queue(work: Path, reps: int) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,9 +31,10 @@ HEAD, NODE = "127.0.0.2", "127.0.0.3"
 SLEEPER = textwrap.dedent(
     """\
     import os, sys, time
-    open(os.path.join(os.environ["WITNESS"], os.environ["XP_RUN_NAME"] + ".started"), "a").write("x")
+    witness = os.path.join(open("witness.txt").read().strip(), os.environ["XP_RUN_NAME"])
+    open(witness + ".started", "a").write("x")
     time.sleep(float(sys.argv[1]))
-    open(os.path.join(os.environ["WITNESS"], os.environ["XP_RUN_NAME"] + ".ended"), "a").write("x")
+    open(witness + ".ended", "a").write("x")
     """
 )
 
@@ -48,7 +49,7 @@ RESUMABLE = textwrap.dedent(
     ckpt = os.path.join(run.checkpoint_dir, "state.json")
     start = json.load(open(ckpt))["step"] + 1 if os.path.exists(ckpt) else 0
     print(f"attempt {run.attempt} resumed={run.resumed} from step {start}", flush=True)
-    with open(os.path.join(os.environ["WITNESS"], "resumed-from"), "a") as f:
+    with open(os.path.join(open("witness.txt").read().strip(), "resumed-from"), "a") as f:
         f.write(f"{run.attempt}:{start}\\n")
     for step in range(start, 60):
         if run.should_stop:
@@ -61,7 +62,7 @@ RESUMABLE = textwrap.dedent(
         with open(ckpt + ".tmp", "w") as f:
             json.dump({"step": step}, f)
         os.replace(ckpt + ".tmp", ckpt)
-        time.sleep(float(os.environ.get("STEP_SECONDS", "0.1")))
+        time.sleep(0.1)
     """
 )
 
@@ -136,18 +137,18 @@ def backend(request: pytest.FixtureRequest, gpu_file: FakeGpus) -> Backend:
 def project(git_project: Path, tmp_path: Path) -> tuple[Path, Path]:
     (git_project / "sleeper.py").write_text(SLEEPER)
     (git_project / "resumable.py").write_text(RESUMABLE)
+    witness = tmp_path / "witness"  # where the programs say what they did (Ray tasks too)
+    witness.mkdir()
+    (git_project / "witness.txt").write_text(f"{witness}\n")
     git(git_project, "add", "-A")
     git(git_project, "commit", "-qm", "scheduler tests")
-    witness = tmp_path / "witness"
-    witness.mkdir()
     return git_project, witness
 
 
 class Workers:
     def __init__(self, backend: Backend, cwd: Path, witness: Path) -> None:
         self.backend, self.cwd = backend, cwd
-        self.env = {**os.environ, **backend.env, "WITNESS": str(witness),
-                    "XP_HEARTBEAT_INTERVAL": "0.3", "XP_HEARTBEAT_TIMEOUT": "3",
+        self.env = {**os.environ, **backend.env, "XP_HEARTBEAT_INTERVAL": "0.3", "XP_HEARTBEAT_TIMEOUT": "3",
                     "XP_KILL_GRACE": "5"}  # fmt: skip
         self.started: list[subprocess.Popen[str]] = []
 
@@ -182,8 +183,26 @@ def workers(backend: Backend, project: tuple[Path, Path]) -> Iterator[Workers]:
     found.stop_all()
 
 
+def _wait(
+    predicate: Callable[[], bool], worker: subprocess.Popen[str], timeout: float = 90
+) -> None:
+    """wait_for, showing the worker's output if the condition never comes."""
+    try:
+        wait_for(predicate, timeout=timeout)
+    except AssertionError:
+        worker.kill()
+        raise AssertionError(
+            f"condition not met in time; worker said:\n{_output(worker)}"
+        ) from None
+
+
 def _output(proc: subprocess.Popen[str], timeout: float = 120) -> str:
-    out, _ = proc.communicate(timeout=timeout)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        raise AssertionError(f"worker still running after {timeout} s; it said:\n{out}") from None
     return out
 
 
@@ -197,7 +216,7 @@ def test_drain_never_starts_a_run_after_stopping(
     for attempt in range(30 if SOAK else 3):
         (first,) = workers.submit("--", "python", "sleeper.py", "2")
         worker = workers.start()
-        wait_for(lambda f=first: read_run(root / "runs" / f)["status"] == "running", timeout=90)
+        _wait(lambda f=first: read_run(root / "runs" / f)["status"] != "queued", worker)
         (late,) = workers.submit("--", "python", "sleeper.py", "0")
         time.sleep(rng.uniform(0, 0.5))
         worker.send_signal(signal.SIGTERM)
@@ -219,24 +238,32 @@ def test_drain_never_starts_a_run_after_stopping(
 def test_no_overtaking_unless_backfill(workers: Workers, project: tuple[Path, Path]) -> None:
     """Two 2-GPU runs take all 4 GPUs; a 2-GPU run of higher priority waits; a CPU run
     behind it overtakes only with --backfill."""
-    root, _ = project
-    blockers = [n for _ in range(2) for n in workers.submit("--gpus", "2", "--priority", "9",
-                                                            "--", "python", "sleeper.py", "6")]  # fmt: skip
+    root, witness = project
+
+    def blockers() -> list[str]:
+        return [n for _ in range(2) for n in workers.submit(
+            "--gpus", "2", "--priority", "9", "--", "python", "sleeper.py", "8")]  # fmt: skip
+
+    def started(names: list[str]) -> Callable[[], bool]:
+        return lambda: all((witness / f"{n}.started").exists() for n in names)
+
+    first = blockers()
     (big,) = workers.submit("--gpus", "2", "--priority", "5", "--", "python", "sleeper.py", "0")
     (small,) = workers.submit("--gpus", "0", "--", "python", "sleeper.py", "0")
     worker = workers.start()
-    wait_for(lambda: all(read_run(root / "runs" / b)["status"] == "running" for b in blockers),
-             timeout=90)  # fmt: skip
+    _wait(started(first), worker)
     time.sleep(2)
     assert read_run(root / "runs" / small)["status"] == "queued"  # the big one is first in line
     worker.send_signal(signal.SIGTERM)
-    _output(worker)
+    assert "stopping" in _output(worker)
+    assert read_run(root / "runs" / small)["status"] == "queued"
+    second = blockers()  # again all GPUs taken, now with --backfill
     backfill = workers.start("--backfill", "--once")
-    wait_for(lambda: read_run(root / "runs" / small)["status"] == "finished", timeout=90)
-    assert read_run(root / "runs" / big)["status"] in ("queued", "running", "finished")
-    _output(backfill)
+    _wait(lambda: (witness / f"{small}.ended").exists(), backfill)
+    assert not any((witness / f"{n}.ended").exists() for n in second)  # it overtook
+    log = _output(backfill, timeout=180)
     big_info = read_run(root / "runs" / big)
-    assert big_info["status"] == "finished" and len(big_info["gpus"]) == 2
+    assert big_info["status"] == "finished" and len(big_info["gpus"]) == 2, log
 
 
 def test_cancel_during_start_up_stops_the_program(
@@ -269,8 +296,8 @@ def test_killed_mid_run_is_lost_then_requeued_once(workers: Workers, project: tu
         # The node with the run dies; the dispatcher lives on and requeues it.
         (name,) = workers.submit("--gpus", "2", "--label", "n2", "--", "python", "sleeper.py", "60")
         dispatcher = workers.start("--requeue-lost")
-        wait_for(lambda: (witness / f"{name}.started").exists(), timeout=90)
-        wait_for(lambda: read_run(root / "runs" / name).get("node") is not None, timeout=30)
+        _wait(lambda: (witness / f"{name}.started").exists(), dispatcher)
+        _wait(lambda: read_run(root / "runs" / name).get("node") is not None, dispatcher)
         node = read_run(root / "runs" / name)["node"]
         assert backend.cache is not None
         _kill_tree(_ray_node_pids(backend.cache, node))
@@ -293,6 +320,8 @@ def test_killed_mid_run_is_lost_then_requeued_once(workers: Workers, project: tu
     assert [c.name for c in copies] == [info["requeued_as"]]
     if backend.name == "local":
         assert read_run(copies[0])["status"] == "finished"
+    else:  # no node offers its label now: the draining dispatcher gave it back
+        assert read_run(copies[0])["status"] == "queued"
 
 
 def _rejoin(backend: Backend, node: str) -> None:
@@ -340,21 +369,26 @@ def test_resumable_run_preempted_three_ways_is_one_run_of_four_attempts(
         return [json.loads(line)["step"] for line in lines if '"step"' in line]
 
     worker = workers.start()
-    wait_for(lambda: len(steps()) >= 10, timeout=120)
+    _wait(lambda: len(steps()) >= 10, worker, timeout=120)
     worker.send_signal(signal.SIGTERM)
     time.sleep(0.3)
     worker.send_signal(signal.SIGTERM)  # preempt: back to the queue as attempt 2
     _output(worker)
     assert read_run(run)["status"] == "queued" and read_run(run)["attempt"] == 2
     worker = workers.start()
-    wait_for(lambda: read_run(run)["attempt"] == 2 and len(steps()) >= 25, timeout=120)
+    done_in_1 = len(steps())
+
+    def attempt_2_ran() -> bool:
+        return "2:" in (witness / "resumed-from").read_text() and len(steps()) >= done_in_1 + 8
+
+    _wait(attempt_2_ran, worker, timeout=120)
     worker.send_signal(signal.SIGKILL)  # lost with its worker
     worker.wait()
     rescuer = workers.start("--requeue-lost", "--once")
     log = _output(rescuer, timeout=240)
     info = read_run(run)
     assert info["status"] == "finished", (info, log)
-    assert info["attempt"] == 4
+    assert info["attempt"] == 4, (info["attempts"], log)
     assert [a["attempt"] for a in info["attempts"]] == [1, 2, 3, 4]
     assert [a["status"] for a in info["attempts"]][2] == "failed"  # exit 75: requeue me
     assert info["attempts"][2]["exit_code"] == 75

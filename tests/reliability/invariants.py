@@ -20,13 +20,15 @@ def json_files_whole(runs_root: Path) -> None:
 
 
 def metric_steps(run: Path) -> list[int]:
-    """Steps in metrics.jsonl; every complete line must parse."""
+    """Steps in metrics.jsonl; every complete line must parse (an attempt boundary line
+    has no step)."""
     try:
         data = (run / "metrics.jsonl").read_bytes()
     except FileNotFoundError:
         return []
     complete = data[: data.rfind(b"\n") + 1]
-    return [json.loads(line)["step"] for line in complete.splitlines()]
+    records = [json.loads(line) for line in complete.splitlines()]
+    return [r["step"] for r in records if "step" in r]
 
 
 def statuses(xp: Callable[..., Result], project: Path, env: dict[str, str]) -> dict[str, str]:

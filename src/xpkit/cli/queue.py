@@ -159,6 +159,10 @@ def worker_cmd(
         requeue_lost=requeue_lost,
         name=name,
     ).run()
+    if ray_address:  # every file is written; Ray's exit handlers can wait on dead nodes
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 @click.command("queue")

@@ -189,6 +189,7 @@ def start_head(
     num_cpus: int | None = None,
     dashboard: bool = False,
 ) -> NodeStart:
+    check_node_ip(node_ip)
     token = XP_RAY_TOKEN.get() or secrets.token_hex(24)
     token_path().parent.mkdir(parents=True, exist_ok=True)
     token_path().write_text(token + "\n")
@@ -213,6 +214,7 @@ def join(
     labels: tuple[str, ...] = (),
     num_cpus: int | None = None,
 ) -> NodeStart:
+    check_node_ip(node_ip)
     gpus, env = free_gpu_env(num_gpus)
     os.environ.update(env)
     args = [f"--address={address}", *_common(node_ip, gpus, temp_dir, labels, num_cpus)]

@@ -190,10 +190,7 @@ def _recover_run(
                 finish_new_trial(runs_root, run_dir)
             else:
                 files.release(runs_root, run_dir, info)
-            say(
-                f"{run_dir.name}: back in the queue (its {_who(claim)} stopped "
-                "before starting it)"
-            )
+            say(f"{run_dir.name}: back in the queue (its {_who(claim)} stopped before starting it)")
         return
     if status == "running":
         if claim is None:  # xp.init() standalone runs and older runs: their heartbeat

@@ -70,6 +70,11 @@ class Backend(abc.ABC):
     def stop(self, name: str) -> None:
         """Stop a running run (its stop signal, then SIGKILL after the grace)."""
 
+    def withdraw(self, name: str) -> bool:
+        """Take back a started run whose program has not begun (a Ray task waiting for a
+        node); True if it was withdrawn, untouched. Draining schedulers use it."""
+        return False
+
     def describe(self) -> dict[str, Any]:
         """What the worker's registration shows about capacity and placement."""
         return {}
@@ -122,6 +127,8 @@ class Scheduler:
                 self._act_on_intents()
                 if time.monotonic() - self.last_recover > RECOVER_EVERY:
                     self._recover()
+                if self.stops:
+                    self._withdraw_waiting()
                 waiting = 0 if self.stops else self._start_runnable()
                 self._announce()
                 if time.monotonic() - last_beat >= beat_every:
@@ -130,10 +137,8 @@ class Scheduler:
                 if not self.running:
                     if self.stops:
                         break
-                    if self.once and not waiting:
-                        self._recover()  # what dead holders left, before deciding to leave
-                        if not self._start_runnable() and not self.running:
-                            break
+                    if self.once and not waiting and self._nothing_left():
+                        break
                     time.sleep(poll)
         finally:
             stop_delivery.set()
@@ -144,6 +149,13 @@ class Scheduler:
     def _say(self, text: str) -> None:
         self.log.append(text)
         print(f"{self.name}: {text}", flush=True)
+
+    def _nothing_left(self) -> bool:
+        """--once: confirm, a moment later and after a recovery pass, that nothing queued
+        can run here (a backend's view of its resources may lag behind)."""
+        time.sleep(1.0)
+        self._recover()
+        return not self._start_runnable() and not self.running
 
     def _recover(self) -> None:
         self.last_recover = time.monotonic()
@@ -259,6 +271,15 @@ class Scheduler:
             self._say("stopping: no new runs; running ones finish (signal again to stop them)")
         else:
             self._say("stopping running runs; they go back to the queue")
+
+    def _withdraw_waiting(self) -> None:
+        """Draining: what the backend started but has not begun goes back to the queue."""
+        for name in list(self.running):
+            if self.backend.withdraw(name):
+                del self.running[name]
+                run_dir = RunDir(self.runs_root / name)
+                files.release(self.runs_root, run_dir, run_dir.update_run(worker=None))
+                self._say(f"{name}: back in the queue (it had not begun)")
 
     def _preempt_all(self) -> None:
         for name in list(self.running):

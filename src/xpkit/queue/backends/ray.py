@@ -14,6 +14,7 @@ root.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import socket
@@ -40,7 +41,7 @@ from xpkit.store import rundir as rd
 from xpkit.store.rundir import RunDir
 
 SYNC_EVERY = 1.0
-STORE_NAME = "xpkit-run-store"
+STORE_NAME = "xpkit-run-store-2"  # -2: methods take the holder (a new interface)
 WHOLE_FILES = (rd.RUN_JSON, rd.SUMMARY_JSON, rd.CONFIG_JSON, rd.ENV_JSON)
 STREAMED = (rd.OUTPUT_LOG, rd.METRICS)
 SENT = (rd.RUN_JSON, rd.CONFIG_JSON, rd.GIT_JSON, rd.GIT_DIFF)
@@ -48,17 +49,34 @@ SENT = (rd.RUN_JSON, rd.CONFIG_JSON, rd.GIT_JSON, rd.GIT_DIFF)
 
 class RunStore:
     """Lives on the head (a detached, named actor): the only writer of run directories
-    for runs executing on the cluster."""
+    for runs executing on the cluster, on behalf of the scheduler that holds each run.
+    A task whose scheduler died (or lost the run to another one) is told to stop and
+    its writes are dropped: the run's new holder is its only writer."""
 
     def __init__(self, runs_root: str) -> None:
         self.runs_root = Path(runs_root)
         self.stopping: set[str] = set()
 
-    def append(self, name: str, filename: str, data: bytes) -> None:
+    def _held_by(self, name: str, owner: int) -> bool:
+        from xpkit.store.claims import holder_alive, read_claim
+
+        run_dir = RunDir(self.runs_root / name)
+        claim = read_claim(run_dir)
+        return (
+            claim is not None
+            and int(claim.get("pid") or 0) == owner
+            and holder_alive(self.runs_root, run_dir, claim)
+        )
+
+    def append(self, name: str, owner: int, filename: str, data: bytes) -> None:
+        if not self._held_by(name, owner):
+            return
         with open(self.runs_root / name / filename, "ab") as f:
             f.write(data)
 
-    def write(self, name: str, filename: str, data: bytes) -> None:
+    def write(self, name: str, owner: int, filename: str, data: bytes) -> None:
+        if not self._held_by(name, owner):
+            return
         target = self.runs_root / name / filename
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
@@ -68,8 +86,11 @@ class RunStore:
     def stop(self, name: str) -> None:
         self.stopping.add(name)
 
-    def beat(self, name: str) -> bool:
-        """Refresh the heartbeat; True when the run was asked to stop."""
+    def beat(self, name: str, owner: int) -> bool:
+        """Refresh the heartbeat; True when the run must stop (asked to, or its
+        scheduler is gone)."""
+        if not self._held_by(name, owner):
+            return True
         RunDir(self.runs_root / name).beat()
         if name in self.stopping or (self.runs_root / name / rd.CANCEL).exists():
             self.stopping.discard(name)
@@ -80,9 +101,9 @@ class RunStore:
 class _Sync(threading.Thread):
     """Node side: ship what changed in the node-local run directory to the head."""
 
-    def __init__(self, store: Any, local: RunDir) -> None:
+    def __init__(self, store: Any, local: RunDir, owner: int) -> None:
         super().__init__(daemon=True)
-        self.store, self.local = store, local
+        self.store, self.local, self.owner = store, local, owner
         self.offsets = {name: 0 for name in STREAMED}
         self.offsets.update(_sizes(local))
         self.mtimes: dict[str, int] = {}
@@ -126,10 +147,10 @@ class _Sync(threading.Thread):
                 continue
             if data:
                 self.offsets[name] += len(data)
-                calls.append(self.store.append.remote(self.local.name, name, data))
-        calls += [self.store.write.remote(self.local.name, r, d) for r, d in whole]
+                calls.append(self.store.append.remote(self.local.name, self.owner, name, data))
+        calls += [self.store.write.remote(self.local.name, self.owner, r, d) for r, d in whole]
         ray.get(calls)
-        if not final and ray.get(self.store.beat.remote(self.local.name)):
+        if not final and ray.get(self.store.beat.remote(self.local.name, self.owner)):
             self.stop_asked = True
             if self.runner is not None:
                 self.runner.stop()
@@ -159,7 +180,7 @@ def _sizes(local: RunDir) -> dict[str, int]:
 
 
 def execute_remote(
-    name: str, files: dict[str, bytes], bundle: Any, sha: str | None, store: Any
+    name: str, files: dict[str, bytes], bundle: Any, sha: str | None, store: Any, owner: int
 ) -> dict[str, Any]:
     """The body of the Ray task, on the node Ray chose."""
     import ray
@@ -179,7 +200,8 @@ def execute_remote(
         local.file(streamed).touch()
     node_ip = ray.util.get_node_ip_address()
     local.update_run(host=socket.gethostname(), node=node_ip, gpus=gpus)
-    sync = _Sync(store, local)
+    sync = _Sync(store, local, owner)
+    sync.sync()  # the head knows the run's node before its program begins
     sync.start()
 
     def keep(runner: Any) -> None:
@@ -232,7 +254,8 @@ class RayBackend(Backend):
             raise QueueError(f"cannot connect to the Ray cluster at {address}: {e}") from e
         head = node_ip or ray.util.get_node_ip_address()
         actor = ray.remote(RunStore).options(
-            name=STORE_NAME,
+            # One store per runs root: dispatchers of other projects share the cluster.
+            name=f"{STORE_NAME}-{hashlib.sha1(str(self.runs_root.resolve()).encode()).hexdigest()[:12]}",
             lifetime="detached",
             get_if_exists=True,
             resources={f"node:{head}": 0.001},
@@ -242,28 +265,41 @@ class RayBackend(Backend):
         self.task = ray.remote(execute_remote)
         self.running: dict[str, Any] = {}  # run name -> ObjectRef
         self.bundles: dict[str, Any] = {}
+        self.total: dict[str, float] = {}
         self.free: dict[str, float] = {}
         self.free_at = 0.0
+        self.holding: dict[str, dict[str, float]] = {}  # run -> what its task holds
         self.placed: dict[str, tuple[list[int], str | None]] = {}  # run -> (GPUs, node)
         self.last_place = 0.0
 
-    def _available(self, key: str) -> float:
+    def _resources(self) -> tuple[dict[str, float], dict[str, float]]:
+        """The cluster's resources, and what is free: Ray's own view lags behind the
+        tasks just submitted, so what this scheduler's tasks hold is subtracted from
+        the total too (Ray's view still counts other drivers' tasks)."""
         import ray
 
         if time.monotonic() - self.free_at > 0.5:
+            self.total = {k: float(v) for k, v in ray.cluster_resources().items()}
             self.free = {k: float(v) for k, v in ray.available_resources().items()}
             self.free_at = time.monotonic()
-        return self.free.get(key, 0.0)
+        free = dict(self.free)
+        for key, total in self.total.items():
+            mine = sum(needs.get(key, 0.0) for needs in self.holding.values())
+            free[key] = min(free.get(key, 0.0), total - mine)
+        return self.total, free
 
-    def fits(self, item: QueuedRun) -> str:
-        import ray
-
-        total = ray.cluster_resources()
+    @staticmethod
+    def _needs(item: QueuedRun) -> dict[str, float]:
         needs = {f"{RESOURCE_LABEL}{label}": 1.0 for label in item.labels}
         needs.update({"GPU": float(item.gpus), "CPU": 1.0})
+        return needs
+
+    def fits(self, item: QueuedRun) -> str:
+        total, free = self._resources()
+        needs = self._needs(item)
         if any(total.get(k, 0.0) < v for k, v in needs.items()):
             return NEVER if not item.labels else LATER  # a node with the label may join
-        if any(self._available(k) < v for k, v in needs.items() if v):
+        if any(free.get(k, 0.0) < v for k, v in needs.items() if v):
             return LATER
         return NOW
 
@@ -289,9 +325,9 @@ class RayBackend(Backend):
         resources = {f"{RESOURCE_LABEL}{label}": 1.0 for label in item.labels}
         ref = self.task.options(
             num_gpus=item.gpus, num_cpus=1, max_retries=0, resources=resources or None
-        ).remote(item.name, sent, self.bundles.get(sha or ""), sha, self.store)
+        ).remote(item.name, sent, self.bundles.get(sha or ""), sha, self.store, os.getpid())
         self.running[item.name] = ref
-        self.free_at = 0.0
+        self.holding[item.name] = self._needs(item)
         print(f"xp worker --ray: started {item.name} ({item.gpus} GPU)", flush=True)
         return True
 
@@ -309,6 +345,7 @@ class RayBackend(Backend):
         for ref in done:
             name = next(n for n, r in self.running.items() if r == ref)
             del self.running[name]
+            self.holding.pop(name, None)
             self.placed.pop(name, None)
             self.free_at = 0.0
             try:
@@ -323,12 +360,46 @@ class RayBackend(Backend):
         if name in self.running:
             self.store.stop.remote(name)
 
+    def withdraw(self, name: str) -> bool:
+        """A task still waiting for a node (its run reported nothing yet) is cancelled;
+        if it began meanwhile, it is left to end as usual."""
+        import ray
+
+        ref = self.running.get(name)
+        if ref is None or (RunDir(self.runs_root / name).read_optional(rd.RUN_JSON, {}) or {}).get(
+            "node"
+        ):
+            return False
+        ready, _ = ray.wait([ref], timeout=0)
+        if ready:
+            return False
+        ray.cancel(ref, force=True)
+        try:
+            ray.get(ref, timeout=30)
+        except Exception:  # cancelled (or its node died): it did not run to an end
+            pass
+        info = RunDir(self.runs_root / name).read_optional(rd.RUN_JSON, {}) or {}
+        if info.get("node"):
+            return False  # it had begun after all: poll reports how it ended
+        del self.running[name]
+        self.holding.pop(name, None)
+        return True
+
     def _place(self) -> None:
         """Where each running run is, from what its task wrote back (node, GPUs)."""
         self.last_place = time.monotonic()
         for name in self.running:
             info = RunDir(self.runs_root / name).read_optional(rd.RUN_JSON, {}) or {}
             self.placed[name] = (list(info.get("gpus") or []), info.get("node"))
+
+    def close(self) -> None:
+        """Disconnect from the cluster, but never hang on it (a dead node can keep
+        `ray.shutdown` waiting): the caller exits right after."""
+        import ray
+
+        done = threading.Thread(target=ray.shutdown, daemon=True)
+        done.start()
+        done.join(timeout=10)
 
     def describe(self) -> dict[str, Any]:
         """What `xp status` shows: every node, its GPUs, the runs on it."""
