@@ -1,7 +1,8 @@
 """Ray scenario for `make bench`: a two-node cluster on loopback (127.0.0.2 head,
-127.0.0.3 node, 2 fake GPUs each), started with `xp cluster` and stopped by PID.
-Queue → running latency, 8 runs of 1 s on 4 GPUs, and what streaming a run's files
-home costs a run that logs 10,000 points per second (against the same run local)."""
+127.0.0.3 node, 4 fake GPUs each), started with `xp cluster` and stopped by PID.
+Queue → running latency, 8 runs of 1 s on 8 GPUs, what streaming a run's files home
+costs a run that logs 10,000 points per second (against the same run local), and a
+1,000-run queue drained by the Ray backend."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench_queue import DRAIN_RUNS, drain_seconds
+from bench_queue import _project as _queue_project
 
 LOGGER = """\
 import time, xpkit as xp
@@ -71,7 +75,7 @@ def scenario_ray(work: Path, reps: int) -> dict[str, Any]:
         s.bind(("127.0.0.2", 0))
         port = s.getsockname()[1]
     address = f"127.0.0.2:{port}"
-    common = ["--num-gpus", "2", "--num-cpus", "2", "--temp-dir", str(temp)]
+    common = ["--num-gpus", "4", "--num-cpus", "4", "--temp-dir", str(temp)]
     dispatcher = None
     try:
         _xp(
@@ -108,9 +112,17 @@ def scenario_ray(work: Path, reps: int) -> dict[str, Any]:
             remote.append(_work_seconds(runs / name))
             _xp(["run", "--", "python", "logger.py"], project, env)
             local.append(_work_seconds(sorted(runs.glob("*_logger.py*"), key=os.path.getmtime)[-1]))
+        dispatcher.send_signal(signal.SIGTERM)
+        dispatcher.wait(timeout=60)
+        dispatcher = None
+        drain_project = _queue_project(work / "ray-drain", DRAIN_RUNS)
+        subprocess.run(["xp", "submit", "exp/01_grid.xp.toml", "--gpus", "1"], cwd=drain_project,
+                       env=env, check=True, capture_output=True)  # fmt: skip
+        drained = drain_seconds(drain_project, env, [["--ray", address, "--node-ip", "127.0.0.2"]])
         return {
             "latency_s": statistics.median(latencies), "eight_s": eight,
             "remote_work_s": statistics.median(remote), "local_work_s": statistics.median(local),
+            "drain_s": drained, "drain_runs": DRAIN_RUNS,
         }  # fmt: skip
     finally:
         if dispatcher is not None:

@@ -123,6 +123,12 @@ XP_WORKER_POLL = EnvVar(
     "XP_WORKER_POLL", _positive_float, 0.25, "Seconds between a worker's looks at the queue."
 )
 
+XP_TOOL_TIMEOUT = EnvVar(
+    "XP_TOOL_TIMEOUT",
+    _positive_float,
+    600.0,
+    "Seconds a git or rsync command may take before xp stops it with an error.",
+)
 XP_RAY_TOKEN = EnvVar(
     "XP_RAY_TOKEN", str, "", "Token of the Ray cluster (printed by `xp cluster head`)."
 )

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -21,7 +20,8 @@ from pathlib import Path
 
 from xpkit.capture.git import git, repo_root
 from xpkit.errors import XpError
-from xpkit.settings import XP_CACHE_DIR
+from xpkit.settings import XP_CACHE_DIR, XP_TOOL_TIMEOUT
+from xpkit.subprocs import rsync_args, run_tool
 
 
 class SyncError(XpError):
@@ -39,8 +39,10 @@ class SyncResult:
 def _rsync() -> str:
     found = shutil.which("rsync")
     if not found:
-        raise SyncError("rsync is not installed: `apt-get install rsync` (Debian/Ubuntu), "
-                        "`dnf install rsync`, or `brew install rsync`")  # fmt: skip
+        raise SyncError(
+            "rsync is not installed: `apt-get install rsync` (Debian/Ubuntu), "
+            "`dnf install rsync`, or `brew install rsync`"
+        )
     return found
 
 
@@ -55,8 +57,10 @@ def check_targets(project: Path, targets: list[str]) -> None:
             continue
         path = Path(target).expanduser().resolve()
         if path == project or project in path.parents or path in project.parents:
-            raise SyncError(f"target {target} is the project itself, inside it, or holds it; "
-                            "give a folder elsewhere")  # fmt: skip
+            raise SyncError(
+                f"target {target} is the project itself, inside it, or holds it; "
+                "give a folder elsewhere"
+            )
 
 
 def _manifest_path(project: Path, target: str) -> Path:
@@ -82,18 +86,48 @@ def sync_once(project: Path, target: str) -> SyncResult:
     if not _is_remote(target):
         Path(target).expanduser().mkdir(parents=True, exist_ok=True)
     # --checksum: a file saved twice within one second keeps its size and mtime.
-    args = [rsync, "-a", "--checksum", "--from0", "--files-from=-", f"{project}/", destination]
-    send = subprocess.run(args, input="\0".join(files), capture_output=True, text=True)
+    args = [
+        *rsync_args(rsync),
+        "-a",
+        "--checksum",
+        "--from0",
+        "--files-from=-",
+        f"{project}/",
+        destination,
+    ]
+    try:
+        send = run_tool(
+            args,
+            input="\0".join(files),
+            timeout=XP_TOOL_TIMEOUT.get(),
+            error=SyncError,
+            what=f"rsync to {target}",
+        )
+    except SyncError as e:
+        return SyncResult(target, 0, 0, str(e))
     if send.returncode != 0:
         return SyncResult(
             target, 0, 0, send.stderr.strip()[-300:] or f"rsync exit {send.returncode}"
         )
     if gone:  # only what we synced before and the project no longer has
-        delete = subprocess.run(
-            [rsync, "-a", "--from0", "--files-from=-", "--delete-missing-args",
-             f"{project}/", destination],
-            input="\0".join(gone), capture_output=True, text=True,
-        )  # fmt: skip
+        try:
+            delete = run_tool(
+                [
+                    *rsync_args(rsync),
+                    "-a",
+                    "--from0",
+                    "--files-from=-",
+                    "--delete-missing-args",
+                    f"{project}/",
+                    destination,
+                ],
+                input="\0".join(gone),
+                timeout=XP_TOOL_TIMEOUT.get(),
+                error=SyncError,
+                what=f"rsync to {target}",
+            )
+        except SyncError as e:
+            return SyncResult(target, len(files), 0, str(e))
         if delete.returncode != 0:
             return SyncResult(target, len(files), 0, delete.stderr.strip()[-300:])
     manifest.parent.mkdir(parents=True, exist_ok=True)
@@ -108,8 +142,13 @@ def sync(project_dir: Path, targets: list[str]) -> list[SyncResult]:
     return [sync_once(project, t) for t in targets]
 
 
-def watch(project_dir: Path, targets: list[str], report: object, debounce: float = 0.3,
-          retry: float = 10.0) -> None:  # fmt: skip
+def watch(
+    project_dir: Path,
+    targets: list[str],
+    report: object,
+    debounce: float = 0.3,
+    retry: float = 10.0,
+) -> None:
     """Sync now, then again on every save (debounced); retry failed targets."""
     from watchdog.events import FileSystemEvent, FileSystemEventHandler
     from watchdog.observers import Observer

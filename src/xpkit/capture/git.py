@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from xpkit.errors import GitError
+from xpkit.settings import XP_TOOL_TIMEOUT
+from xpkit.subprocs import run_tool
 
 SNAPSHOT_REF_PREFIX = "refs/xp/snapshots/"
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
@@ -31,13 +32,13 @@ _IDENTITY = {
 def git(root: Path, *args: str, env: dict[str, str] | None = None, check: bool = True) -> str:
     """Run git in `root` and return its stdout without the trailing newline."""
     try:
-        proc = subprocess.run(
+        proc = run_tool(
             ["git", *args],
             cwd=root,
             env={**os.environ, **env} if env else None,
-            capture_output=True,
-            text=True,
-            errors="replace",
+            timeout=XP_TOOL_TIMEOUT.get(),
+            error=GitError,
+            what=f"git {args[0]}",
         )
     except FileNotFoundError as e:
         raise GitError("git is not installed or not on PATH; xpkit needs git >= 2.25") from e
@@ -49,11 +50,12 @@ def git(root: Path, *args: str, env: dict[str, str] | None = None, check: bool =
 def repo_root(path: Path) -> Path:
     """The top level of the git repository containing `path`, or a clear error."""
     try:
-        out = subprocess.run(
+        out = run_tool(
             ["git", "rev-parse", "--show-toplevel"],
             cwd=path,
-            capture_output=True,
-            text=True,
+            timeout=60,
+            error=GitError,
+            what="git rev-parse",
         )
     except FileNotFoundError as e:
         raise GitError("git is not installed or not on PATH; xpkit needs git") from e

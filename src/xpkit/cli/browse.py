@@ -216,6 +216,21 @@ def _print_run(record: dict[str, Any]) -> None:
     ]  # fmt: skip
     for key, text in lines:
         console.print(f"  [bold]{key:<11}[/]{text}")
+    attempts = info.get("attempts") or []
+    if info.get("resumable") or len(attempts) > 1:
+        console.print(
+            f"[bold]attempts[/] ({info.get('attempt') or 1}, resumable)"
+            if info.get("resumable")
+            else "[bold]attempts[/]"
+        )
+        for entry in attempts:
+            gpus = ",".join(map(str, entry.get("gpus") or [])) or "-"
+            reason = f" ({entry['reason']})" if entry.get("reason") else ""
+            console.print(
+                f"  {entry.get('attempt')}. {_stamp(entry.get('started'))} → "
+                f"{_stamp(entry.get('ended'))}  {entry.get('host')} GPU {gpus}  "
+                f"{entry.get('status')} exit {value(entry.get('exit_code'))}{reason}"
+            )
     for title, table in (("params", info.get("params")), ("summary", record["summary"])):
         if table:
             console.print(f"[bold]{title}[/]")

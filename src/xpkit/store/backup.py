@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,6 +23,8 @@ from typing import Any
 
 from xpkit.errors import StoreError
 from xpkit.names import META_DIR
+from xpkit.settings import XP_TOOL_TIMEOUT
+from xpkit.subprocs import rsync_args, run_tool
 
 MANIFEST = "manifest.json"
 _DATED = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}$")
@@ -88,8 +89,12 @@ def backup(runs_root: Path, dest: Path) -> BackupResult:
         out = partial / rel
         out.parent.mkdir(parents=True, exist_ok=True)
         before = old.get(rel)
-        if previous and before and before["size"] == stat.st_size and \
-                before["mtime_ns"] == stat.st_mtime_ns:  # fmt: skip
+        if (
+            previous
+            and before
+            and before["size"] == stat.st_size
+            and before["mtime_ns"] == stat.st_mtime_ns
+        ):
             os.link(previous / rel, out)
             manifest[rel] = before
             linked += 1
@@ -131,27 +136,40 @@ def backup_rsync(runs_root: Path, dest: str) -> BackupResult:
     if ":" not in dest.split("/", 1)[0]:
         _check_dest(runs_root, Path(dest))
     started = time.time()
-    listing = subprocess.run([rsync, "--list-only", dest.rstrip("/") + "/"],
-                             capture_output=True, text=True)  # fmt: skip
+    limit = XP_TOOL_TIMEOUT.get()
+    tool = rsync_args(rsync)
+    listing = run_tool(
+        [*tool, "--list-only", dest.rstrip("/") + "/"],
+        timeout=limit,
+        error=StoreError,
+        what=f"rsync --list-only {dest}",
+    )
     done = sorted(
-        line.split()[-1] for line in listing.stdout.splitlines()
+        line.split()[-1]
+        for line in listing.stdout.splitlines()
         if line.startswith("d") and _DATED.match(line.split()[-1])
-    )  # fmt: skip
+    )
     name = time.strftime("%Y-%m-%dT%H-%M-%S")
-    args = [rsync, "-a", f"--exclude=/{META_DIR}/staging/"]
+    args = [*tool, "-a", f"--exclude=/{META_DIR}/staging/"]
     if done:
         args.append(f"--link-dest=../{done[-1]}")
     base = dest.rstrip("/")
-    copy = subprocess.run(
-        [*args, f"{runs_root}/", f"{base}/{name}/"], capture_output=True, text=True
+    copy = run_tool(
+        [*args, f"{runs_root}/", f"{base}/{name}/"],
+        timeout=limit,
+        error=StoreError,
+        what=f"rsync to {dest}",
     )
     if copy.returncode != 0:
         raise StoreError(f"rsync to {dest} failed: {copy.stderr.strip()[-300:]}")
     manifest = _manifest(runs_root)
     local = Path(tempfile.mkdtemp()) / MANIFEST
     local.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    last = subprocess.run(
-        [rsync, str(local), f"{base}/{name}/{MANIFEST}"], capture_output=True, text=True
+    last = run_tool(
+        [*tool, str(local), f"{base}/{name}/{MANIFEST}"],
+        timeout=limit,
+        error=StoreError,
+        what=f"rsync of the manifest to {dest}",
     )
     if last.returncode != 0:
         raise StoreError(f"rsync of the manifest to {dest} failed: {last.stderr.strip()[-300:]}")
@@ -173,8 +191,11 @@ def verify(snapshot: Path) -> list[str]:
 
 def restore(snapshot: Path, runs_root: Path, run: str | None = None) -> list[str]:
     """Copy runs back from a snapshot; an existing run directory is never overwritten."""
-    names = [run] if run else [p.name for p in snapshot.iterdir()
-                               if p.is_dir() and not p.name.startswith(".")]  # fmt: skip
+    names = (
+        [run]
+        if run
+        else [p.name for p in snapshot.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    )
     for name in names:
         if not (snapshot / name).is_dir():
             raise StoreError(f"run {name} is not in backup {snapshot.name}")

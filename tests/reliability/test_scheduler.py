@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 
 from conftest import XP, FakeGpus, Result, git, read_run, runs_of, wait_for
+from reliability.conftest import iterations
 from xpkit.store import rundir as rd
 
 pytestmark = pytest.mark.integration
-SOAK = os.environ.get("XP_SOAK") == "1"
 HEAD, NODE = "127.0.0.2", "127.0.0.3"
 
 SLEEPER = textwrap.dedent(
@@ -209,11 +209,13 @@ def _output(proc: subprocess.Popen[str], timeout: float = 120) -> str:
 def test_drain_never_starts_a_run_after_stopping(
     workers: Workers, project: tuple[Path, Path]
 ) -> None:
-    """SIGTERM right after a submit: every run that started was announced before
-    "stopping"; the rest stay queued, untouched; the running one finishes."""
+    """Fault: SIGTERM to a worker a random moment (seeded) after a run was submitted, while
+    another runs (3 times, soak: 30; local and Ray).
+    Promise: no run starts after "stopping": each one that started was announced before
+    it; the rest stay queued, unclaimed, never executed; the running one finishes."""
     root, witness = project
     rng = random.Random(5)
-    for attempt in range(30 if SOAK else 3):
+    for attempt in range(iterations(3, 30)):
         (first,) = workers.submit("--", "python", "sleeper.py", "2")
         worker = workers.start()
         _wait(lambda f=first: read_run(root / "runs" / f)["status"] != "queued", worker)
@@ -236,8 +238,9 @@ def test_drain_never_starts_a_run_after_stopping(
 
 
 def test_no_overtaking_unless_backfill(workers: Workers, project: tuple[Path, Path]) -> None:
-    """Two 2-GPU runs take all 4 GPUs; a 2-GPU run of higher priority waits; a CPU run
-    behind it overtakes only with --backfill."""
+    """Fault: every GPU taken by two 2-GPU runs; a 2-GPU run of higher priority and a CPU run
+    wait behind them (local and Ray).
+    Promise: nothing overtakes the first in line; with --backfill the CPU run does."""
     root, witness = project
 
     def blockers() -> list[str]:
@@ -269,11 +272,12 @@ def test_no_overtaking_unless_backfill(workers: Workers, project: tuple[Path, Pa
 def test_cancel_during_start_up_stops_the_program(
     workers: Workers, project: tuple[Path, Path]
 ) -> None:
-    """`xp cancel` the moment a worker claims a run, before its program runs: the
-    program never runs to its end."""
+    """Fault: `xp cancel` the moment a worker has claimed a run, while it starts the program
+    (3 times, soak: 30; local and Ray).
+    Promise: the program is stopped (or never started): it never runs to its end."""
     root, witness = project
     worker = workers.start()
-    for _ in range(30 if SOAK else 3):
+    for _ in range(iterations(3, 30)):
         (name,) = workers.submit("--", "python", "sleeper.py", "30")
         wait_for(lambda n=name: ((root / "runs" / n / rd.CLAIM).exists()
                  and "worker" in (root / "runs" / n / rd.CLAIM).read_text())
@@ -289,8 +293,10 @@ def test_cancel_during_start_up_stops_the_program(
 
 def test_killed_mid_run_is_lost_then_requeued_once(workers: Workers, project: tuple[Path, Path],
                                                    backend: Backend) -> None:  # fmt: skip
-    """kill -9 of the local worker, or of the Ray node running the run: the run is
-    `lost`, then requeued exactly once (two rescuers), and the copy finishes."""
+    """Fault: kill -9 of the worker running a run (local), of the Ray node running it (Ray).
+    Promise: the run is `lost`, requeued exactly once (local: by two rescuing workers at
+    once), and the copy finishes (Ray: is given back to the queue by the draining
+    dispatcher, its node gone)."""
     root, witness = project
     if backend.name == "ray":
         # The node with the run dies; the dispatcher lives on and requeues it.
@@ -356,10 +362,10 @@ def _kill_tree(pids: list[int]) -> None:
 def test_resumable_run_preempted_three_ways_is_one_run_of_four_attempts(
     workers: Workers, project: tuple[Path, Path], backend: Backend
 ) -> None:
-    """A resumable run stopped by a worker's second SIGTERM, lost with its worker
-    (kill -9, then --requeue-lost; on Ray: its dispatcher), and exiting 75 itself, ends
-    as one finished run with 4 attempts, every step logged once in order, each attempt
-    resuming from the checkpoint of the last."""
+    """Fault: a resumable run preempted by a worker's second SIGTERM, lost with its worker
+    (kill -9, then --requeue-lost; on Ray the dispatcher), and exiting 75 itself.
+    Promise: one finished run of 4 attempts, every step logged once and in order, each
+    attempt resuming from the checkpoint the last one saved (checked: step 40)."""
     root, witness = project
     (name,) = workers.submit("--resumable", "--", "python", "resumable.py")
     run = root / "runs" / name
@@ -401,4 +407,5 @@ def test_resumable_run_preempted_three_ways_is_one_run_of_four_attempts(
     assert all(f"attempt {n} of {name}" in output for n in (2, 3, 4))
     assert len([r for r in runs_of(root / "runs")]) == 1  # one run, not four trials
     shown = workers.xp("show", name)
-    assert shown.returncode == 0 and name in shown.stdout
+    assert shown.returncode == 0 and "attempts (4, resumable)" in shown.stdout
+    assert "exit 75" in shown.stdout

@@ -45,6 +45,8 @@ def test_three_requeues_in_a_row_give_one_copy(
 
 
 def test_five_requeues_at_once_give_one_copy(git_project: Path, xp: Callable[..., Result]) -> None:
+    """Fault: five `xp requeue` of one failed run at once.
+    Promise: exactly one copy, one success and four clear refusals, no staged leftovers."""
     name = failed_run(xp, git_project)
     procs = [subprocess.Popen([*XP, "requeue", name], cwd=git_project, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(5)]  # fmt: skip
