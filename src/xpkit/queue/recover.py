@@ -203,7 +203,7 @@ def _recover_run(
         who = f"its {_who(claim)}" if claim else "its process"
         _lost(settings, run_dir, f"{who} stopped while it ran", say, requeue_lost=requeue_lost)
         return
-    if status == "lost" and requeue_lost and not alive:
+    if status == "lost" and requeue_lost:  # once: the requeue marker decides
         _requeue_once(settings, run_dir, say)
 
 

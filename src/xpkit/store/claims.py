@@ -71,8 +71,10 @@ def me(kind: str) -> Holder:
 
 def read_claim(run_dir: RunDir) -> dict[str, Any] | None:
     """The claim of a run, or None. Claims of older xpkit versions ('host:pid') too."""
+    path = run_dir.file(rd.CLAIM)
     try:
-        text = run_dir.file(rd.CLAIM).read_text()
+        text = path.read_text()
+        written = path.stat().st_mtime
     except OSError:
         return None
     try:
@@ -81,7 +83,10 @@ def read_claim(run_dir: RunDir) -> dict[str, Any] | None:
             return data
     except ValueError:
         pass
-    host, _, pid = text.strip().split()[-1].rpartition(":") if text.strip() else ("", "", "")
+    if not text.strip():  # being written (a filesystem without hard links): young, alive
+        return {"kind": "unknown", "host": "?", "pid": 0, "pid_start": None, "worker": "",
+                "time": written}  # fmt: skip
+    host, _, pid = text.strip().split()[-1].rpartition(":")
     return {
         "kind": "worker",
         "host": host,
@@ -104,7 +109,14 @@ def create_claim(run_dir: RunDir, holder: Holder, *, replace: bool = False) -> b
         if replace:
             os.replace(temp, run_dir.file(rd.CLAIM))
             return True
-        os.link(temp, run_dir.file(rd.CLAIM))
+        try:
+            os.link(temp, run_dir.file(rd.CLAIM))
+        except FileExistsError:
+            raise
+        except OSError:  # no hard links here (some FUSE mounts): exclusive create
+            fd = os.open(run_dir.file(rd.CLAIM), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            with os.fdopen(fd, "w") as f:
+                f.write(temp.read_text())
         return True
     except FileExistsError:
         return False
