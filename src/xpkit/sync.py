@@ -86,53 +86,44 @@ def sync_once(project: Path, target: str) -> SyncResult:
     if not _is_remote(target):
         Path(target).expanduser().mkdir(parents=True, exist_ok=True)
     # --checksum: a file saved twice within one second keeps its size and mtime.
+    error = _send(rsync, ["--checksum"], files, project, destination, target)
+    if error:
+        return SyncResult(target, 0, 0, error)
+    if gone:  # only what we synced before and the project no longer has
+        error = _send(rsync, ["--delete-missing-args"], gone, project, destination, target)
+        if error:
+            return SyncResult(target, len(files), 0, error)
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(json.dumps(files))
+    return SyncResult(target, len(files), len(gone))
+
+
+def _send(
+    rsync: str, options: list[str], paths: list[str], project: Path, destination: str, target: str
+) -> str | None:
+    """rsync `paths` of the project to the destination; the error, or None."""
     args = [
         *rsync_args(rsync),
         "-a",
-        "--checksum",
+        *options,
         "--from0",
         "--files-from=-",
         f"{project}/",
         destination,
     ]
     try:
-        send = run_tool(
+        done = run_tool(
             args,
-            input="\0".join(files),
+            input="\0".join(paths),
             timeout=XP_TOOL_TIMEOUT.get(),
             error=SyncError,
             what=f"rsync to {target}",
         )
     except SyncError as e:
-        return SyncResult(target, 0, 0, str(e))
-    if send.returncode != 0:
-        return SyncResult(
-            target, 0, 0, send.stderr.strip()[-300:] or f"rsync exit {send.returncode}"
-        )
-    if gone:  # only what we synced before and the project no longer has
-        try:
-            delete = run_tool(
-                [
-                    *rsync_args(rsync),
-                    "-a",
-                    "--from0",
-                    "--files-from=-",
-                    "--delete-missing-args",
-                    f"{project}/",
-                    destination,
-                ],
-                input="\0".join(gone),
-                timeout=XP_TOOL_TIMEOUT.get(),
-                error=SyncError,
-                what=f"rsync to {target}",
-            )
-        except SyncError as e:
-            return SyncResult(target, len(files), 0, str(e))
-        if delete.returncode != 0:
-            return SyncResult(target, len(files), 0, delete.stderr.strip()[-300:])
-    manifest.parent.mkdir(parents=True, exist_ok=True)
-    manifest.write_text(json.dumps(files))
-    return SyncResult(target, len(files), len(gone))
+        return str(e)
+    if done.returncode != 0:
+        return done.stderr.strip()[-300:] or f"rsync exit {done.returncode}"
+    return None
 
 
 def sync(project_dir: Path, targets: list[str]) -> list[SyncResult]:
