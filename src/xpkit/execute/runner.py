@@ -418,7 +418,7 @@ class Runner:
             metrics.write(f'{{"attempt": {attempt}, "time": {time.time():.3f}}}\n')
 
     def _cancelled_before_start(self) -> Outcome:
-        self.run_dir.file(rd.CANCEL).unlink(missing_ok=True)
+        # The intent stays: its holder reads it (a `--requeue` puts the run back).
         self.run_dir.update_run(
             status="cancelled", ended=rd.now(), reason="cancelled before the program started"
         )

@@ -85,6 +85,9 @@ def cancel(runs_root: Path, run_dir: RunDir, *, requeue: bool = False) -> str:
         raise QueueError(
             f"{run_dir.name} is {status}; only queued and running runs can be cancelled"
         )
+    if requeue and status == "queued" and files.read_claim(run_dir) is None:
+        raise QueueError(f"{run_dir.name} is queued: nothing to stop and requeue (`xp cancel` "
+                         "without --requeue cancels it)")  # fmt: skip
     files.write_cancel_intent(run_dir, requeue=requeue)
     taken = status == "queued" and not requeue
     taken = taken and files.claim(runs_root, run_dir.name, files.me("cancel"))
