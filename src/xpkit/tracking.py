@@ -190,9 +190,11 @@ class Run:
         if step <= self._floor:
             if not self._warned_floor:
                 self._warned_floor = True
-                print(f"xp: attempt {self.attempt} of {self.name} logs step {step}, which an "
-                      f"earlier attempt logged (up to {self._floor}); steps up to "
-                      f"{self._floor} keep their first values", file=sys.__stderr__)  # fmt: skip
+                _warn(
+                    f"xp: attempt {self.attempt} of {self.name} logs step {step}, which an "
+                    f"earlier attempt logged (up to {self._floor}); steps up to "
+                    f"{self._floor} keep their first values"
+                )
             return
         keys = tuple(metrics)
         template = self._templates.get(keys)
@@ -365,8 +367,7 @@ class Run:
         """The `xp run` or worker supervising this run was killed: stop the run's
         processes as it would have (a shell between it and us kept us from getting
         its death signal), rather than run on unobserved under a `lost` run."""
-        print(f"xp: error: the runner of {self.name} (pid {runner}) is gone; stopping",
-              file=sys.__stderr__)  # fmt: skip
+        _warn(f"xp: error: the runner of {self.name} (pid {runner}) is gone; stopping")
         self.flush()
         try:
             os.killpg(os.getpgrp(), signal.SIGTERM)
@@ -408,6 +409,14 @@ def _restore_streams() -> None:
     while _saved_streams:
         attr, original = _saved_streams.pop()
         setattr(sys, attr, original)
+
+
+def _warn(text: str) -> None:
+    """A warning on stderr that never breaks the training loop (a dead runner's pipe)."""
+    try:
+        print(text, file=sys.__stderr__)
+    except (OSError, ValueError):
+        pass
 
 
 def _last_step(run_dir: RunDir) -> int:

@@ -91,16 +91,22 @@ def stop_signal_of(run: dict[str, Any]) -> signal.Signals:
         return signal.SIGTERM
 
 
-def _set_parent_death_signal() -> None:  # pragma: no cover - runs in the child
-    """Linux: the command gets SIGTERM if the runner dies (kill -9), instead of running
-    on unobserved and holding GPUs while its run shows `lost`."""
-    try:
-        import ctypes
+def _parent_death_signal(parent: int) -> Callable[[], None]:
+    def arm() -> None:  # pragma: no cover - runs in the child
+        """Linux: the command gets SIGTERM if the runner dies (kill -9), instead of
+        running on unobserved and holding GPUs while its run shows `lost`. A runner that
+        died between the fork and this call sends nothing: then the child ends here."""
+        try:
+            import ctypes
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except Exception:
+            return
+        if os.getppid() != parent:
+            os._exit(143)
+
+    return arm
 
 
 def resolve_program(command: str, argv: list[str] | None, cwd: Path, path_env: str) -> None:
@@ -323,7 +329,7 @@ class Runner:
                 stdout=write_fd,
                 stderr=write_fd,
                 start_new_session=True,
-                preexec_fn=_set_parent_death_signal if sys.platform == "linux" else None,
+                preexec_fn=_parent_death_signal(os.getpid()) if sys.platform == "linux" else None,
             )
         except OSError as e:
             os.close(read_fd)
