@@ -112,6 +112,8 @@ def test_resumable_requeue_is_the_next_attempt_once(
 def test_bad_queue_input_is_a_clear_error(
     git_project: Path, xp: Callable[..., Result], args: list[str], message: str
 ) -> None:
+    """Fault: a bad queue command line (the case in brackets).
+    Promise: exit 2 with a message that says what is valid, no traceback, nothing changed."""
     (name,) = xp("submit", "--", "python", "-c", "pass", cwd=git_project).stdout.split()
     result = xp(*[a.replace("{run}", name) for a in args], cwd=git_project, timeout=60)
     assert result.returncode == 2, result.output
