@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -75,14 +75,9 @@ def project_tree(settings: Settings, run_dir: RunDir, user: str) -> AbstractCont
     info = run_dir.read_run()
     sha = info.get("snapshot")
     if not sha:
-        return _plain(Path(info.get("project") or settings.root))
+        return nullcontext(Path(info.get("project") or settings.root))
     workspace = Workspace(code_repo(settings, sha), settings.workdir, settings.link)
     return snapshot_tree(workspace, sha, user)
-
-
-@contextmanager
-def _plain(path: Path) -> Iterator[Path]:
-    yield path
 
 
 def execute_prepared(

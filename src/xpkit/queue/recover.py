@@ -136,15 +136,9 @@ def _staged(runs_root: Path, say: Callable[[str], None]) -> None:
         info = staged.read_optional(rd.RUN_JSON, {}) or {}
         original = info.get("requeue_of")
         if original and info.get("status") == "queued":
-            record = requeued_as(
-                RunDir(runs_root / original),
-                int(
-                    (RunDir(runs_root / original).read_optional(rd.RUN_JSON, {}) or {}).get(
-                        "attempt"
-                    )
-                    or 1
-                ),
-            )
+            copied = RunDir(runs_root / original)
+            attempt = int((copied.read_optional(rd.RUN_JSON, {}) or {}).get("attempt") or 1)
+            record = requeued_as(copied, attempt)
             if record and record.get("copy") == path.name:
                 finish_new_trial(runs_root, publish_run(runs_root, staged))
                 say(

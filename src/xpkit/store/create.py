@@ -134,15 +134,9 @@ def stage_run(
     # never leaves a run directory without its metadata.
     staging = staging_dir(runs_root) / name
     staging.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        staging.mkdir()
-    except FileExistsError as e:
-        raise StoreError(f"run directory {staging} already exists") from e
-    if claim is not None:  # first, so that nobody takes the half-made run for abandoned
+    run_dir = RunDir.create(staging, run)
+    if claim is not None:  # recovery leaves a claim-less staged run alone for a while
         (staging / rd.CLAIM).write_text(json.dumps(claim) + "\n")
-    (staging / rd.ARTIFACTS).mkdir()
-    run_dir = RunDir(staging)
-    run_dir.write_run(run)
     run_dir.write_json(rd.CONFIG_JSON, new.params if new.config is None else new.config)
     run_dir.write_json(
         rd.GIT_JSON, snapshot.to_json() if snapshot else {"provenance": "none (--no-git)"}

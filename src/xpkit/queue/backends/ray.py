@@ -21,12 +21,12 @@ import socket
 import tempfile
 import threading
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from xpkit.errors import QueueError
 from xpkit.execute.prepared import (
-    _plain,
     bundle_path,
     execute_prepared,
     repo_with_snapshot,
@@ -211,7 +211,7 @@ def execute_remote(
 
     def tree() -> Any:
         if not sha:
-            return _plain(scratch)
+            return nullcontext(scratch)
         bundle_file = scratch / f"{sha}.bundle"
         bundle_file.write_bytes(bundle)
         # One repository per node: worktrees of one repository are managed under one
