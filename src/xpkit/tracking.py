@@ -16,7 +16,6 @@ marked failed with the reason. What reached the file before stays intact.
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import shlex
@@ -28,9 +27,10 @@ from collections import deque
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import IO, Any
+from types import TracebackType
+from typing import Any
 
+from xpkit import process_hooks
 from xpkit.errors import GitError, RunError
 from xpkit.settings import (
     XP_ATTEMPT,
@@ -39,7 +39,6 @@ from xpkit.settings import (
     XP_HEARTBEAT_INTERVAL,
     XP_RUN_DIR,
     XP_RUNNER_PID,
-    XP_STOP_SIGNAL,
 )
 from xpkit.store import rundir as rd
 from xpkit.store.locks import pid_alive
@@ -312,7 +311,7 @@ class Run:
                 exit_code=0 if final == "finished" else 1,
                 **({"reason": failure} if failure else {}),
             )
-            _restore_streams()
+            process_hooks.restore_streams()
         elif failure:
             try:  # the runner marks the run failed with this reason
                 self._run_dir.update_run(write_error=failure)
@@ -375,42 +374,6 @@ class Run:
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-# --- process-wide hooks: exit, signals, output capture for standalone runs ------
-_saved_streams: list[tuple[str, IO[str]]] = []
-
-
-class _TeeStream:
-    """Writes to the original stream and to output.log (standalone runs)."""
-
-    def __init__(self, original: IO[str], log: IO[str]) -> None:
-        self._original, self._log = original, log
-
-    def write(self, text: str) -> int:
-        self._log.write(text)
-        self._log.flush()
-        return self._original.write(text)
-
-    def flush(self) -> None:
-        self._original.flush()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._original, name)
-
-
-def _capture_streams(run_dir: RunDir) -> None:
-    log = open(run_dir.file(rd.OUTPUT_LOG), "a", encoding="utf-8")  # noqa: SIM115
-    for attr in ("stdout", "stderr"):
-        original = getattr(sys, attr)
-        _saved_streams.append((attr, original))
-        setattr(sys, attr, _TeeStream(original, log))
-
-
-def _restore_streams() -> None:
-    while _saved_streams:
-        attr, original = _saved_streams.pop()
-        setattr(sys, attr, original)
-
-
 def _warn(text: str) -> None:
     """A warning on stderr that never breaks the training loop (a dead runner's pipe)."""
     try:
@@ -444,51 +407,6 @@ def _last_step(run_dir: RunDir) -> int:
         return -1
 
 
-def _install_stop_flag(run: Run) -> None:
-    """A resumable run's stop signal sets `run.should_stop` instead of ending the
-    program: the training loop saves a checkpoint and exits (SIGKILL follows after
-    the kill grace if it does not)."""
-    try:
-        signum = signal.Signals[XP_STOP_SIGNAL.get()]
-    except KeyError:
-        signum = signal.SIGTERM
-
-    def handler(sig: int, frame: FrameType | None) -> None:
-        run._should_stop.set()
-        run._flush_unless_interrupted()
-
-    signal.signal(signum, handler)
-
-
-def _install_exit_hooks(run: Run) -> None:
-    atexit.register(run.finish)
-    previous_hook = sys.excepthook
-
-    def excepthook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
-        run._failed = True
-        previous_hook(kind, value, tb)
-
-    sys.excepthook = excepthook
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        previous = signal.getsignal(signum)
-
-        def handler(sig: int, frame: FrameType | None, previous: Any = previous) -> None:
-            run._flush_unless_interrupted()
-            if callable(previous):
-                previous(sig, frame)
-            elif previous == signal.SIG_DFL:
-                if sig == signal.SIGTERM and run._owned:
-                    run.finish("killed")
-                signal.signal(sig, signal.SIG_DFL)
-                os.kill(os.getpid(), sig)
-
-        signal.signal(signum, handler)
-    if run.checkpoint_dir is not None:
-        _install_stop_flag(run)
-
-
 def init(
     *, config: Mapping[str, Any] | None = None, name: str | None = None,
     tags: list[str] | None = None, no_git: bool = False,
@@ -508,7 +426,7 @@ def init(
         run = _standalone(name, tags or [], no_git)
     if config:
         run.set_config(config)
-    _install_exit_hooks(run)
+    process_hooks.install_exit_hooks(run)
     _current_run.set(run)
     return run
 
@@ -538,5 +456,5 @@ def _standalone(name: str | None, tags: list[str], no_git: bool) -> Run:
     run_dir = create_run(settings.runs, new, provenance, status="running")
     run_dir.beat()
     run_dir.update_run(started=rd.now(), pid=os.getpid())
-    _capture_streams(run_dir)
+    process_hooks.capture_streams(run_dir)
     return Run(run_dir, owned=True)

@@ -409,3 +409,32 @@ def test_resumable_run_preempted_three_ways_is_one_run_of_four_attempts(
     shown = workers.xp("show", name)
     assert shown.returncode == 0 and "attempts (4, resumable)" in shown.stdout
     assert "exit 75" in shown.stdout
+
+
+def test_preempt_stops_a_resumable_run_of_lower_priority(
+    workers: Workers, project: tuple[Path, Path]
+) -> None:
+    """Fault: every GPU taken by runs of priority 0, a resumable one and (started after
+    it) a plain one; a 2-GPU run of priority 5 arrives at a `--preempt` worker.
+    Promise: only the resumable run is stopped; it goes back as its next attempt and
+    resumes from its checkpoint after the urgent run; the plain run is never stopped."""
+    root, witness = project
+    (low,) = workers.submit("--resumable", "--gpus", "2", "--", "python", "resumable.py")
+    worker = workers.start("--preempt")
+    _wait(lambda: (witness / "resumed-from").exists(), worker)
+    (plain,) = workers.submit("--gpus", "2", "--", "python", "sleeper.py", "8")
+    _wait(lambda: (witness / f"{plain}.started").exists(), worker)
+    time.sleep(1)  # a few steps with a checkpoint
+    (urgent,) = workers.submit("--gpus", "2", "--priority", "5", "--", "python", "sleeper.py", "0")
+    _wait(lambda: (witness / f"{urgent}.ended").exists(), worker)
+    assert not (witness / f"{plain}.ended").exists()  # the urgent run did not wait for it
+    _wait(lambda: read_run(root / "runs" / low)["status"] == "finished", worker, timeout=120)
+    worker.send_signal(signal.SIGTERM)
+    log = _output(worker)
+    assert log.count("preempting") == 1 and f"preempting {low} (priority 0)" in log, log
+    info = read_run(root / "runs" / low)
+    assert [a["attempt"] for a in info["attempts"]] == [1, 2], info["attempts"]
+    resumed = (witness / "resumed-from").read_text().split()
+    assert resumed[0] == "1:0" and resumed[1].startswith("2:") and resumed[1] != "2:0"
+    assert read_run(root / "runs" / plain)["status"] == "finished"
+    assert read_run(root / "runs" / urgent)["status"] == "finished"

@@ -100,6 +100,11 @@ def submit_cmd(
 @click.option("--once", is_flag=True, help="Exit when nothing queued can run here any more.")
 @click.option("--backfill", is_flag=True, help="Let smaller runs start while a bigger one waits.")
 @click.option("--requeue-lost", is_flag=True, help="Requeue runs that went lost, once.")
+@click.option(
+    "--preempt",
+    is_flag=True,
+    help="A queued run of higher priority stops resumable runs of lower priority.",
+)
 @click.option("--ray", "ray_address", metavar="HEAD:PORT", help="Dispatch onto this Ray cluster.")
 @click.option("--node-ip", help="With --ray: this machine's address in the cluster.")
 def worker_cmd(
@@ -109,6 +114,7 @@ def worker_cmd(
     once: bool,
     backfill: bool,
     requeue_lost: bool,
+    preempt: bool,
     ray_address: str | None,
     node_ip: str | None,
 ) -> None:
@@ -157,6 +163,7 @@ def worker_cmd(
         once=once,
         backfill=backfill,
         requeue_lost=requeue_lost,
+        preempt=preempt,
         name=name,
     ).run()
     if ray_address:  # every file is written; Ray's exit handlers can wait on dead nodes

@@ -25,17 +25,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from xpkit.errors import RunError
 from xpkit.execute.harvest import Harvester
+from xpkit.execute.supervise import Monitor, OutputTee
 from xpkit.settings import (
     XP_ATTEMPT,
     XP_CACHE_DIR,
     XP_CKPT_DIR,
     XP_CONFIG,
     XP_EXPERIMENT_ID,
-    XP_HEARTBEAT_INTERVAL,
     XP_KILL_GRACE,
     XP_RUN_DIR,
     XP_RUN_ID,
@@ -170,126 +170,6 @@ def child_environment(run: dict[str, Any], run_dir: Path, extra: dict[str, str])
     return env
 
 
-class _Tee(threading.Thread):
-    """Copy the child's output to the terminal and to output.log as it arrives.
-
-    If output.log cannot be written (disk full, runs root unmounted), the output goes
-    on into a spool file on local disk, which the runner appends once it can."""
-
-    def __init__(
-        self,
-        fd: int,
-        log: IO[bytes],
-        echo: IO[bytes] | None,
-        harvester: Harvester,
-        spool: Path,
-    ) -> None:
-        super().__init__(daemon=True)
-        self.fd, self.log, self.echo, self.harvester = fd, log, echo, harvester
-        self.spool_path = spool
-        self.spool: IO[bytes] | None = None
-        self.error: str | None = None
-        self.dropped = 0  # bytes of output neither output.log nor the spool could take
-
-    def _keep(self, chunk: bytes) -> None:
-        if self.spool is None:
-            try:
-                while chunk:  # an unbuffered write may take only part of the chunk
-                    chunk = chunk[self.log.write(chunk) or 0 :]
-                return
-            except OSError as e:
-                self.error = f"cannot write output.log: {e.strerror or e}"
-                print(
-                    f"xp: error: {self.error}; keeping the output in {self.spool_path} "
-                    "until it can be written",
-                    file=sys.stderr,
-                )
-                try:
-                    self.spool_path.parent.mkdir(parents=True, exist_ok=True)
-                    self.spool = open(self.spool_path, "ab")  # noqa: SIM115
-                except OSError:
-                    self.spool = open(os.devnull, "ab")  # noqa: SIM115
-        try:
-            self.spool.write(chunk)
-        except OSError as e:  # the local disk is full too: drop the output, keep the run going
-            if not self.dropped:
-                print(
-                    f"xp: error: cannot keep the output in {self.spool_path} either "
-                    f"({e.strerror or e}); dropping it",
-                    file=sys.stderr,
-                )
-            self.dropped += len(chunk)
-
-    def run(self) -> None:
-        while True:
-            try:
-                chunk = os.read(self.fd, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            self._keep(chunk)
-            self.harvester.feed(chunk)
-            if self.echo is not None:
-                try:
-                    self.echo.write(chunk)
-                    self.echo.flush()
-                except (OSError, ValueError):
-                    self.echo = None  # terminal gone; keep logging
-        os.close(self.fd)
-        if self.spool is not None:
-            self.spool.close()
-
-
-class _Monitor(threading.Thread):
-    """Heartbeat every XP_HEARTBEAT_INTERVAL; peak RSS of the process tree each second."""
-
-    def __init__(
-        self, run_dir: RunDir, pid: int, harvester: Harvester, on_cancel: Callable[[], None]
-    ) -> None:
-        super().__init__(daemon=True)
-        self.run_dir, self.pid, self.harvester = run_dir, pid, harvester
-        self.on_cancel = on_cancel
-        self.stop = threading.Event()
-        self.peak_rss = 0
-        self.gone = False  # the run directory could not be reached at the last look
-
-    def run(self) -> None:
-        import psutil
-
-        interval = XP_HEARTBEAT_INTERVAL.get()
-        last_beat = 0.0
-        while not self.stop.is_set():
-            try:
-                if time.monotonic() - last_beat >= interval:
-                    self.run_dir.beat()
-                    self.harvester.scan_tensorboard()
-                    last_beat = time.monotonic()
-                self.harvester.flush()
-                if self.run_dir.file(rd.CANCEL).exists():
-                    self.on_cancel()
-                if self.gone:
-                    print(f"xp: {self.run_dir.path} is back", file=sys.stderr)
-                    self.gone = False
-            except OSError as e:
-                if not self.gone:
-                    print(
-                        f"xp: warning: cannot reach {self.run_dir.path} ({e.strerror or e}): "
-                        "runs root unmounted, renamed or full? The run goes on; its output "
-                        "is kept until the folder is back.",
-                        file=sys.stderr,
-                    )
-                self.gone = True
-            try:
-                root = psutil.Process(self.pid)
-                tree = [root, *root.children(recursive=True)]
-                rss = sum(p.memory_info().rss for p in tree if p.is_running())
-                self.peak_rss = max(self.peak_rss, rss)
-            except psutil.Error:
-                pass
-            self.stop.wait(min(1.0, interval))
-
-
 class Runner:
     """Executes one prepared run directory in a given working directory."""
 
@@ -357,8 +237,8 @@ class Runner:
         )
         spool = XP_CACHE_DIR.get() / "spool" / f"{self.run_dir.name}.output.log"
         with open(self.run_dir.file(rd.OUTPUT_LOG), "ab", buffering=0) as log:
-            tee = _Tee(read_fd, log, echo, harvester, spool)
-            monitor = _Monitor(self.run_dir, child.pid, harvester, self.stop)
+            tee = OutputTee(read_fd, log, echo, harvester, spool)
+            monitor = Monitor(self.run_dir, child.pid, harvester, self.stop)
             tee.start()
             monitor.start()
             with self._forward_signals():

@@ -3,7 +3,8 @@
 Policy lives here: queue order (priority, then age), labels, no overtaking unless
 --backfill, claiming, the SIGTERM drain (first signal: take nothing more, checked
 after every claim and before every start, a claimed run goes back untouched;
-second: preempt running runs, which go back to the queue), registration and
+second: preempt running runs, which go back to the queue), --preempt (a queued run
+of higher priority stops resumable runs of lower priority), registration and
 heartbeat, recovery of what dead holders left (`recover.py`), the requeue policy.
 A backend only says whether a run fits, starts it, reports which ended, stops one.
 """
@@ -18,6 +19,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from xpkit.errors import QueueError, XpError
@@ -53,6 +55,15 @@ class Backend(abc.ABC):
     # True: runs go by the worker's --label; False: the backend matches labels itself
     # (Ray: to the resources of the nodes that offer them).
     matches_labels = True
+    # Set when the scheduler should look again: a run ended, the queue changed, a signal.
+    wake: threading.Event
+
+    def attach(self, wake: threading.Event) -> None:
+        self.wake = wake
+
+    def wait(self, timeout: float) -> None:
+        """Return when a run ended or `wake` is set, or after `timeout` seconds."""
+        self.wake.wait(timeout)
 
     @abc.abstractmethod
     def fits(self, item: files.QueuedRun) -> str:
@@ -93,6 +104,7 @@ class Scheduler:
         once: bool = False,
         backfill: bool = False,
         requeue_lost: bool = False,
+        preempt: bool = False,
         name: str = "xp worker",
     ) -> None:
         self.settings = settings
@@ -100,17 +112,21 @@ class Scheduler:
         self.backend = backend
         self.labels = set(labels)
         self.once, self.backfill, self.requeue_lost = once, backfill, requeue_lost
+        self.preempt = preempt
         self.name = name
         self.holder = files.me(backend.kind)
         self.id = self.holder.worker
         self.running: dict[str, files.QueuedRun] = {}
         self.preempted: set[str] = set()
+        self.preempting: set[str] = set()  # stopping for a run of higher priority
         self.markers: dict[str, dict[str, Any]] = {}
         self.stops = 0
         self.announced = 0
         self.started = time.time()
         self.last_recover = 0.0
         self.log: list[str] = []
+        self.wake = threading.Event()
+        backend.attach(self.wake)
 
     # --- the loop -------------------------------------------------------------------
     def run(self) -> None:
@@ -119,10 +135,12 @@ class Scheduler:
         poll = XP_WORKER_POLL.get()
         beat_every = min(XP_HEARTBEAT_INTERVAL.get(), 2.0)
         last_beat = 0.0
+        watcher = _watch(files.queue_dir(self.runs_root), self.wake)
         try:
             self._register()
             while True:
-                for ended in self.backend.poll(poll if self.running else 0):
+                self.wake.clear()
+                for ended in self.backend.poll(0):
                     self._ended(ended)
                 self._act_on_intents()
                 if time.monotonic() - self.last_recover > RECOVER_EVERY:
@@ -139,8 +157,10 @@ class Scheduler:
                         break
                     if self.once and not waiting and self._nothing_left():
                         break
-                    time.sleep(poll)
+                self.backend.wait(poll)
         finally:
+            if watcher is not None:
+                watcher.stop()
             stop_delivery.set()
             self._stop_all()
             self.backend.close()
@@ -177,6 +197,8 @@ class Scheduler:
             if self.stops:
                 break
             if verdict == LATER:
+                if self.preempt and self._preempt_for(item):
+                    break  # it starts when they have stopped; nothing overtakes it
                 if self.backfill:
                     continue
                 break  # the first in line waits for its resources; nothing overtakes it
@@ -260,6 +282,7 @@ class Scheduler:
         # Only counts: the loop says so after its current pass, so every "started" it
         # prints comes before "stopping" and nothing starts after it.
         self.stops += 1
+        self.wake.set()
         if self.stops >= 2:
             self._preempt_all()
 
@@ -280,6 +303,39 @@ class Scheduler:
                 run_dir = RunDir(self.runs_root / name)
                 files.release(self.runs_root, run_dir, run_dir.update_run(worker=None))
                 self._say(f"{name}: back in the queue (it had not begun)")
+
+    def _preempt_for(self, item: files.QueuedRun) -> bool:
+        """--preempt: stop resumable runs of lower priority (lowest first, then the most
+        recently started) whose GPUs make room for `item`; they go back to the queue as
+        their next attempt. True while runs stop for it."""
+        if self.preempting & self.running.keys():
+            return True
+        self.preempting.clear()
+        candidates = []
+        for name, running in self.running.items():
+            if running.priority >= item.priority:
+                continue
+            info = RunDir(self.runs_root / name).read_optional(rd.RUN_JSON, {}) or {}
+            if info.get("resumable"):
+                started = -float(info.get("started") or 0)
+                candidates.append((running.priority, started, name, running.gpus))
+        victims, freed = [], 0
+        for _priority, _started, name, gpus in sorted(candidates):
+            victims.append(name)
+            freed += gpus
+            if freed >= item.gpus:
+                break
+        if not victims or freed < item.gpus:
+            return False
+        for name in victims:
+            self._say(
+                f"preempting {name} (priority {self.running[name].priority}) for "
+                f"{item.name} (priority {item.priority})"
+            )
+            self.preempted.add(name)
+            self.preempting.add(name)
+            self.backend.stop(name)
+        return True
 
     def _preempt_all(self) -> None:
         for name in list(self.running):
@@ -315,3 +371,24 @@ class Scheduler:
             **self.backend.describe(),
         }
         write_json_atomic(self._worker_file(), record)
+
+
+def _watch(folder: Path, wake: threading.Event) -> Any:
+    """Wake the loop as soon as a run is queued here (inotify; a shared mount's remote
+    writes are not seen, the loop's poll finds those). None where watching fails."""
+    try:
+        from watchdog.events import FileSystemEvent, FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                wake.set()
+
+        folder.mkdir(parents=True, exist_ok=True)
+        observer = Observer()
+        observer.schedule(Handler(), str(folder), recursive=False)
+        observer.daemon = True
+        observer.start()
+        return observer
+    except Exception:  # no inotify (limits, platform): polling alone
+        return None

@@ -48,12 +48,30 @@ class Holder:
 
 
 def process_start(pid: int) -> float | None:
+    """The start time of process `pid` (epoch seconds, psutil's value), None if gone.
+    On Linux read from /proc: importing psutil costs every `xp submit` 25 ms."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, after "pid (comm)"
+        return _boot_time() + ticks / os.sysconf("SC_CLK_TCK")
+    except FileNotFoundError:
+        if Path("/proc/self/stat").exists():
+            return None  # Linux: the process is gone
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import psutil
 
         return float(psutil.Process(pid).create_time())
     except Exception:
         return None
+
+
+def _boot_time() -> float:
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    raise ValueError("no btime in /proc/stat")
 
 
 _ME: dict[str, Holder] = {}

@@ -86,6 +86,7 @@ class LocalBackend(Backend):
                 self.allocator.release(gpus, item.name)
                 status = outcome.status if outcome else "failed"
                 self.done.put(Ended(item.name, status, outcome.exit_code if outcome else None))
+                self.wake.set()
 
         threading.Thread(target=target, daemon=True, name=f"xp-{item.name}").start()
         return True

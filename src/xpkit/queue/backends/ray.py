@@ -356,6 +356,20 @@ class RayBackend(Backend):
             ended.append(Ended(name, result["status"], result.get("exit_code")))
         return ended
 
+    def wait(self, timeout: float) -> None:
+        import ray
+
+        deadline = time.monotonic() + timeout
+        while self.running and not self.wake.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            # in slices, so that a queued run or a signal is seen within 0.1 s
+            done, _ = ray.wait(list(self.running.values()), num_returns=1, timeout=min(left, 0.1))
+            if done:
+                return
+        super().wait(max(0.0, deadline - time.monotonic()))
+
     def stop(self, name: str) -> None:
         if name in self.running:
             self.store.stop.remote(name)
