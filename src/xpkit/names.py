@@ -53,9 +53,16 @@ def slugify(text: str, limit: int = SLUG_MAX) -> str:
 
 
 def params_slug(prefix: str, params: dict[str, object]) -> str:
-    """`resnet18-lr0.1-seed2`; a config path contributes its last part (`optim.lr` → lr)."""
+    """`resnet18-lr0.1-seed2`; a config path contributes its last part (`optim.lr` → lr).
+    A value that looks secret (by its key's name or its shape) is left out."""
+    from xpkit.redact import looks_secret, secret_option_name
+
     parts = [prefix] if prefix else []
-    parts += [f"{key.rsplit('.', 1)[-1]}{_short(value)}" for key, value in params.items()]
+    parts += [
+        f"{key.rsplit('.', 1)[-1]}{_short(value)}"
+        for key, value in params.items()
+        if not secret_option_name(key) and not looks_secret(str(value))
+    ]
     return slugify("-".join(parts))
 
 

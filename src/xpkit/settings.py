@@ -141,6 +141,7 @@ _KNOWN_KEYS = {
     "runs": "folder holding all run directories (default 'runs')",
     "workdir": "folder for snapshot worktrees (default ~/.cache/xpkit/worktrees/<project>)",
     "link": "list of ignored folders symlinked into every snapshot worktree",
+    "secret_globs": "more file globs kept out of snapshots as secrets (besides .env*, *.pem, …)",
     "hooks": "notification hooks, one table [hooks.<name>] each (see README)",
 }
 
@@ -153,6 +154,7 @@ class Settings:
     runs: Path
     workdir: Path
     link: tuple[str, ...] = ()
+    secret_globs: tuple[str, ...] = ()  # added to capture.git.SECRET_GLOBS
     source: Path | None = None
     hooks: dict[str, Any] = field(default_factory=dict)  # raw; xpkit.hooks parses it
 
@@ -233,6 +235,19 @@ def load_settings(start: Path | None = None) -> Settings:
     link = raw.get("link", [])
     if not isinstance(link, list) or not all(isinstance(x, str) for x in link):
         raise ConfigError(f"{where}: 'link' must be a list of folder names, got {link!r}")
+    secret_globs = raw.get("secret_globs", [])
+    if not isinstance(secret_globs, list) or not all(
+        isinstance(x, str) and x.strip() for x in secret_globs
+    ):
+        raise ConfigError(
+            f"{where}: 'secret_globs' must be a list of file globs like \"*.secret\", "
+            f"got {secret_globs!r}"
+        )
+    if "runs" in raw and raw["runs"].strip() in ("", ".", "./"):
+        raise ConfigError(
+            f"{where}: 'runs' = {raw['runs']!r} would put run directories in the project root, "
+            'where every snapshot would take them in; give a folder, e.g. runs = "runs"'
+        )
     runs_override = XP_RUNS.get()
     runs = runs_override if runs_override else Path(raw.get("runs", "runs")).expanduser()
     workdir = Path(raw["workdir"]).expanduser() if "workdir" in raw else default_workdir(root)
@@ -241,6 +256,7 @@ def load_settings(start: Path | None = None) -> Settings:
         runs=(root / runs).resolve() if not runs.is_absolute() else runs,
         workdir=(root / workdir).resolve() if not workdir.is_absolute() else workdir,
         link=tuple(link),
+        secret_globs=tuple(secret_globs),
         source=source,
         hooks=raw.get("hooks", {}) if isinstance(raw.get("hooks", {}), dict) else {},
     )

@@ -9,15 +9,13 @@ from __future__ import annotations
 import getpass
 import os
 import platform
-import re
 import socket
 import sys
 import warnings
 from collections.abc import Callable
 from typing import Any
 
-REDACTED = "***"
-SECRET_NAME = re.compile(r"TOKEN|SECRET|KEY|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.IGNORECASE)
+from xpkit.redact import redact_env
 
 
 class CaptureWarning(UserWarning):
@@ -97,15 +95,7 @@ def collect_packages() -> dict[str, Any]:
 
 
 def collect_env_vars() -> dict[str, Any]:
-    return {"variables": redact(dict(os.environ))}
-
-
-def redact(variables: dict[str, str]) -> dict[str, str]:
-    """Replace the value of every variable whose name looks like a secret."""
-    return {
-        name: (REDACTED if SECRET_NAME.search(name) else value)
-        for name, value in sorted(variables.items())
-    }
+    return {"variables": redact_env(dict(os.environ))}
 
 
 COLLECTORS: dict[str, Callable[[], dict[str, Any]]] = {

@@ -21,6 +21,13 @@ from xpkit.subprocs import run_tool
 SNAPSHOT_REF_PREFIX = "refs/xp/snapshots/"
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 INLINE_LIMIT = 1024 * 1024  # untracked files above this are listed in git.diff, not inlined
+DIFF_NEW_FILES_LIMIT = 8 * 1024 * 1024  # new files inlined per git.diff; the rest are listed
+# Files that look like credentials: never in a snapshot, a diff or a bundle (gitleaks'
+# and W&B's lists agree on these); `secret_globs` in xp.toml adds more.
+SECRET_GLOBS = (
+    ".env*", "*.pem", "*.key", "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", ".netrc",
+    ".pgpass", "credentials*.json", "*.p12", "*.pfx", "*.keystore", "*.jks",
+)  # fmt: skip
 _IDENTITY = {
     "GIT_AUTHOR_NAME": "xpkit",
     "GIT_AUTHOR_EMAIL": "xpkit@localhost",
@@ -78,6 +85,8 @@ class Snapshot:
     dirty: bool
     snapshot: str
     not_inlined: list[dict[str, Any]] = field(default_factory=list)
+    kept_out: list[str] = field(default_factory=list)  # secret-looking files left out
+    tracked_secrets: list[str] = field(default_factory=list)  # of those, tracked by git
     diff: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -86,8 +95,17 @@ class Snapshot:
         return data
 
 
-def take_snapshot(root: Path, exclude: tuple[Path, ...] = ()) -> Snapshot:
-    """Commit the working tree as it is now, without touching the user's index or HEAD."""
+def secret_pathspecs(globs: tuple[str, ...]) -> list[str]:
+    """git pathspecs for gitignore-style globs: a glob without '/' matches at any depth."""
+    return [f":(glob){g.lstrip('/')}" if "/" in g else f":(glob)**/{g}" for g in globs]
+
+
+def take_snapshot(
+    root: Path, exclude: tuple[Path, ...] = (), secret_globs: tuple[str, ...] = SECRET_GLOBS
+) -> Snapshot:
+    """Commit the working tree as it is now, without touching the user's index or HEAD.
+    Files matching `secret_globs` are left out (tracked ones too: the snapshot drops
+    them) and listed in `kept_out`."""
     # One rev-parse for index path, HEAD, its tree and branch; it fails without commits.
     facts = git(
         root, "rev-parse", "--git-path", "index", "HEAD", "HEAD^{tree}", "--abbrev-ref", "HEAD",
@@ -112,25 +130,45 @@ def take_snapshot(root: Path, exclude: tuple[Path, ...] = ()) -> Snapshot:
         else:
             os.unlink(tmp_index)
         env = {"GIT_INDEX_FILE": tmp_index, **_IDENTITY}
+        secrets = secret_pathspecs(secret_globs)
         pathspec = ["."] + [f":(exclude,literal){p}" for p in _unignored(root, exclude)]
-        git(root, "add", "-A", "--", *pathspec, env=env)
+        git(root, "add", "-A", "--", *pathspec, *(":(exclude," + s[2:] for s in secrets), env=env)
+        kept_out, tracked = _secret_files(root, secrets, env)
+        if tracked:
+            literal = [f":(literal){p}" for p in tracked]
+            git(root, "rm", "-q", "--cached", "--ignore-unmatch", "--", *literal, env=env)
         tree = git(root, "write-tree", env=env)
     finally:
         if os.path.exists(tmp_index):
             os.unlink(tmp_index)
     dirty = tree != head_tree
-    if dirty or head is None:
+    if dirty and tracked and head_tree:  # dropping tracked secrets alone is not a change
+        excludes = [f":(exclude,literal){p}" for p in tracked]
+        dirty = bool(git(root, "diff", "--name-only", head_tree, tree, "--", ".", *excludes))
+    if tree != head_tree or head is None:
         message = f"xp snapshot of {branch or 'detached HEAD'} at {head[:12] if head else 'root'}"
         parents = ["-p", head] if head else []
         sha = git(root, "commit-tree", tree, *parents, "-m", message, env=_IDENTITY)
     else:
         sha = head  # a clean tree is exactly HEAD
     git(root, "update-ref", SNAPSHOT_REF_PREFIX + sha, sha)
-    snap = Snapshot(commit=head, branch=branch, remote=remote, dirty=dirty, snapshot=sha)
+    snap = Snapshot(commit=head, branch=branch, remote=remote, dirty=dirty, snapshot=sha,
+                    kept_out=kept_out, tracked_secrets=tracked)  # fmt: skip
     if dirty:
         snap.not_inlined = _large_or_binary_new_files(root, head or EMPTY_TREE, sha)
-        snap.diff = _diff(root, head or EMPTY_TREE, sha, snap.not_inlined)
+        snap.diff = _diff(root, head or EMPTY_TREE, sha, snap.not_inlined, tracked)
     return snap
+
+
+def _secret_files(root: Path, specs: list[str], env: dict[str, str]) -> tuple[list[str], list[str]]:
+    """(every file matching the secret pathspecs that git would take, the tracked ones)."""
+    listing = git(root, "ls-files", "-z", "-t", "--cached", "--others", "--exclude-standard",
+                  "--", *specs, env=env)  # fmt: skip
+    found: dict[str, bool] = {}
+    for record in listing.split("\0"):
+        if len(record) > 2:
+            found[record[2:]] = found.get(record[2:], False) or record[0] != "?"
+    return sorted(found), sorted(p for p, is_tracked in found.items() if is_tracked)
 
 
 def _unignored(root: Path, paths: tuple[Path, ...]) -> list[str]:
@@ -158,9 +196,12 @@ def _remote_url(root: Path) -> str | None:
 
 
 def _large_or_binary_new_files(root: Path, base: str, sha: str) -> list[dict[str, Any]]:
-    """Files added by the snapshot that are binary or over INLINE_LIMIT."""
+    """Files added by the snapshot that are binary, over INLINE_LIMIT, or beyond
+    DIFF_NEW_FILES_LIMIT of new text in all (a sweep's outputs must not make every
+    git.diff hundreds of megabytes)."""
     numstat = git(root, "diff", "--no-renames", "--diff-filter=A", "--numstat", "-z", base, sha)
     listed = []
+    inlined = 0
     for record in numstat.split("\0"):
         parts = record.split("\t")
         if len(parts) != 3:
@@ -173,11 +214,19 @@ def _large_or_binary_new_files(root: Path, base: str, sha: str) -> list[dict[str
         binary = parts[0] == "-"
         if binary or size > INLINE_LIMIT:
             listed.append({"path": path, "bytes": size, "reason": "binary" if binary else "large"})
+        elif inlined + size > DIFF_NEW_FILES_LIMIT:
+            listed.append({"path": path, "bytes": size, "reason": "over the diff's limit"})
+        else:
+            inlined += size
     return listed
 
 
-def _diff(root: Path, base: str, sha: str, not_inlined: list[dict[str, Any]]) -> str:
-    excludes = [f":(exclude,literal){f['path']}" for f in not_inlined]
+def _diff(
+    root: Path, base: str, sha: str, not_inlined: list[dict[str, Any]], secrets: list[str]
+) -> str:
+    """The snapshot against its base; a tracked secret file the snapshot dropped is not
+    shown (its removal would print its content)."""
+    excludes = [f":(exclude,literal){p}" for p in [*(f["path"] for f in not_inlined), *secrets]]
     text = git(root, "diff", "--no-color", "--no-ext-diff", base, sha, "--", ".", *excludes)
     if not_inlined:
         listing = "\n".join(

@@ -119,8 +119,10 @@ def run_cmd(
     planned = plan(settings, request)
     if dry_run:
         click.echo(f"{len(planned)} run(s) would run in {settings.runs}:")
+        from xpkit.redact import redact_command
+
         for new in planned:
-            click.echo(f"  {new.expid}_NNN_{new.slug}: {new.command}")
+            click.echo(f"  {new.expid}_NNN_{new.slug}: {redact_command(new.command)}")
         return
     from xpkit.store.create import ensure_runs_root
     from xpkit.store.pins import snapshot_pin

@@ -30,6 +30,7 @@ from xpkit.experiment import (
 )
 from xpkit.hooks import events
 from xpkit.hooks.outbox import deliver_briefly, start_background
+from xpkit.redact import redact_argv
 from xpkit.settings import Settings
 from xpkit.store import rundir as rd
 from xpkit.store.claims import me
@@ -86,8 +87,9 @@ def plan(settings: Settings, request: SweepRequest) -> list[NewRun]:
         )
     argv = list(request.argv)
     command = shlex.join(argv)
-    expid = names.command_experiment_id(argv)
-    label = request.name or _command_slug(argv)
+    shown = redact_argv(argv)  # a secret in the command never names the run
+    expid = names.command_experiment_id(shown)
+    label = request.name or _command_slug(shown)
     slug = names.slugify(label)
     return [
         NewRun(
@@ -128,6 +130,7 @@ def plan_rerun(
             dirty=bool(git_info.get("dirty")),
             snapshot=run["snapshot"],
             not_inlined=git_info.get("not_inlined", []),
+            kept_out=git_info.get("kept_out", []),
             diff=original.file(rd.GIT_DIFF).read_text(encoding="utf-8", errors="replace"),
         )
     else:
@@ -136,11 +139,12 @@ def plan_rerun(
             "as they are now",
             stacklevel=2,
         )
+    command, argv = original.executed_command(run)
     new = NewRun(
         expid=run["experiment_id"],
         slug=run.get("slug") or "rerun",
-        command=run["command"],
-        argv=run.get("argv"),
+        command=command,
+        argv=argv,
         params=run.get("params") or {},
         config=original.read_optional(rd.CONFIG_JSON),
         experiment=run.get("experiment") or {},
@@ -185,7 +189,8 @@ def run_sweep(
     run is held by this process (its claim) from before it appears until it ends."""
     ensure_runs_root(settings.runs)
     snapshot = provenance.snapshot
-    workspace = Workspace(provenance.project, settings.workdir, settings.link)
+    kept = tuple(snapshot.kept_out) if snapshot else ()
+    workspace = Workspace(provenance.project, settings.workdir, settings.link, kept)
     user = f"sweep-{planned[0].sweep}-{os.getpid()}"
     # One worktree for the whole sweep, created before any run exists, so a failure
     # here leaves nothing half-made.

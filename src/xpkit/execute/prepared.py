@@ -76,8 +76,16 @@ def project_tree(settings: Settings, run_dir: RunDir, user: str) -> AbstractCont
     sha = info.get("snapshot")
     if not sha:
         return nullcontext(Path(info.get("project") or settings.root))
-    workspace = Workspace(code_repo(settings, sha), settings.workdir, settings.link)
+    workspace = Workspace(code_repo(settings, sha), settings.workdir, settings.link,
+                          *kept_out(run_dir, info))  # fmt: skip
     return snapshot_tree(workspace, sha, user)
+
+
+def kept_out(run_dir: RunDir, info: dict[str, Any]) -> tuple[tuple[str, ...], Path | None]:
+    """The secret-looking files the run's snapshot left out, and where they are."""
+    git_info = run_dir.read_optional(rd.GIT_JSON, {}) or {}
+    names = tuple(p for p in git_info.get("kept_out") or () if isinstance(p, str))
+    return names, Path(info["project"]) if info.get("project") else None
 
 
 def execute_prepared(

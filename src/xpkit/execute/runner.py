@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xpkit.errors import RunError
+from xpkit.errors import RunError, StoreError
 from xpkit.execute.harvest import Harvester
 from xpkit.execute.supervise import Monitor, OutputTee
 from xpkit.settings import (
@@ -190,11 +190,12 @@ class Runner:
         if run.get("resumable"):
             self.run_dir.file(CHECKPOINTS).mkdir(exist_ok=True)
         try:
-            resolve_program(run["command"], run["argv"], self.cwd, env.get("PATH", ""))
-        except RunError as e:
+            command, argv = self.run_dir.executed_command(run)
+            resolve_program(command, argv, self.cwd, env.get("PATH", ""))
+        except (RunError, StoreError) as e:
             self._fail_to_start(str(e))
             raise RunError(f"{run['name']}: {e}") from e
-        args = run["argv"] if run["argv"] is not None else command_argv(run["command"])
+        args = argv if argv is not None else command_argv(command)
         if self._stop_requested or self.run_dir.file(rd.CANCEL).exists():
             return self._cancelled_before_start()
         self._mark_attempt(run)

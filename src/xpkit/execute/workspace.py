@@ -26,10 +26,21 @@ IDLE_KEPT = 2
 class Workspace:
     """The snapshot worktrees of one project."""
 
-    def __init__(self, project: Path, workdir: Path, link: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        project: Path,
+        workdir: Path,
+        link: tuple[str, ...] = (),
+        secrets: tuple[str, ...] = (),
+        secrets_from: Path | None = None,
+    ) -> None:
         self.project = project
         self.workdir = workdir
         self.link = link
+        # Files the snapshot kept out because they look like credentials: linked from
+        # the project where they are (`secrets_from`), never copied.
+        self.secrets = secrets
+        self.secrets_from = secrets_from or project
 
     def acquire(self, sha: str, user: str) -> Path:
         """A worktree checked out at `sha`, registered as used by `user`."""
@@ -119,7 +130,24 @@ class Workspace:
             git(self.project, "worktree", "prune", check=False)
             git(self.project, "worktree", "add", "--detach", "--force", str(tree), sha)
         self._link_folders(tree)
+        self._link_secrets(tree)
         marker.write_text(sha + "\n")
+
+    def _link_secrets(self, tree: Path) -> None:
+        missing = []
+        for name in self.secrets:
+            source, target = self.secrets_from / name, tree / name
+            if not source.is_file():
+                missing.append(name)
+            elif not target.exists() and not target.is_symlink():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.symlink_to(source.resolve())
+        if missing:
+            warnings.warn(
+                f"{', '.join(missing)}: kept out of the snapshot (they look like secrets) and "
+                f"not in {self.secrets_from} on this machine; the run goes without them",
+                stacklevel=3,
+            )
 
     def _link_folders(self, tree: Path) -> None:
         for name in self.link:

@@ -24,6 +24,7 @@ from typing import Any
 from xpkit.errors import StoreError
 from xpkit.names import META_DIR
 from xpkit.settings import XP_TOOL_TIMEOUT
+from xpkit.store import rundir as rd
 from xpkit.subprocs import rsync_args, run_tool
 
 MANIFEST = "manifest.json"
@@ -114,6 +115,8 @@ def _files(runs_root: Path) -> Iterator[tuple[str, Path]]:
         rel_folder = Path(folder).relative_to(runs_root).as_posix()
         dirs[:] = [d for d in dirs if f"{rel_folder}/{d}".lstrip("./") not in SKIP]
         for file in files:
+            if file == rd.SECRETS:  # a command's secret values stay on this machine
+                continue
             path = Path(folder) / file
             yield path.relative_to(runs_root).as_posix(), path
 
@@ -150,7 +153,7 @@ def backup_rsync(runs_root: Path, dest: str) -> BackupResult:
         if line.startswith("d") and _DATED.match(line.split()[-1])
     )
     name = time.strftime("%Y-%m-%dT%H-%M-%S")
-    args = [*tool, "-a", f"--exclude=/{META_DIR}/staging/"]
+    args = [*tool, "-a", f"--exclude=/{META_DIR}/staging/", f"--exclude={rd.SECRETS}"]
     if done:
         args.append(f"--link-dest=../{done[-1]}")
     base = dest.rstrip("/")

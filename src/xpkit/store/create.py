@@ -19,8 +19,9 @@ from typing import Any
 
 from xpkit import names
 from xpkit.capture.env import capture_env
-from xpkit.capture.git import Snapshot, repo_root, take_snapshot
+from xpkit.capture.git import SECRET_GLOBS, Snapshot, repo_root, take_snapshot
 from xpkit.errors import StoreError
+from xpkit.redact import redact_command, shown_run
 from xpkit.settings import Settings
 from xpkit.store import rundir as rd
 from xpkit.store.rundir import RunDir
@@ -91,16 +92,31 @@ def stage_run(
     trial = names.allocate_trial(runs_root, new.expid)
     name = names.run_name(new.expid, trial, new.slug)
     snapshot = provenance.snapshot
+    # Secret values of the command are masked in run.json (and so in every listing,
+    # hook and page); the runner takes the real ones from .secrets.json.
+    shown = shown_run(new.command, new.argv, new.params)
+    redacted = shown.differs(new.command, new.argv)
+    if shown.masked_params:
+        warnings.warn(
+            f"{', '.join(shown.masked_params)}: look like secrets; masked in run names, "
+            "run.json and listings, but config.json (the program's input) keeps the value: "
+            "pass credentials through the environment instead",
+            stacklevel=2,
+        )
+    experiment = dict(new.experiment)
+    if isinstance(experiment.get("command"), str):
+        experiment["command"] = redact_command(experiment["command"])
     run = {
         "name": name,
         "experiment_id": new.expid,
         "trial": trial,
         "slug": new.slug,
-        "experiment": new.experiment,
+        "experiment": experiment,
         "status": status,
-        "command": new.command,
-        "argv": new.argv,
-        "params": new.params,
+        "command": shown.command,
+        "argv": shown.argv,
+        "redacted": redacted,
+        "params": shown.params,
         "tags": new.tags,
         "gpus_requested": new.gpus,
         "project": str(provenance.project),
@@ -135,6 +151,8 @@ def stage_run(
     staging = staging_dir(runs_root) / name
     staging.parent.mkdir(parents=True, exist_ok=True)
     run_dir = RunDir.create(staging, run)
+    if redacted:
+        run_dir.write_secrets(new.command, new.argv)
     if claim is not None:  # recovery leaves a claim-less staged run alone for a while
         (staging / rd.CLAIM).write_text(json.dumps(claim) + "\n")
     run_dir.write_json(rd.CONFIG_JSON, new.params if new.config is None else new.config)
@@ -169,7 +187,24 @@ def capture_provenance(settings: Settings, no_git: bool) -> Provenance:
         project = settings.root
     else:
         project = repo_root(settings.root)
-        snapshot = take_snapshot(project, exclude=(settings.runs, settings.workdir))
+        snapshot = take_snapshot(project, exclude=(settings.runs, settings.workdir),
+                                 secret_globs=SECRET_GLOBS + settings.secret_globs)  # fmt: skip
+        if snapshot.kept_out:
+            listed = ", ".join(snapshot.kept_out[:8]) + (" …" if len(snapshot.kept_out) > 8 else "")
+            warnings.warn(
+                f"kept out of the snapshot, its diff and bundle because they look like secrets: "
+                f"{listed}; runs on this machine get them linked into their worktree "
+                "(more patterns: secret_globs in xp.toml)",
+                stacklevel=2,
+            )
+        if snapshot.tracked_secrets:
+            warnings.warn(
+                f"{', '.join(snapshot.tracked_secrets[:8])} look like secrets and are tracked by "
+                "git: they are in your history (so in what you push and in xpkit's bundles); "
+                "`git rm --cached` them "
+                "and add them to .gitignore",
+                stacklevel=2,
+            )
         if snapshot.not_inlined:
             listed = ", ".join(f["path"] for f in snapshot.not_inlined[:5])
             warnings.warn(

@@ -27,6 +27,7 @@ ARTIFACTS = "artifacts"
 HEARTBEAT = ".heartbeat"
 
 CLAIM = ".claim"  # exclusive-create file: who took a queued run
+SECRETS = ".secrets.json"  # the real values of a command's masked secrets, mode 0600
 CANCEL = ".cancel"  # a request to stop a running run, polled by its worker
 
 ACTIVE = ("queued", "running")
@@ -121,6 +122,26 @@ class RunDir:
             return read_json(self.file(name))
         except (OSError, ValueError):
             return default
+
+    def write_secrets(self, command: str, argv: list[str] | None) -> None:
+        """The command as it is executed, when run.json shows it with secret values
+        masked: readable by its owner only, never backed up, shown or sent home."""
+        fd = os.open(self.file(SECRETS), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"command": command, "argv": argv}, f)
+
+    def executed_command(self, run: dict[str, Any]) -> tuple[str, list[str] | None]:
+        """(command, argv) to execute: run.json's, with its masked secrets put back."""
+        if not run.get("redacted"):
+            return run["command"], run.get("argv")
+        real = self.read_optional(SECRETS)
+        if not isinstance(real, dict) or not isinstance(real.get("command"), str):
+            raise StoreError(
+                f"{self.name}: its command had secret values (masked in run.json) and "
+                f"{SECRETS}, which keeps them, is missing (a run restored from a backup, or "
+                "copied?); start it again with `xp run` giving them"
+            )
+        return real["command"], real.get("argv")
 
     # --- liveness -----------------------------------------------------------------
     def beat(self) -> None:

@@ -30,8 +30,8 @@ def inside(base: Path, relative: str) -> Path | None:
     """`base/relative` if it is a regular file that really lies under `base`."""
     if not relative or relative.startswith(("/", "\\")) or "\x00" in relative:
         return None
-    if any(part in ("..", "") for part in relative.split("/")):
-        return None
+    if any(part in ("..", "") or part.startswith(".") for part in relative.split("/")):
+        return None  # hidden files are bookkeeping (claims, .secrets.json), never served
     root = base.resolve()
     target = (base / relative).resolve()
     if not target.is_relative_to(root) or not target.is_file():

@@ -29,6 +29,7 @@ from xpkit.errors import QueueError
 from xpkit.execute.prepared import (
     bundle_path,
     execute_prepared,
+    kept_out,
     repo_with_snapshot,
     snapshot_tree,
 )
@@ -44,7 +45,7 @@ SYNC_EVERY = 1.0
 STORE_NAME = "xpkit-run-store-2"  # -2: methods take the holder (a new interface)
 WHOLE_FILES = (rd.RUN_JSON, rd.SUMMARY_JSON, rd.CONFIG_JSON, rd.ENV_JSON)
 STREAMED = (rd.OUTPUT_LOG, rd.METRICS)
-SENT = (rd.RUN_JSON, rd.CONFIG_JSON, rd.GIT_JSON, rd.GIT_DIFF)
+SENT = (rd.RUN_JSON, rd.CONFIG_JSON, rd.GIT_JSON, rd.GIT_DIFF, rd.SECRETS)  # to the node
 
 
 class RunStore:
@@ -218,7 +219,8 @@ def execute_remote(
         # lock (`git worktree prune` of one would drop another's half-made worktree).
         repos = XP_CACHE_DIR.get() / "repos"
         repo = repo_with_snapshot(repos / f"ray-{node_ip}.git", bundle_file, sha)
-        workspace = Workspace(repo, XP_CACHE_DIR.get() / "worktrees" / f"ray-{node_ip}")
+        workspace = Workspace(repo, XP_CACHE_DIR.get() / "worktrees" / f"ray-{node_ip}",
+                              (), *kept_out(local, local.read_run()))  # fmt: skip
         return snapshot_tree(workspace, sha, f"ray-{name}-{os.getpid()}")
 
     try:
