@@ -22,6 +22,10 @@ CHROMIUM_ARGS = [
 ]  # fmt: skip
 
 
+TOKEN = "bench-token-0123456789"  # the dashboard's token (XP_UI_TOKEN)
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
 def make_big_run(runs_root: Path) -> str:
     name = "bigpts_001_points"
     path = runs_root / name
@@ -43,7 +47,8 @@ def first_byte(url: str) -> float:
     parsed = urlparse(url)
     started = time.perf_counter()
     conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=60)
-    conn.request("GET", parsed.path or "/")
+    target = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
+    conn.request("GET", target, headers=AUTH)
     response = conn.getresponse()
     elapsed = time.perf_counter() - started
     response.read()
@@ -60,21 +65,22 @@ def scenario_ui(work: Path, reps: int, make_runs: Callable[[Path, int], None],
     (project / "xp.toml").write_text('runs = "runs"\n')
     make_runs(project / "runs", count)
     big = make_big_run(project / "runs")
-    env = {**os.environ, "XP_CACHE_DIR": str(work / "ui-cache")}
+    env = {**os.environ, "XP_CACHE_DIR": str(work / "ui-cache"), "XP_UI_TOKEN": TOKEN}
     proc = subprocess.Popen(["xp", "ui", "--port", "0"], cwd=project, env=env,
                             stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:
         assert proc.stdout is not None
         match = re.search(r"(http://\S+)", proc.stdout.readline())
         assert match, "xp ui printed no URL"
-        base = match[1].rstrip("/")
+        base = match[1].split("?")[0].rstrip("/")
         cold_first_byte = first_byte(base + "/")  # builds the index of 10,000 runs
         ttfb = [first_byte(base + "/") for _ in range(reps)]
         query = [first_byte(base + "/?where=p3%3D4,acc>0.5&sort=acc") for _ in range(reps)]
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path="/usr/bin/chromium",
                                                  args=CHROMIUM_ARGS)  # fmt: skip
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page = browser.new_page(viewport={"width": 1280, "height": 900},
+                                    extra_http_headers=AUTH)  # fmt: skip
             usable = []
             for _ in range(reps):
                 started = time.perf_counter()

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from xpkit.capture import gpus
-from xpkit.capture.env import CaptureWarning, capture_env, collect_env_vars, redact
+from xpkit.capture.env import CaptureWarning, capture_env, collect_env_vars
+from xpkit.redact import redact_argv, redact_command, redact_env, secret_option_name
 
 
 def test_secrets_are_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -25,11 +26,42 @@ def test_secrets_are_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_redact_matches_any_case() -> None:
-    assert redact({"github_token": "x", "passwd_file": "y", "PATH": "/bin"}) == {
+    assert redact_env({"github_token": "x", "passwd_file": "y", "PATH": "/bin"}) == {
         "PATH": "/bin",
         "github_token": "***",
         "passwd_file": "***",
     }
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("postgres://alice:pw@db:5432/x", "postgres://alice:***@db:5432/x"),
+        ("http://proxy:3128", "http://proxy:3128"),  # no credentials: kept
+        ("use ghp_" + "a" * 36 + " here", "use *** here"),
+        ("xoxb-1234567890-abcdefghij", "***"),
+        ("AKIAABCDEFGHIJKLMNOP", "***"),
+        ("hf_" + "b" * 34, "***"),
+        ("sk-proj-" + "c" * 40, "***"),
+        ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.abcdefghijk", "***"),
+        ("0123456789abcdef0123456789abcdef01234567", "0123456789abcdef0123456789abcdef01234567"),
+    ],
+    ids=["url-password", "url-plain", "github", "slack", "aws", "hf", "openai", "jwt", "git-sha"],
+)
+def test_values_are_redacted_by_shape(value: str, shown: str) -> None:
+    assert redact_env({"SOMETHING": value}) == {"SOMETHING": shown}
+
+
+def test_options_are_redacted_by_name_not_by_lookalikes() -> None:
+    argv = ["train.py", "--api-key", "k1", "--token=k2", "password=k3", "--max-tokens", "5",
+            "--sort-key", "loss", "--wandb-key", "k4", "--auth", "--lr", "0.1"]  # fmt: skip
+    assert redact_argv(argv) == [
+        "train.py", "--api-key", "***", "--token=***", "password=***", "--max-tokens", "5",
+        "--sort-key", "loss", "--wandb-key", "***", "--auth", "--lr", "0.1",
+    ]  # fmt: skip
+    assert redact_command("python t.py --lr 1") == "python t.py --lr 1"  # unchanged, same text
+    assert redact_command("python t.py --password 'a b'") == "python t.py --password '***'"
+    assert not secret_option_name("tokenizer") and secret_option_name("db.password")
 
 
 def test_full_capture_has_every_section() -> None:

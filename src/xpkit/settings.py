@@ -133,7 +133,7 @@ XP_RAY_TOKEN = EnvVar(
     "XP_RAY_TOKEN", str, "", "Token of the Ray cluster (printed by `xp cluster head`)."
 )
 XP_UI_TOKEN = EnvVar(
-    "XP_UI_TOKEN", str, "", "Secret that `xp ui` requires on every request (--token)."
+    "XP_UI_TOKEN", str, "", "A fixed token for `xp ui` (default: a random one per start)."
 )
 
 CONFIG_FILE = "xp.toml"

@@ -15,6 +15,8 @@ import pytest
 from conftest import XP, Result, git
 
 MANY_POINTS = 100_000
+TOKEN = "test-token-0123456789"  # XP_UI_TOKEN of the dashboards these tests start
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 XSS = "<script>alert(1)</script>"
 
 MANY_PY = textwrap.dedent(
@@ -42,10 +44,14 @@ def ui_project(git_project: Path, xp: Callable[..., Result]) -> Path:
     return git_project
 
 
-def start_ui(project: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
-    """`xp ui --port 0` in `project`; returns the process and the URL it printed."""
+def start_ui(
+    project: Path, *args: str, token: str | None = TOKEN
+) -> tuple[subprocess.Popen[str], str]:
+    """`xp ui --port 0` in `project` (token TOKEN; None: its own random one); returns
+    the process and the URL it printed."""
+    env = {**os.environ, "XP_UI_TOKEN": token} if token else os.environ.copy()
     proc = subprocess.Popen(
-        [*XP, "ui", "--port", "0", *args], cwd=project, env=os.environ.copy(),
+        [*XP, "ui", "--port", "0", *args], cwd=project, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert proc.stdout is not None
@@ -73,7 +79,7 @@ def stop(proc: subprocess.Popen[str]) -> None:
 def ui_url(ui_project: Path) -> Iterator[str]:
     proc, url = start_ui(ui_project)
     try:
-        yield url.rstrip("/")
+        yield url.split("?")[0].rstrip("/")
     finally:
         stop(proc)
 

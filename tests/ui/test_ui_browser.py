@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from conftest import XP, git, wait_for
-from ui.conftest import run_names
+from ui.conftest import AUTH, run_names, start_ui, stop
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, extra_http_headers=AUTH)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
@@ -199,3 +199,32 @@ def test_experiment_and_queue_pages_render(ui_project: Path, ui_url: str, page: 
     page.goto(f"{ui_url}/queue")
     assert "no worker is alive" in page.inner_text("#workers")
     screenshot(page, "queue")
+
+
+def test_the_token_leaves_the_address_bar_and_is_in_no_link(ui_project: Path, browser: Any) -> None:
+    """The printed URL carries the token once: the browser ends on the same page without
+    it, keeps it only in an HttpOnly cookie, and no link or page text has it."""
+    proc, url = start_ui(ui_project, token=None)
+    token = url.split("token=")[1]
+    context = browser.new_context()  # no Authorization header: the cookie must do
+    page = context.new_page()
+    try:
+        page.goto(url)
+        assert token not in page.url and page.url.endswith("/")
+        assert len(table_runs(page)) == 3
+        name = run_names(ui_project)["lr0.1"]
+        page.click(f"a[href='/runs/{name}']")
+        page.wait_for_selector(".chart[data-ready='1']")
+        for seen in (page.url, page.content(), page.evaluate("document.cookie")):
+            assert token not in seen
+        hrefs = page.eval_on_selector_all("[href], [src]", "els => els.map(e => e.href || e.src)")
+        assert hrefs and not any(token in h for h in hrefs)
+        cookies = context.cookies()
+        assert [c["httpOnly"] for c in cookies if c["value"] == token] == [True]
+        screenshot(page, "after-token")
+        fresh = browser.new_context()  # another browser (or user) without the token
+        assert fresh.new_page().goto(url.split("?")[0]).status == 401
+        fresh.close()
+    finally:
+        context.close()
+        stop(proc)

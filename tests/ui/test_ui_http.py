@@ -7,15 +7,18 @@ import socket
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from conftest import Result, run_xp
-from ui.conftest import MANY_POINTS, XSS, run_names, start_ui, stop
+from ui.conftest import AUTH, MANY_POINTS, XSS, run_names, start_ui, stop
 
 pytestmark = pytest.mark.integration
 
 
 def get(url: str, **kwargs: object) -> httpx.Response:
+    """A GET with the dashboard's token (as scripts send it) unless headers are given."""
+    kwargs.setdefault("headers", AUTH)
     return httpx.get(url, timeout=30, **kwargs)  # type: ignore[arg-type]
 
 
@@ -109,7 +112,7 @@ def test_paths_outside_a_run_answer_404(ui_project: Path, ui_url: str, path: str
     link = ui_project / "runs" / many / "artifacts" / "outside.txt"
     if not link.is_symlink():
         link.symlink_to(secret)
-    response = httpx.get(f"{ui_url}/runs/{many}/{path}", timeout=30)
+    response = httpx.get(f"{ui_url}/runs/{many}/{path}", headers=AUTH, timeout=30)
     assert response.status_code == 404
     assert "not yours" not in response.text and "root:" not in response.text
 
@@ -130,7 +133,7 @@ def test_artifacts_are_listed_and_downloaded_as_attachments(ui_project: Path, ui
 def test_the_dashboard_is_read_only(ui_project: Path, ui_url: str) -> None:
     many = run_names(ui_project)["many"]
     for method in ("POST", "PUT", "DELETE", "PATCH"):
-        response = httpx.request(method, f"{ui_url}/runs/{many}", timeout=30)
+        response = httpx.request(method, f"{ui_url}/runs/{many}", headers=AUTH, timeout=30)
         assert response.status_code == 405, method
     assert (ui_project / "runs" / many / "run.json").is_file()
 
@@ -144,22 +147,110 @@ def test_compare_refuses_a_bad_choice_of_runs(ui_project: Path, ui_url: str) -> 
     assert "no run named 'abcdef_001'" in html.unescape(ghost.text)
 
 
-def test_a_token_is_required_on_every_request_when_given(ui_project: Path) -> None:
-    proc, url = start_ui(ui_project, "--token", "s3cret")
+def test_a_random_token_guards_every_request_and_leaves_the_url(ui_project: Path) -> None:
+    proc, url = start_ui(ui_project, token=None)
     try:
-        base = url.split("?")[0].rstrip("/")
-        assert url.endswith("?token=s3cret")
-        for path in ("/", "/static/plotly.min.js", "/api/status", "/queue"):
-            assert get(f"{base}{path}").status_code == 401, path
-        assert get(f"{base}/", params={"token": "wrong"}).status_code == 401
+        base, _, query = url.partition("?")
+        base = base.rstrip("/")
+        token = query.removeprefix("token=")
+        assert len(token) >= 24
+        for path in ("/", "/static/plotly.min.js", "/api/status", "/queue", "/runs/x"):
+            assert get(f"{base}{path}", headers={}).status_code == 401, path
+        assert get(f"{base}/", params={"token": "wrong"}, headers={}).status_code == 401
         with httpx.Client(timeout=30) as client:
-            first = client.get(url)  # the printed URL sets a cookie
-            assert first.status_code == 200
-            assert client.get(f"{base}/queue").status_code == 200
-        bearer = get(f"{base}/queue", headers={"Authorization": "Bearer s3cret"})
+            first = client.get(f"{base}/queue?token={token}")
+            assert first.status_code == 303 and first.headers["location"] == "/queue"
+            cookie = first.headers["set-cookie"]
+            assert "HttpOnly" in cookie and "samesite=lax" in cookie.lower()
+            page = client.get(f"{base}/queue")
+            assert page.status_code == 200 and token not in page.text
+            assert client.get(f"{base}/?where=lr%3D0.1&token={token}").headers["location"] == (
+                "/?where=lr%3D0.1"
+            )
+        bearer = get(f"{base}/queue", headers={"Authorization": f"Bearer {token}"})
         assert bearer.status_code == 200
+        assert token not in " ".join(psutil.Process(proc.pid).cmdline())
     finally:
         stop(proc)
+
+
+def test_no_token_warns_and_a_token_file_is_used(ui_project: Path, tmp_path: Path) -> None:
+    proc, url = start_ui(ui_project, "--no-token", token=None)
+    try:
+        assert "?" not in url and get(url, headers={}).status_code == 200
+        assert proc.stderr is not None and "every user of this machine" in proc.stderr.readline()
+    finally:
+        stop(proc)
+    (tmp_path / "token").write_text("from-a-file-123\n")
+    proc, url = start_ui(ui_project, "--token-file", str(tmp_path / "token"), token=None)
+    try:
+        assert url.endswith("?token=from-a-file-123")
+    finally:
+        stop(proc)
+    (tmp_path / "short").write_text("abc\n")
+    for args in (["--token-file", str(tmp_path / "short")], ["--token-file", str(tmp_path / "no")]):
+        bad = run_xp("ui", "--port", "0", *args, cwd=ui_project, timeout=30)
+        assert (
+            bad.returncode == 2 and "--token-file" in bad.stderr and "Traceback" not in bad.output
+        )
+
+
+@pytest.mark.parametrize(
+    ("host", "code"),
+    [
+        ("rebind.attacker.example", 403),
+        ("127.0.0.1.nip.io", 403),
+        ("localhost", 200),
+        ("[::1]", 200),
+        ("127.0.0.1", 200),
+    ],
+)
+def test_only_requests_for_the_served_names_are_answered(ui_url: str, host: str, code: int) -> None:
+    """DNS rebinding: a page of another site that resolves to 127.0.0.1 is refused, even
+    with the token; a tunnel (`ssh -L 9000:localhost:8765`) arrives with its own port."""
+    response = get(f"{ui_url}/queue", headers={**AUTH, "Host": f"{host}:9000"})
+    assert response.status_code == code, response.text
+
+
+@pytest.mark.parametrize(
+    "query", ["x0=inf", "x0=nan", "x1=1e400", "x0=abc", "points=many", "points=1.5"]
+)
+def test_bad_api_parameters_answer_400(ui_project: Path, ui_url: str, query: str) -> None:
+    name = run_names(ui_project)["lr0.1"]
+    response = get(f"{ui_url}/api/runs/{name}/metrics/loss?{query}")
+    assert response.status_code == 400, response.text
+    assert query.split("=")[0] in response.json()["error"]
+    assert get(f"{ui_url}/?page=two").status_code == 400
+    assert get(f"{ui_url}/api/runs/{name}/log?offset=x").status_code == 400
+
+
+def test_a_large_diff_is_listed_per_file_and_loaded_on_demand(
+    ui_project: Path, ui_url: str
+) -> None:
+    run = ui_project / "runs" / run_names(ui_project)["lr0.1"]
+    big = "".join(
+        f"diff --git a/out/{i}.txt b/out/{i}.txt\nnew file mode 100644\n--- /dev/null\n"
+        f"+++ b/out/{i}.txt\n@@ -0,0 +1 @@\n" + "".join(f"+line {j} <x>\n" for j in range(2000))
+        for i in range(200)
+    )  # 200 files, about 5 MB
+    (run / "git.diff").write_text(big)
+    page = get(f"{ui_url}/runs/{run.name}")
+    assert page.status_code == 200 and len(page.content) < 300_000
+    assert page.text.count('class="diff-part"') == 200 and "out/199.txt" in page.text
+    assert "line 5 " not in page.text  # nothing of the content until a file is opened
+    part = get(f"{ui_url}/api/runs/{run.name}/diff/7").json()["html"]
+    assert "line 1999" in part and "&lt;x&gt;" in part and "out/7.txt" in part
+    assert get(f"{ui_url}/api/runs/{run.name}/diff/200").status_code == 404
+    (run / "git.diff").write_text("diff --git a/a.py b/a.py\n+small change\n")
+    small = get(f"{ui_url}/runs/{run.name}").text
+    assert "small change" in small and '<details class="diff-part" open>' in small
+
+
+def test_hidden_bookkeeping_files_are_never_served(ui_project: Path, ui_url: str) -> None:
+    run = ui_project / "runs" / run_names(ui_project)["lr0.1"]
+    (run / ".secrets.json").write_text('{"command": "secret"}')
+    for path in (".secrets.json", ".claim", "artifacts/../.secrets.json"):
+        assert get(f"{ui_url}/runs/{run.name}/files/{path}").status_code == 404, path
 
 
 def test_a_port_in_use_is_a_clear_error(ui_project: Path) -> None:

@@ -7,8 +7,8 @@ never markup); small scripts in static/xp.js add charts, live logs and live stat
 from __future__ import annotations
 
 import functools
-import hmac
 import json
+import math
 import mimetypes
 import sys
 from pathlib import Path
@@ -19,13 +19,11 @@ import jinja2
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
 from starlette.responses import (
     FileResponse,
     HTMLResponse,
     JSONResponse,
-    PlainTextResponse,
     RedirectResponse,
     Response,
 )
@@ -34,19 +32,13 @@ from starlette.routing import Route
 from xpkit.errors import XpError
 from xpkit.report.table import fmt, format_duration
 from xpkit.settings import Settings
+from xpkit.store import rundir as rd
 from xpkit.store.rundir import STATUSES
-from xpkit.web import files, views
+from xpkit.web import diffs, files, views
 from xpkit.web.experiments import ReportCache, experiment_files
+from xpkit.web.guard import LOOPBACK_NAMES, Guard, cookie_name
 
 HERE = Path(__file__).parent
-TOKEN_COOKIE = "xp_token"
-# No inline scripts: run data can never become code. Plotly sets inline styles.
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-}
 INLINE_TYPES = {"image/png", "image/jpeg", "image/gif", "text/plain", "application/json"}
 
 
@@ -86,7 +78,7 @@ class Dashboard:
         query = views.RunsQuery(
             exp=q.get("exp", ""), statuses=tuple(s for s in q.getlist("status") if s),
             tag=q.get("tag", ""), text=q.get("q", ""), where=q.get("where", ""),
-            sort=q.get("sort", ""), desc=q.get("desc") == "1", page=_int(q.get("page"), 1),
+            sort=q.get("sort", ""), desc=q.get("desc") == "1", page=_int(q.get("page"), 1, "page"),
         )  # fmt: skip
         return self.page("runs.html", request, query=query,
                          view=views.runs_page(self.runs_root, query))  # fmt: skip
@@ -95,7 +87,11 @@ class Dashboard:
         view = views.run_page(self.runs_root, request.path_params["name"])
         if view is None:
             raise HTTPException(404, f"no run named {request.path_params['name']!r}")
-        return self.page("run.html", request, view=view, diff_html=_highlight_diff(view.diff))
+        diff = self.runs_root / view.run["name"] / rd.GIT_DIFF
+        parts = diffs.diff_parts(diff)
+        whole = sum(p.size for p in parts) <= diffs.SHOWN_WHOLE
+        shown = {p.index: _diff_html(diff, p) for p in parts} if whole else {}
+        return self.page("run.html", request, view=view, diff_parts=parts, diff_shown=shown)
 
     def compare(self, request: Request) -> Response:
         chosen = request.query_params.getlist("run")
@@ -146,18 +142,27 @@ class Dashboard:
         q = request.query_params
         series = views.metric_series(
             self.runs_root, request.path_params["name"], request.path_params["metric"],
-            _float(q.get("x0")), _float(q.get("x1")), _int(q.get("points"), 2000),
+            _float(q.get("x0"), "x0"), _float(q.get("x1"), "x1"),
+            _int(q.get("points"), 2000, "points"),
         )  # fmt: skip
         if series is None:
             raise HTTPException(404, "no such run or metric")
         return JSONResponse(series)
 
+    def api_diff(self, request: Request) -> Response:
+        run = files.run_dir(self.runs_root, request.path_params["name"])
+        parts = diffs.diff_parts(run.file(rd.GIT_DIFF)) if run else []
+        index = _int(request.path_params["part"], -1, "part")
+        if run is None or not 0 <= index < len(parts):
+            raise HTTPException(404, "no such run or part of its diff")
+        return JSONResponse({"html": _diff_html(run.file(rd.GIT_DIFF), parts[index])})
+
     def api_log(self, request: Request) -> Response:
         run = files.run_dir(self.runs_root, request.path_params["name"])
         if run is None:
             raise HTTPException(404, "no such run")
-        text, offset = files.read_log(run.file("output.log"),
-                                      _int(request.query_params.get("offset"), -1))  # fmt: skip
+        offset = _int(request.query_params.get("offset"), -1, "offset")
+        text, offset = files.read_log(run.file("output.log"), offset)
         status = views.statuses(self.runs_root, [run.name]).get(run.name, "unknown")
         return JSONResponse({"text": text, "offset": offset, "status": status})
 
@@ -181,13 +186,12 @@ def _plotly_js() -> Path | None:
     return path if path.is_file() else None
 
 
-def _highlight_diff(diff: str) -> str:
+def _diff_html(diff: Path, part: diffs.DiffPart) -> str:
     from markupsafe import Markup
-    from pygments import highlight
-    from pygments.formatters import HtmlFormatter
-    from pygments.lexers import DiffLexer
 
-    return Markup(highlight(diff, DiffLexer(), HtmlFormatter(cssclass="code"))) if diff else ""
+    text, cut = diffs.part_text(diff, part)
+    note = f'<p class="dim">… cut at {diffs.PART_CUT // 1024} KiB; git.diff has it all</p>'
+    return Markup(diffs.highlight(text) + (note if cut else ""))
 
 
 def _url_with(request: Request, **changes: Any) -> str:
@@ -201,49 +205,36 @@ def _url_with(request: Request, **changes: Any) -> str:
     return f"{request.url.path}?{urlencode(items)}"
 
 
-def _int(text: str | None, default: int) -> int:
-    try:
-        return int(text) if text is not None else default
-    except ValueError:
+def _int(text: str | None, default: int, name: str) -> int:
+    """A query parameter that must be an integer: 400 (not 500) when it is not."""
+    if text in (None, ""):
         return default
-
-
-def _float(text: str | None) -> float | None:
     try:
-        return float(text) if text not in (None, "") else None
+        return int(text)
     except ValueError:
+        raise HTTPException(400, f"{name}={text!r}: give a whole number") from None
+
+
+def _float(text: str | None, name: str) -> float | None:
+    """A query parameter that must be a finite number (`inf`, `nan`, `1e400` are not)."""
+    if text in (None, ""):
         return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise HTTPException(400, f"{name}={text!r}: give a finite number")
+    return value
 
 
-class TokenCheck(BaseHTTPMiddleware):
-    """With --token, every request carries it: as `?token=`, which also sets a cookie
-    so that links keep working, as that cookie, or as `Authorization: Bearer`."""
-
-    def __init__(self, app: Any, token: str | None) -> None:
-        super().__init__(app)
-        self.token = token
-
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        if self.token:
-            given = (
-                request.query_params.get("token")
-                or request.cookies.get(TOKEN_COOKIE)
-                or request.headers.get("authorization", "").removeprefix("Bearer ")
-            )
-            if not hmac.compare_digest(given.encode(), self.token.encode()):
-                return PlainTextResponse(
-                    "401: this dashboard needs its token; open the URL that `xp ui` printed",
-                    status_code=401, headers=SECURITY_HEADERS,
-                )  # fmt: skip
-        response = await call_next(request)
-        for key, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(key, value)
-        if self.token and request.query_params.get("token") == self.token:
-            response.set_cookie(TOKEN_COOKIE, self.token, httponly=True, samesite="strict")
-        return response
-
-
-def create_app(settings: Settings, token: str | None = None) -> Starlette:
+def create_app(
+    settings: Settings,
+    token: str | None = None,
+    hosts: frozenset[str] | None = LOOPBACK_NAMES,
+    port: int = 0,
+) -> Starlette:
+    """The dashboard; `token` None serves without one, `hosts` None any Host."""
     board = Dashboard(settings)
 
     async def on_error(request: Request, exc: Exception) -> Response:
@@ -271,11 +262,12 @@ def create_app(settings: Settings, token: str | None = None) -> Starlette:
         Route("/api/status", board.api_status),
         Route("/api/runs/{name}/metrics/{metric:path}", board.api_metric),
         Route("/api/runs/{name}/log", board.api_log),
+        Route("/api/runs/{name}/diff/{part}", board.api_diff),
         Route("/static/{file:path}", board.static),
         Route("/favicon.ico", lambda r: Response(status_code=204)),
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(TokenCheck, token=token)],
+        middleware=[Middleware(Guard, token=token, hosts=hosts, cookie=cookie_name(port))],
         exception_handlers={XpError: on_error, HTTPException: on_error, Exception: on_error},
     )

@@ -125,7 +125,6 @@ class RunPage:
     status: str
     config: Any
     git: dict[str, Any]
-    diff: str
     env: dict[str, Any]
     summary: dict[str, Any]
     metrics: list[tuple[str, int]]  # name, number of points
@@ -138,16 +137,11 @@ def run_page(runs_root: Path, name: str) -> RunPage | None:
         return None
     run = _read_run(run_dir)
     curves = load_curves(runs_root, [name]).get(name, {})
-    try:
-        diff = run_dir.file(rd.GIT_DIFF).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        diff = ""
     return RunPage(
         run=run,
         status=rd.status_of(run_dir, run),
         config=run_dir.read_optional(rd.CONFIG_JSON),
         git=run_dir.read_optional(rd.GIT_JSON, {}) or {},
-        diff=diff,
         env=run_dir.read_optional(rd.ENV_JSON, {}) or {},
         summary=run_dir.read_optional(rd.SUMMARY_JSON, {}) or {},
         metrics=sorted((metric, len(curve[0])) for metric, curve in curves.items()),

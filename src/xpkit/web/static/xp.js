@@ -146,10 +146,24 @@ function packageFilter() {
   });
 }
 
+// Run page: a large diff's files load when opened.
+function lazyDiffs() {
+  document.querySelectorAll("details.diff-part[data-diff-url]").forEach((el) => {
+    el.addEventListener("toggle", () => {
+      if (!el.open || el.dataset.loaded) return;
+      el.dataset.loaded = "1";
+      json(el.dataset.diffUrl).then((part) => {
+        el.querySelector(".diff-body").innerHTML = part.html;  // pygments output: escaped text
+      });
+    });
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   followStatuses();
   compareSelection();
   followLog();
   packageFilter();
+  lazyDiffs();
   if (window.Plotly) document.querySelectorAll(".chart").forEach(setupChart);
 });
