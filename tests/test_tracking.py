@@ -147,3 +147,18 @@ def test_standalone_outside_git_says_how_to_opt_out(tmp_path: Path) -> None:
     assert subprocess.run([sys.executable, "ok.py"], cwd=tmp_path).returncode == 0
     (run_path,) = [p for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".")]
     assert json.loads((run_path / rd.RUN_JSON).read_text())["status"] == "finished"
+
+
+def test_log_refuses_what_readers_cannot_take(run_dir: rd.RunDir) -> None:
+    """A step outside int64 or an int no float can hold would be skipped by every reader:
+    refused at the call instead, and nothing of it is written."""
+    run = Run(run_dir, owned=False)
+    for step in (2**63, -(2**63) - 1):
+        with pytest.raises(RunError, match="step must be an int between"):
+            run.log({"loss": 1.0}, step=step)
+    with pytest.raises(RunError, match="'big' is an int no float can hold"):
+        run.log({"big": 10**400}, step=1)
+    run.log({"fine": 10**300, "edge": 2**63 - 1}, step=2**63 - 1)
+    run.flush()
+    assert [line["step"] for line in metric_lines(run_dir)] == [2**63 - 1]
+    run.finish()

@@ -76,6 +76,8 @@ def _slow_line(keys: tuple[str, ...], values: tuple[Any, ...], step: int) -> str
 
 def _scalar(key: str, value: object) -> float | int | bool | str:
     """Accept plain numbers and strings; convert numpy/torch scalars; reject the rest."""
+    if isinstance(value, int) and not -rd.FLOAT_INT <= value <= rd.FLOAT_INT:
+        raise RunError(f"run.log: metric {key!r} is an int no float can hold; log a float")
     if isinstance(value, (int, float, str)):  # bool is an int
         return value
     try:
@@ -183,8 +185,11 @@ class Run:
         """Record metric values at `step` (default: one more than the last step)."""
         if step is None:
             step = self._step
-        elif type(step) is not int:
-            raise RunError(f"run.log: step must be an int, got {type(step).__name__} {step!r}")
+        elif type(step) is not int or not rd.STEP_MIN <= step <= rd.STEP_MAX:
+            raise RunError(
+                f"run.log: step must be an int between -2**63 and 2**63-1, got "
+                f"{type(step).__name__} {step!r}"
+            )
         self._step = step + 1
         if step <= self._floor:
             if not self._warned_floor:
@@ -207,7 +212,10 @@ class Run:
         # pending lines costs no GC time.
         for value in values:
             kind = type(value)
-            if not ((kind is float and value - value == 0.0) or kind is int):
+            if not (
+                (kind is float and value - value == 0.0)
+                or (kind is int and -rd.FLOAT_INT <= value <= rd.FLOAT_INT)
+            ):
                 line = _slow_line(keys, values, step)
                 break
         else:

@@ -9,6 +9,7 @@ points is a memcpy per curve, not a million json.loads.
 from __future__ import annotations
 
 import json
+import warnings
 from array import array
 from collections.abc import Iterable
 from pathlib import Path
@@ -69,7 +70,13 @@ class CurveCache:
             f.seek(offset)
             chunk = f.read(stat.st_size - offset)
         complete = chunk[: chunk.rfind(b"\n") + 1]  # a half-written last line waits
-        changed = _parse_into(cached, complete)
+        changed, skipped = _parse_into(cached, complete)
+        if skipped:
+            warnings.warn(
+                f"{name}: metrics.jsonl: skipped {skipped} line(s) that are damaged, nested too "
+                "deeply, or hold a step or value out of range",
+                stacklevel=2,
+            )
         for metric in changed:
             steps, vals = cached[metric]
             self.db.execute(
@@ -95,18 +102,27 @@ class CurveCache:
         return curves
 
 
-def _parse_into(curves: dict[str, Curve], data: bytes) -> set[str]:
-    """Append the points of complete metrics lines to `curves`; returns changed metrics."""
+def _parse_into(curves: dict[str, Curve], data: bytes) -> tuple[set[str], int]:
+    """Append the points of complete metrics lines to `curves`; returns the changed
+    metrics and how many lines were skipped (a step outside int64, an int a float
+    cannot hold: what `run.log` refuses, written by something else)."""
     steps: dict[str, list[int]] = {}
     values: dict[str, list[float]] = {}
-    for record in _records(data):
+    records, skipped = _records(data)
+    for record in records:
         if type(record) is not dict:
             continue
         step = record.get("step")
         if type(step) is not int:
             continue
+        if not rd.STEP_MIN <= step <= rd.STEP_MAX:
+            skipped += 1
+            continue
         for key, value in record.items():
             kind = type(value)  # exact types: bool is not a metric value
+            if kind is int and not -rd.FLOAT_INT <= value <= rd.FLOAT_INT:
+                skipped += 1
+                continue
             if (kind is float or kind is int) and key != "step" and key != "time":
                 found = values.get(key)
                 if found is None:
@@ -120,26 +136,26 @@ def _parse_into(curves: dict[str, Curve], data: bytes) -> set[str]:
             curve = curves[key] = (array("q"), array("d"))
         curve[0].extend(steps[key])
         curve[1].extend(map(float, found))
-    return set(values)
+    return set(values), skipped
 
 
-def _records(data: bytes) -> list[Any]:
+def _records(data: bytes) -> tuple[list[Any], int]:
     """All lines as JSON: one parse of the whole chunk (fast), or line by line when a
-    line is damaged, skipping it and keeping the rest."""
+    line is damaged, skipping it and keeping the rest. Also: how many were skipped."""
     text = data.decode("utf-8", errors="replace").strip()
     if not text:
-        return []
+        return [], 0
     try:
         records: list[Any] = json.loads("[" + text.replace("\n", ",") + "]")
-        return records
-    except ValueError:
-        records = []
+        return records, 0
+    except (ValueError, RecursionError):
+        records, skipped = [], 0
         for line in text.splitlines():
             try:
                 records.append(json.loads(line))
-            except ValueError:
-                continue  # a line torn by a crash
-        return records
+            except (ValueError, RecursionError):
+                skipped += int(bool(line.strip()))  # a line torn by a crash, or hostile
+        return records, skipped
 
 
 def load_curves(

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from xpkit import names
+from xpkit.errors import StoreError
 from xpkit.settings import XP_CACHE_DIR
 from xpkit.store import rundir as rd
 
@@ -215,12 +216,11 @@ class RunIndex:
         parsed = names.parse_run_name(name)
         try:
             run = run_dir.read_run()
-        except Exception as e:  # corrupt or half-written: remember why, never crash
+            summary = _summary(run_dir)
+        except Exception as e:  # corrupt, hostile or half-written: remember why, never crash
             return (name, parsed.expid if parsed else "", parsed.trial if parsed else 0,
                     "corrupt", "", None, None, None, None, None, None, "{}", "{}", "[]", "[]", "",
                     None, None, "[]", mtime, str(e).removeprefix(f"{name}: "))  # fmt: skip
-        summary = run_dir.read_optional(rd.SUMMARY_JSON, {})
-        summary = summary if isinstance(summary, dict) else {}
         experiment = run.get("experiment") or {}
         return (
             name,
@@ -278,6 +278,19 @@ class RunIndex:
             if not statuses or row.status in statuses:
                 result.append(row)
         return result
+
+
+def _summary(run_dir: rd.RunDir) -> dict[str, Any]:
+    try:
+        summary = rd.read_json(run_dir.file(rd.SUMMARY_JSON))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise StoreError(str(e) if "summary.json" in str(e) else f"summary.json: {e}") from None
+    problem = rd.check_summary(summary)
+    if problem is not None:
+        raise StoreError(problem)
+    return dict(summary)
 
 
 def load_rows(

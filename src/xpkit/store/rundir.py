@@ -7,7 +7,9 @@ one, so a reader sees either the old or the new content, never half of it.
 from __future__ import annotations
 
 import json
+import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -55,8 +57,84 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
+    """A JSON file; ValueError for one that is not JSON or too deeply nested to read."""
     with path.open(encoding="utf-8") as f:
-        return json.load(f)
+        try:
+            return json.load(f)
+        except RecursionError:
+            raise ValueError(f"{path.name} is nested too deeply to read") from None
+
+
+_NUMBER = (int, float)
+# run.json fields a reader relies on, and what each must be when present (runs written
+# by older versions lack some). `None` is allowed where a field starts unset.
+_FIELD_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {
+    "name": ((str,), False), "experiment_id": ((str,), False), "trial": ((int,), False),
+    "slug": ((str,), False), "status": ((str,), False), "command": ((str,), False),
+    "argv": ((list,), True), "params": ((dict,), True), "tags": ((list,), True),
+    "experiment": ((dict,), True), "created": (_NUMBER, True), "started": (_NUMBER, True),
+    "ended": (_NUMBER, True), "duration": (_NUMBER, True), "exit_code": ((int,), True),
+    "pid": ((int,), True), "gpus": ((list,), True), "gpus_requested": ((int,), True),
+    "host": ((str,), True), "snapshot": ((str,), True), "priority": ((int,), True),
+    "labels": ((list,), True), "attempt": ((int,), True), "attempts": ((list,), True),
+    "reason": ((str,), True), "resumable": ((bool,), True),
+}  # fmt: skip
+_INT_LIMIT = 2**53  # what JavaScript and SQLite take exactly
+# metrics.jsonl: a step is an int64 (the curve cache's arrays), a value converts to a float
+STEP_MIN, STEP_MAX = -(2**63), 2**63 - 1
+FLOAT_INT = int(sys.float_info.max)
+
+
+def check_run(data: dict[str, Any]) -> str | None:
+    """What is wrong with a run.json's fields (JSON path and what it should be), or None."""
+    for key, (types, nullable) in _FIELD_TYPES.items():
+        if key not in data:
+            continue
+        value = data[key]
+        if value is None and nullable:
+            continue
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+            return f"'{key}' is {_shown(value)}, not {' or '.join(t.__name__ for t in types)}"
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _INT_LIMIT:
+            return f"'{key}' is {_shown(value)}, out of range"
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"'{key}' is {value}, not a finite number"
+    if "status" in data and data["status"] not in STATUSES:
+        return f"'status' is {_shown(data['status'])}, not one of {', '.join(STATUSES)}"
+    for key in ("tags", "labels", "argv"):
+        if isinstance(data.get(key), list) and not all(isinstance(x, str) for x in data[key]):
+            return f"'{key}' must be a list of strings"
+    if isinstance(data.get("gpus"), list) and not all(type(x) is int for x in data["gpus"]):
+        return "'gpus' must be a list of GPU indices"
+    return None
+
+
+def check_summary(summary: Any) -> str | None:
+    """What is wrong with a summary.json (its key), or None: values are numbers a float
+    can hold, strings, booleans, or containers of those no more than 20 deep."""
+    if not isinstance(summary, dict):
+        return "summary.json is not a JSON object"
+
+    def bad(value: Any, depth: int) -> bool:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return abs(value) > FLOAT_INT
+        if isinstance(value, dict | list):
+            items = value.values() if isinstance(value, dict) else value
+            return depth >= 20 or any(bad(v, depth + 1) for v in items)
+        return not isinstance(value, str | float | bool | type(None))
+
+    for key, value in summary.items():
+        if bad(value, 0):
+            return f"summary.json: '{key}' is {_shown(value)}: too large or too deeply nested"
+    return None
+
+
+def _shown(value: Any) -> str:
+    try:
+        text = json.dumps(value, default=str) if not isinstance(value, int) else str(value)
+    except (ValueError, RecursionError):
+        text = type(value).__name__
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def now() -> float:
@@ -99,10 +177,13 @@ class RunDir:
             data = read_json(self.file(RUN_JSON))
         except FileNotFoundError as e:
             raise StoreError(f"{self.name}: run.json is missing") from e
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
             raise StoreError(f"{self.name}: run.json is corrupt ({e})") from e
         if not isinstance(data, dict):
             raise StoreError(f"{self.name}: run.json is not a JSON object")
+        problem = check_run(data)
+        if problem is not None:
+            raise StoreError(f"{self.name}: run.json: {problem}")
         return data
 
     def write_run(self, run: dict[str, Any]) -> None:
