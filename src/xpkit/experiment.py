@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import os
 import re
 import shlex
@@ -75,25 +76,47 @@ class Experiment:
     resumable: bool = False
     stop_signal: str = "SIGTERM"
 
+    def _grid(self, overrides: dict[str, Scalar]) -> dict[str, list[Scalar]]:
+        grid = {k: list(v) for k, v in self.grid.items()}
+        for key, value in overrides.items():
+            grid[key] = [value]
+        return grid
+
+    def count(self, overrides: dict[str, Scalar] | None = None) -> int:
+        """How many runs `expand` gives, computed without expanding."""
+        grid = self._grid(overrides or {})
+        product = math.prod(len(v) for v in grid.values()) if grid else int(not self.runs)
+        return product + len(self.runs)
+
+    def shape(self, overrides: dict[str, Scalar] | None = None) -> str:
+        """`lr 4 × seed 3 (+ 2 [[runs]])`: what the count is made of."""
+        grid = self._grid(overrides or {})
+        text = " × ".join(f"{k} {len(v)}" for k, v in grid.items() if len(v) > 1) or "1"
+        return text + (f" + {len(self.runs)} [[runs]]" if self.runs else "")
+
     def expand(
-        self, overrides: dict[str, Scalar] | None = None, sets: dict[str, Any] | None = None
+        self,
+        overrides: dict[str, Scalar] | None = None,
+        sets: dict[str, Any] | None = None,
+        first: int | None = None,
     ) -> list[RunSpec]:
-        """Every run of this experiment: the grid's cartesian product, then `[[runs]]`.
+        """Every run of this experiment: the grid's cartesian product, then `[[runs]]`
+        (only the `first` ones when given: a preview of a huge grid).
 
         `overrides` replace grid values (`--param`); `sets` replace config values
         (`--set`). Keys with dots address the config and must exist in it.
         """
         overrides = overrides or {}
-        grid = {k: list(v) for k, v in self.grid.items()}
-        for key, value in overrides.items():
-            grid[key] = [value]
+        grid = self._grid(overrides)
         combos: list[dict[str, Scalar]] = []
         if grid:
             keys = list(grid)
-            combos += [dict(zip(keys, values)) for values in itertools.product(*grid.values())]
+            product = itertools.islice(itertools.product(*grid.values()), first)
+            combos += [dict(zip(keys, values)) for values in product]
         elif not self.runs:
             combos.append({})
         single = {k: v[0] for k, v in grid.items() if len(v) == 1}
+        listed = []  # the [[runs]] entries, completed by the grid's single values
         for index, extra in enumerate(self.runs):
             combo = {**single, **extra, **overrides}
             missing = [k for k in grid if k not in combo]
@@ -102,7 +125,8 @@ class Experiment:
                     f"{self.where}: runs[{index}] has no value for {', '.join(missing)}; "
                     "give it there (the grid has several values for it)"
                 )
-            combos.append(combo)
+            listed.append(combo)
+        combos += listed
         placeholders = [p for p in template_fields(self.command) if p != CONFIG_PLACEHOLDER]
         for index, combo in enumerate(combos):
             missing = [p for p in placeholders if p not in combo]
@@ -112,7 +136,17 @@ class Experiment:
                     f"{self.where}: the command uses {{{missing[0]}}} but run {index} has no "
                     f"value for it (parameters: {known}). Add it to [grid] or to each [[runs]]."
                 )
-        varying = [k for k in _all_keys(combos) if len({repr(c.get(k)) for c in combos}) > 1]
+        if first is not None:
+            combos = combos[:first]
+        # What varies over all runs, also when only the first are expanded: the grid's
+        # keys of several values, and what differs between one grid run and [[runs]].
+        several = [k for k, v in grid.items() if len(v) > 1]
+        samples = ([{k: v[0] for k, v in grid.items()}] if grid else []) + listed
+        varying = [
+            k
+            for k in _all_keys(samples)
+            if k in several or len({repr(c.get(k)) for c in samples}) > 1
+        ]
         sets = sets or {}
         return [
             RunSpec(

@@ -53,6 +53,13 @@ def _positive_float(raw: str) -> float:
     return value
 
 
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be a positive whole number")
+    return value
+
+
 def _choice(*valid: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         if raw not in valid:
@@ -90,6 +97,9 @@ XP_HEARTBEAT_TIMEOUT = EnvVar(
     _positive_float,
     60.0,
     "Seconds without heartbeat after which a running run shows as lost.",
+)
+XP_MAX_RUNS = EnvVar(
+    "XP_MAX_RUNS", _positive_int, 1000, "Runs one `xp run`/`xp submit` creates without --yes."
 )
 XP_KILL_GRACE = EnvVar(
     "XP_KILL_GRACE", _positive_float, 10.0, "Seconds between SIGINT, SIGTERM and SIGKILL."

@@ -275,3 +275,30 @@ def test_run_from_a_subfolder_starts_in_the_same_folder_of_the_snapshot(
     assert "CWD scripts" in result.stdout
     (run,) = runs_of(runs_root)  # the runs root of the project, not of the subfolder
     assert read_run(run)["cwd"] == "scripts"
+
+
+def test_a_huge_grid_is_counted_not_expanded_and_needs_yes(
+    git_project: Path, runs_root: Path, xp: Callable[..., Result]
+) -> None:
+    values = ", ".join(str(i) for i in range(1000))
+    exp = git_project / "experiments" / "toy" / "09_huge.xp.toml"
+    exp.write_text(f'id = "huge99"\ncommand = "python train.py --lr {{lr}} --seed {{seed}}"\n'
+                   f"[grid]\nlr = [{values}]\nseed = [{values}]\nx = [{values}]\n")  # fmt: skip
+    dry = xp("run", str(exp), "--dry-run", cwd=git_project)
+    assert dry.returncode == 0, dry.output
+    assert dry.stdout.startswith("1,000,000,000 run(s) would run") and "the first 20:" in dry.stdout
+    assert len([line for line in dry.stdout.splitlines() if "huge99_NNN_" in line]) == 20
+    assert "needs --yes" in dry.stdout
+    for command in ("run", "submit"):
+        refused = xp(command, str(exp), cwd=git_project)
+        assert refused.returncode == 2 and "Traceback" not in refused.output
+        assert "1,000,000,000 runs (lr 1000 × seed 1000 × x 1000)" in refused.stderr
+        assert "--yes" in refused.stderr
+    assert runs_of(runs_root) == []
+    small = {"XP_MAX_RUNS": "1"}
+    refused = xp("run", EXP, cwd=git_project, env=small)
+    assert refused.returncode == 2 and "XP_MAX_RUNS (1)" in refused.stderr
+    assert xp("run", EXP, "--yes", cwd=git_project, env=small).returncode == 0
+    assert len(runs_of(runs_root)) == 2
+    bad = xp("run", EXP, cwd=git_project, env={"XP_MAX_RUNS": "lots"})
+    assert bad.returncode == 2 and "XP_MAX_RUNS" in bad.stderr and "Traceback" not in bad.output

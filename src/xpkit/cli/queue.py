@@ -24,6 +24,7 @@ def submit_runs(
     tags: tuple[str, ...],
     no_git: bool,
     resumable: bool | None = None,
+    yes: bool = False,
 ) -> None:
     """Shared by `xp submit` and `xp run --queue`."""
     from xpkit.queue.submit import QueueRequest, submit_target
@@ -39,6 +40,7 @@ def submit_runs(
         tags=list(tags),
         no_git=no_git,
         queue=QueueRequest(priority, gpus, labels, resumable),
+        yes=yes,
     )
     for run_dir in created:
         click.echo(run_dir.name)
@@ -59,6 +61,7 @@ def submit_runs(
     default=None,
     help="Preempted runs resume as their next attempt (default: the experiment's).",
 )
+@click.option("--yes", is_flag=True, help="Queue more runs than XP_MAX_RUNS (1000).")
 @click.argument("target", nargs=-1, type=click.UNPROCESSED, required=True)
 def submit_cmd(
     priority: int,
@@ -70,6 +73,7 @@ def submit_cmd(
     tags: tuple[str, ...],
     no_git: bool,
     resumable: bool | None,
+    yes: bool,
     target: tuple[str, ...],
 ) -> None:
     """Queue EXPERIMENT_FILE's runs (or `-- COMMAND ...`) for `xp worker`s: snapshot
@@ -90,6 +94,7 @@ def submit_cmd(
         tags=tags,
         no_git=no_git,
         resumable=resumable,
+        yes=yes,
     )
 
 

@@ -10,6 +10,8 @@ import click
 
 from xpkit.errors import ConfigError
 
+DRY_RUN_SHOWN = 20  # runs a --dry-run lists; it counts them all
+
 if TYPE_CHECKING:
     from xpkit.execute.runner import Outcome
     from xpkit.settings import Settings
@@ -70,6 +72,7 @@ def _parse_sets(pairs: tuple[str, ...]) -> dict[str, object]:
     "--queue", "to_queue", is_flag=True, help="Queue the runs for `xp worker` (xp submit)."
 )
 @click.option("--dry-run", is_flag=True, help="Print what would run; run and write nothing.")
+@click.option("--yes", is_flag=True, help="Create more runs than XP_MAX_RUNS (1000).")
 @click.option("--no-git", is_flag=True, help="Run outside git: no snapshot, no code provenance.")
 @click.argument("target", nargs=-1, type=click.UNPROCESSED, required=True)
 def run_cmd(
@@ -79,6 +82,7 @@ def run_cmd(
     sets: tuple[str, ...],
     to_queue: bool,
     dry_run: bool,
+    yes: bool,
     no_git: bool,
     target: tuple[str, ...],
 ) -> None:
@@ -96,14 +100,15 @@ def run_cmd(
       xp run --name quick -- python train.py --lr 0.1
     """
     from xpkit.execute.launch import SweepRequest, plan
-    from xpkit.settings import load_settings
+    from xpkit.settings import XP_MAX_RUNS, load_settings
     from xpkit.store.create import capture_provenance
 
     if to_queue and not dry_run:
         from xpkit.cli.queue import submit_runs
 
         submit_runs(target, priority=0, gpus=None, labels=(), params=_parse_params(params),
-                    sets=_parse_sets(sets), name=name, tags=tags, no_git=no_git)  # fmt: skip
+                    sets=_parse_sets(sets), name=name, tags=tags, no_git=no_git,
+                    yes=yes)  # fmt: skip
         return
     settings = load_settings()
     is_file = len(target) == 1 and target[0].endswith(".toml")
@@ -115,14 +120,20 @@ def run_cmd(
         name=name,
         tags=list(tags),
         no_git=no_git,
+        yes=yes,
     )
-    planned = plan(settings, request)
+    planned = plan(settings, request, preview=DRY_RUN_SHOWN if dry_run else None)
     if dry_run:
-        click.echo(f"{len(planned)} run(s) would run in {settings.runs}:")
+        from xpkit.execute.launch import count_runs
         from xpkit.redact import redact_command
 
+        total = count_runs(settings, request)
+        click.echo(f"{total:,} run(s) would run in {settings.runs}"
+                   + (f"; the first {len(planned)}:" if total > len(planned) else ":"))  # fmt: skip
         for new in planned:
             click.echo(f"  {new.expid}_NNN_{new.slug}: {redact_command(new.command)}")
+        if total > XP_MAX_RUNS.get():
+            click.echo(f"more than XP_MAX_RUNS ({XP_MAX_RUNS.get():,}): running them needs --yes")
         return
     from xpkit.store.create import ensure_runs_root
     from xpkit.store.pins import snapshot_pin

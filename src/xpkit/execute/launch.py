@@ -31,7 +31,7 @@ from xpkit.experiment import (
 from xpkit.hooks import events
 from xpkit.hooks.outbox import deliver_briefly, start_background
 from xpkit.redact import redact_argv
-from xpkit.settings import Settings
+from xpkit.settings import XP_MAX_RUNS, Settings
 from xpkit.store import rundir as rd
 from xpkit.store.claims import me
 from xpkit.store.create import NewRun, Provenance, create_run, ensure_runs_root
@@ -49,10 +49,19 @@ class SweepRequest:
     name: str | None = None
     tags: list[str] = field(default_factory=list)
     no_git: bool = False
+    yes: bool = False  # more runs than XP_MAX_RUNS are fine
 
 
-def plan(settings: Settings, request: SweepRequest) -> list[NewRun]:
-    """Validate the request and expand it into runs; nothing is written."""
+def count_runs(settings: Settings, request: SweepRequest) -> int:
+    """How many runs `plan` would give, without expanding the grid."""
+    if request.experiment_file is None:
+        return 1
+    return load_experiment(request.experiment_file, settings.root).count(request.params)
+
+
+def plan(settings: Settings, request: SweepRequest, preview: int | None = None) -> list[NewRun]:
+    """Validate the request and expand it into runs; nothing is written. `preview`:
+    only the first runs of the grid, for --dry-run (then `count_runs` says how many)."""
     sweep = os.urandom(4).hex()
     if request.experiment_file is not None:
         experiment = load_experiment(request.experiment_file, settings.root)
@@ -60,6 +69,13 @@ def plan(settings: Settings, request: SweepRequest) -> list[NewRun]:
             experiment,
             find_experiment_files(settings.root, skip=(settings.runs, settings.workdir)),
         )
+        total = experiment.count(request.params)
+        if preview is None and total > XP_MAX_RUNS.get() and not request.yes:
+            raise ConfigError(
+                f"{request.experiment_file}: {total:,} runs ({experiment.shape(request.params)}) "
+                f"is more than XP_MAX_RUNS ({XP_MAX_RUNS.get():,}); pass --yes to create them "
+                "all, narrow the grid with --param KEY=VALUE, or see them first with --dry-run"
+            )
         return [
             NewRun(
                 expid=experiment.id,
@@ -76,7 +92,7 @@ def plan(settings: Settings, request: SweepRequest) -> list[NewRun]:
                 resumable=experiment.resumable,
                 stop_signal=experiment.stop_signal,
             )
-            for spec in experiment.expand(request.params, request.sets)
+            for spec in experiment.expand(request.params, request.sets, first=preview)
         ]
     if not request.argv:
         raise RunError("nothing to run: give an experiment file or `-- COMMAND ...`")

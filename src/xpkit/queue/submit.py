@@ -245,6 +245,7 @@ def submit_target(
     tags: list[str],
     no_git: bool,
     queue: QueueRequest,
+    yes: bool = False,
 ) -> list[RunDir]:
     """`xp submit TARGET...`: an experiment file, or a command."""
     is_file = len(target) == 1 and target[0].endswith(".toml")
@@ -256,5 +257,6 @@ def submit_target(
         name=name,
         tags=tags,
         no_git=no_git,
+        yes=yes,
     )
     return submit_request(settings, request, queue)
