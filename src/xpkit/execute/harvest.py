@@ -16,6 +16,7 @@ from xpkit.store import rundir as rd
 from xpkit.store.rundir import RunDir
 
 EVENT_FILE = "events.out.tfevents"
+MAX_LINE = 64 * 1024  # bytes: a longer output line is not matched against the patterns
 
 
 class Harvester:
@@ -32,6 +33,7 @@ class Harvester:
         self.last: dict[str, float] = {}
         self.lock = threading.Lock()
         self.partial = b""
+        self.overlong = False  # the line being read is over MAX_LINE: it is skipped
         self.loaders: dict[Path, Any] = {}
         # Event files that existed before the run are another run's.
         self.preexisting = set(self._event_files()) if tensorboard else set()
@@ -48,9 +50,17 @@ class Harvester:
             return
         data = self.partial + chunk
         lines = re.split(rb"[\r\n]", data)
-        self.partial = lines.pop()
+        partial = lines.pop()
+        if self.overlong and lines:  # the end of a line too long to be a metrics line
+            lines.pop(0)
+            self.overlong = False
         for line in lines:
             self._match(line.decode("utf-8", errors="replace"))
+        # Output without line ends (a binary dump, a progress bar gone wrong) is not
+        # kept whole: that would make every chunk cost as much as all before it.
+        if len(partial) > MAX_LINE:
+            partial, self.overlong = b"", True
+        self.partial = partial
 
     def _match(self, line: str) -> None:
         for index, pattern in enumerate(self.patterns):
@@ -142,5 +152,6 @@ class Harvester:
         if self.partial:
             self._match(self.partial.decode("utf-8", errors="replace"))
             self.partial = b""
+        self.overlong = False  # the line being read is over MAX_LINE: it is skipped
         self.scan_tensorboard()
         self.flush()
