@@ -22,9 +22,14 @@ from xpkit.errors import StoreError
 @click.option("--restore", "restore_", is_flag=True, help="Copy runs back from a snapshot.")
 @click.option("--snapshot", help="Which snapshot (default: the latest).")
 @click.option("--run", help="With --restore: only this run.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="With --restore: restore files whose checksum differs too (marked in the run).",
+)
 @click.option("--rsync", "use_rsync", is_flag=True, help="Copy with rsync (implied by host:path).")
 def backup_cmd(dest: Path, show: bool, verify: bool, restore_: bool, snapshot: str | None,
-               run: str | None, use_rsync: bool) -> None:  # fmt: skip
+               run: str | None, force: bool, use_rsync: bool) -> None:  # fmt: skip
     """Back up the runs root into DEST as an incremental, dated snapshot: unchanged
     files are hard links to the previous one.
 
@@ -60,7 +65,14 @@ def backup_cmd(dest: Path, show: bool, verify: bool, restore_: bool, snapshot: s
                 click.echo(f"BAD {line}")
             click.echo(f"{chosen.name}: {'OK' if not bad else f'{len(bad)} bad file(s)'}")
             sys.exit(1 if bad else 0)
-        restored = backup.restore(chosen, runs_root, run)
+        from xpkit.store.restore import restore
+
+        restored = restore(chosen, runs_root, run, force=force)
+        for item in restored:
+            if item.name != item.original:
+                click.echo(f"{item.original}: restored as {item.name} (its trial is taken here)")
+            for line in item.bad_files:
+                click.echo(f"{item.name}: restored with a bad file (--force): {line}", err=True)
         click.echo(f"restored {len(restored)} run(s) from {chosen.name}")
         return
     result = backup.backup(runs_root, dest)

@@ -19,20 +19,23 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISLNK, S_ISREG
 from typing import Any
 
 from xpkit.errors import StoreError
 from xpkit.names import META_DIR
 from xpkit.settings import XP_TOOL_TIMEOUT
 from xpkit.store import rundir as rd
+from xpkit.store.locks import exclusive_lock
 from xpkit.subprocs import rsync_args, run_tool
 
 MANIFEST = "manifest.json"
 _DATED = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}$")
-SKIP = {f"{META_DIR}/staging"}  # half-made runs: never worth keeping
+SKIP = {f"{META_DIR}/staging", f"{META_DIR}/restoring"}  # half-made runs: never worth keeping
+LOCK_WAIT = 3600.0  # seconds a backup waits for another one into the same DEST
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -75,6 +78,13 @@ def backup(runs_root: Path, dest: Path) -> BackupResult:
     if not runs_root.is_dir():
         raise StoreError(f"runs root {runs_root} does not exist: nothing to back up")
     _check_dest(runs_root, dest)
+    with exclusive_lock(dest / ".xp-backup.lock", timeout=LOCK_WAIT):
+        for stale in dest.glob(".partial-*"):  # a backup killed midway: nothing to keep
+            shutil.rmtree(stale, ignore_errors=True)
+        return _backup(runs_root, dest)
+
+
+def _backup(runs_root: Path, dest: Path) -> BackupResult:
     started = time.time()
     previous = snapshots(dest)[-1] if snapshots(dest) else None
     old: dict[str, Any] = json.loads((previous / MANIFEST).read_text()) if previous else {}
@@ -86,23 +96,36 @@ def backup(runs_root: Path, dest: Path) -> BackupResult:
     manifest: dict[str, Any] = {}
     linked = copied = 0
     for rel, source in _files(runs_root):
-        stat = source.stat()
+        try:
+            stat = source.lstat()
+        except FileNotFoundError:
+            continue  # gone meanwhile: a worker renamed a temporary file into place
         out = partial / rel
         out.parent.mkdir(parents=True, exist_ok=True)
+        if S_ISLNK(stat.st_mode):  # copied as a link, never followed out of the runs root
+            manifest[rel] = {"link": os.readlink(source)}
+            os.symlink(manifest[rel]["link"], out)
+            continue
+        if not S_ISREG(stat.st_mode):
+            continue  # a socket or fifo: nothing to keep
         before = old.get(rel)
         if (
             previous
             and before
-            and before["size"] == stat.st_size
-            and before["mtime_ns"] == stat.st_mtime_ns
+            and before.get("size") == stat.st_size
+            and before.get("mtime_ns") == stat.st_mtime_ns
+            and (previous / rel).is_file()
         ):
             os.link(previous / rel, out)
             manifest[rel] = before
             linked += 1
-        else:
-            shutil.copy2(source, out)
-            manifest[rel] = _entry(out, stat)
-            copied += stat.st_size
+            continue
+        try:
+            shutil.copy2(source, out, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        manifest[rel] = _entry(out, stat)
+        copied += stat.st_size
     partial.mkdir(parents=True, exist_ok=True)
     (partial / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
     partial.rename(target)
@@ -110,11 +133,14 @@ def backup(runs_root: Path, dest: Path) -> BackupResult:
 
 
 def _files(runs_root: Path) -> Iterator[tuple[str, Path]]:
-    """(relative path, path) of every file a backup keeps."""
+    """(relative path, path) of every file and symlink a backup keeps; a folder that
+    vanishes during the walk is skipped, a symlinked folder is kept as a link."""
     for folder, dirs, files in os.walk(runs_root):
         rel_folder = Path(folder).relative_to(runs_root).as_posix()
         dirs[:] = [d for d in dirs if f"{rel_folder}/{d}".lstrip("./") not in SKIP]
-        for file in files:
+        linked = [d for d in dirs if (Path(folder) / d).is_symlink()]
+        dirs[:] = [d for d in dirs if d not in linked]
+        for file in [*files, *linked]:
             if file == rd.SECRETS:  # a command's secret values stay on this machine
                 continue
             path = Path(folder) / file
@@ -122,11 +148,21 @@ def _files(runs_root: Path) -> Iterator[tuple[str, Path]]:
 
 
 def _entry(path: Path, stat: os.stat_result) -> dict[str, Any]:
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": _sha256(path)}
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256(path)}
 
 
 def _manifest(runs_root: Path) -> dict[str, Any]:
-    return {rel: _entry(path, path.stat()) for rel, path in _files(runs_root)}
+    manifest = {}
+    for rel, path in _files(runs_root):
+        try:
+            stat = path.lstat()
+            if S_ISLNK(stat.st_mode):
+                manifest[rel] = {"link": os.readlink(path)}
+            elif S_ISREG(stat.st_mode):
+                manifest[rel] = _entry(path, stat)
+        except FileNotFoundError:
+            continue
+    return manifest
 
 
 def backup_rsync(runs_root: Path, dest: str) -> BackupResult:
@@ -182,28 +218,15 @@ def backup_rsync(runs_root: Path, dest: str) -> BackupResult:
 def verify(snapshot: Path) -> list[str]:
     """Files whose content no longer matches the manifest (or that are missing)."""
     manifest = json.loads((snapshot / MANIFEST).read_text())
-    bad = []
-    for rel, meta in sorted(manifest.items()):
-        path = snapshot / rel
-        if not path.is_file():
-            bad.append(f"{rel}: missing")
-        elif _sha256(path) != meta["sha256"]:
-            bad.append(f"{rel}: checksum differs")
-    return bad
+    return [f"{rel}: {problem}" for rel, meta in sorted(manifest.items())
+            if (problem := check_file(snapshot / rel, meta))]  # fmt: skip
 
 
-def restore(snapshot: Path, runs_root: Path, run: str | None = None) -> list[str]:
-    """Copy runs back from a snapshot; an existing run directory is never overwritten."""
-    names = (
-        [run]
-        if run
-        else [p.name for p in snapshot.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    )
-    for name in names:
-        if not (snapshot / name).is_dir():
-            raise StoreError(f"run {name} is not in backup {snapshot.name}")
-        if (runs_root / name).exists():
-            raise StoreError(f"cannot restore {name}: it exists in {runs_root} (xp rm it first)")
-    for name in names:
-        shutil.copytree(snapshot / name, runs_root / name)
-    return names
+def check_file(path: Path, meta: dict[str, Any]) -> str | None:
+    """What is wrong with one backed-up file against its manifest entry, or None."""
+    if "link" in meta:
+        ok = path.is_symlink() and os.readlink(path) == meta["link"]
+        return None if ok else "link missing or changed"
+    if not path.is_file() or path.is_symlink():
+        return "missing"
+    return None if sha256(path) == meta.get("sha256") else "checksum differs"
