@@ -118,6 +118,11 @@ def allocate_trial(runs_root: Path, expid: str) -> int:
                     f"runs root {runs_root} is not writable: {e.strerror}."
                     " Set `runs = ...` in xp.toml or XP_RUNS to a folder you can write."
                 ) from e
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StoreError(
+                    f"runs root {runs_root} is full ({e.strerror}): free space there; "
+                    "no run was created"
+                ) from e
             raise
         os.write(fd, f"{os.getpid()}\n".encode())
         os.close(fd)

@@ -98,6 +98,12 @@ XP_HEARTBEAT_TIMEOUT = EnvVar(
     60.0,
     "Seconds without heartbeat after which a running run shows as lost.",
 )
+XP_GONE_WAIT = EnvVar(
+    "XP_GONE_WAIT",
+    _positive_float,
+    120.0,
+    "Seconds a run that ended waits for its vanished folder before keeping its end locally.",
+)
 XP_MAX_RUNS = EnvVar(
     "XP_MAX_RUNS", _positive_int, 1000, "Runs one `xp run`/`xp submit` creates without --yes."
 )

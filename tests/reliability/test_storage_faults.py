@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 import resource
+import signal
 import sqlite3
 import subprocess
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,100 @@ def test_output_that_cannot_be_written_is_kept_on_local_disk(
     kept = (run / "output.log").read_bytes() + spool.read_bytes()
     assert kept.count(b"x" * 99 + b"\n") == 15_000 and kept.endswith(b"the end\n")
     assert f"stays in {spool}" in proc.stderr.decode()
+
+
+FILL_PY = textwrap.dedent(
+    """\
+    import os
+    print("working", flush=True)
+    with open(os.path.join(os.environ["XP_RUN_DIR"], "artifacts", "fill.bin"), "wb") as f:
+        try:
+            while True:
+                f.write(b"x" * 65536)
+                f.flush()
+        except OSError as e:
+            print("disk full:", e.strerror, flush=True)
+    """
+)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 4 MB filesystem (tmpfs), where a write fails with ENOSPC."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"mounting a tmpfs needs root here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_really_full_disk_keeps_the_outcome_and_says_so(
+    git_project: Path, xp: Callable[..., Result], tiny_disk: Path
+) -> None:
+    """Fault: the runs root is on a 4 MB filesystem that the program fills (ENOSPC, not a
+    file-size limit) just before it exits 0.
+    Promise: no traceback; `xp run` says it could not record the end and where it kept it;
+    a new `xp run` on the full disk is a clear error that creates nothing; once space is
+    free, `xp ls` shows the run finished with exit code 0, not lost."""
+    (git_project / "fill.py").write_text(FILL_PY)
+    (git_project / "xp.toml").write_text(f'runs = "{tiny_disk / "runs"}"\n')
+    git(git_project, "add", "-A")
+    git(git_project, "commit", "-qm", "fill")
+    env = {"XP_GONE_WAIT": "2"}
+    result = xp("run", "--", "python", "fill.py", cwd=git_project, env=env)
+    assert "Traceback" not in result.output, result.output
+    assert "cannot record how" in result.stderr and "(finished, exit code 0)" in result.stderr
+    assert "kept in" in result.stderr
+    (run,) = runs_of(tiny_disk / "runs")
+    again = xp("run", "--", "python", "-c", "pass", cwd=git_project, env=env)
+    assert again.returncode != 0 and "Traceback" not in again.output, again.output
+    assert "No space left on device" in again.stderr or "is full" in again.stderr
+    assert runs_of(tiny_disk / "runs") == [run]
+    (run / "artifacts" / "fill.bin").unlink()  # space again
+    listing = xp("ls", "--json", cwd=git_project, env=env)
+    assert listing.returncode == 0, listing.output
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "finished" and info["exit_code"] == 0, info
+    assert [a["status"] for a in info["attempts"]] == ["finished"]
+    json_files_whole(tiny_disk / "runs")
+    tools_still_work(xp, git_project, env)
+
+
+@pytest.mark.parametrize("then", ["trashed", "trash-emptied"])
+def test_a_paused_runner_whose_run_was_removed_ends_without_hanging(
+    git_project: Path, xp: Callable[..., Result], then: str
+) -> None:
+    """Fault: the runner of a run is paused (SIGSTOP) until the run shows `lost`, the run
+    is `xp rm`ed (and the trash emptied), then the runner resumes.
+    Promise: `xp run` ends within its bounded wait instead of waiting forever; the end is
+    recorded in the trashed run, or kept on local disk when the run is gone."""
+    env = {**os.environ, "XP_HEARTBEAT_INTERVAL": "0.2", "XP_HEARTBEAT_TIMEOUT": "1",
+           "XP_GONE_WAIT": "3"}  # fmt: skip
+    runner = subprocess.Popen([*XP, "run", "--", "python", "-c", "import time; time.sleep(2)"],
+                              cwd=git_project, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    runs = git_project / "runs"
+    wait_for(lambda: bool(runs_of(runs)) and (runs_of(runs)[0] / ".heartbeat").exists())
+    (run,) = runs_of(runs)
+    os.kill(runner.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: "lost" in xp("ls", cwd=git_project, env=env).stdout, timeout=30)
+        removed = xp("rm", run.name, "--yes", cwd=git_project, env=env)
+        assert removed.returncode == 0, removed.output
+        if then == "trash-emptied":
+            assert xp("trash", "empty", "--yes", cwd=git_project, env=env).returncode == 0
+    finally:
+        os.kill(runner.pid, signal.SIGCONT)
+    out, err = runner.communicate(timeout=60)  # never "waiting for it to come back" forever
+    assert "Traceback" not in out + err
+    trashed = runs / ".xp" / "trash" / run.name
+    if then == "trashed":
+        assert "moved to the trash while it ran" in err
+        assert json.loads((trashed / "run.json").read_text())["status"] == "finished"
+    else:
+        assert not trashed.exists() and "cannot record how" in err and "kept in" in err

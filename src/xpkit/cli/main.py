@@ -3,6 +3,7 @@ every XpError becomes a one-paragraph message and exit code 2 here, in one place
 
 from __future__ import annotations
 
+import errno
 import importlib
 import signal
 import sys
@@ -76,6 +77,9 @@ def _show_warning(
     click.echo(f"xp: warning: {message}", err=True)
 
 
+_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+
+
 def main(argv: list[str] | None = None) -> None:
     warnings.showwarning = _show_warning
     # Over a file-size limit (ulimit -f), a write fails with EFBIG and is reported,
@@ -95,6 +99,17 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("xp: interrupted", err=True)
         sys.exit(130)
+    except OSError as e:
+        if e.errno not in _DISK_ERRORS:
+            raise
+        # A full disk or quota anywhere, or a file-size limit: said plainly. Every
+        # metadata write is atomic, so what was there before is intact.
+        click.echo(
+            f"xp: error: cannot write {e.filename or 'a file'}: {e.strerror}; free space (or "
+            "raise the limit) and try again: nothing written before was damaged",
+            err=True,
+        )
+        sys.exit(1)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except SystemExit:

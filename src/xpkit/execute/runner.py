@@ -30,12 +30,14 @@ from typing import Any
 from xpkit.errors import RunError, StoreError
 from xpkit.execute.harvest import Harvester
 from xpkit.execute.supervise import Monitor, OutputTee
+from xpkit.names import META_DIR
 from xpkit.settings import (
     XP_ATTEMPT,
     XP_CACHE_DIR,
     XP_CKPT_DIR,
     XP_CONFIG,
     XP_EXPERIMENT_ID,
+    XP_GONE_WAIT,
     XP_KILL_GRACE,
     XP_RUN_DIR,
     XP_RUN_ID,
@@ -75,6 +77,7 @@ _SHELL_WORDS = {
 # A program that exits with this code asks to be requeued (EX_TEMPFAIL, "try again
 # later"): a resumable run goes back to the queue as its next attempt.
 REQUEUE_EXIT_CODE = 75
+END_WRITE_RETRY = 10.0  # seconds the end of a run is retried on a full disk
 CHECKPOINTS = "checkpoints"
 
 
@@ -256,14 +259,19 @@ class Runner:
         if self._interrupts:
             status = "killed"
         why = _reason(status, exit_code)
-        self._wait_for_run_dir(status)
+        if not self._wait_for_run_dir(status):
+            self._keep_end(run, status, exit_code, started, ended, why, "its folder is gone")
+            return Outcome(status, exit_code)
         write_error = self.run_dir.read_run().get("write_error") or tee.error
         if tee.dropped:
             write_error = f"{write_error}; {tee.dropped:,} bytes of output lost"
         if write_error and status == "finished":
             status, why = "failed", write_error
         self._unspool(spool)
-        harvester.finish()
+        try:
+            harvester.finish()
+        except OSError as e:
+            why = f"{why + '; ' if why else ''}harvested metrics not written: {e.strerror}"
         if exit_code == REQUEUE_EXIT_CODE and status == "failed":
             why = f"exit code {exit_code}: asks to be requeued" + (
                 "" if run.get("resumable") else " (the run is not resumable)"
@@ -280,16 +288,61 @@ class Runner:
             "status": status,
             "reason": why,
         }
-        self.run_dir.update_run(
-            status=status,
-            ended=ended,
-            duration=round(ended - started, 3),
-            exit_code=exit_code,
-            peak_rss_bytes=max(monitor.peak_rss, ru_maxrss * 1024),
-            reason=why,
-            attempts=[*(info.get("attempts") or []), attempt],
+        self._record_end(
+            dict(
+                status=status,
+                ended=ended,
+                duration=round(ended - started, 3),
+                exit_code=exit_code,
+                peak_rss_bytes=max(monitor.peak_rss, ru_maxrss * 1024),
+                reason=why,
+                attempts=[*(info.get("attempts") or []), attempt],
+            )
         )
         return Outcome(status, exit_code)
+
+    def _record_end(self, changes: dict[str, Any]) -> None:
+        """Write how the run ended; on a full disk retry a while, then keep it on local
+        disk for the next xpkit process to write (`store/pending.py`)."""
+        deadline = time.monotonic() + min(END_WRITE_RETRY, XP_GONE_WAIT.get())
+        while True:
+            try:
+                self.run_dir.update_run(**changes)
+                return
+            except (OSError, StoreError) as e:
+                if time.monotonic() < deadline:
+                    time.sleep(1.0)
+                    continue
+                problem = getattr(e, "strerror", None) or str(e)
+            break
+        self._kept(changes, problem)
+
+    def _keep_end(
+        self, run: dict[str, Any], status: str, exit_code: int, started: float, ended: float,
+        why: str | None, problem: str,
+    ) -> None:  # fmt: skip
+        attempt = {"attempt": int(run.get("attempt") or 1), "host": socket.gethostname(),
+                   "started": started, "ended": ended, "exit_code": exit_code,
+                   "status": status, "reason": why}  # fmt: skip
+        changes = dict(status=status, ended=ended, duration=round(ended - started, 3),
+                       exit_code=exit_code, reason=why,
+                       attempts=[*(run.get("attempts") or []), attempt])  # fmt: skip
+        self._kept(changes, problem)
+
+    def _kept(self, changes: dict[str, Any], problem: str) -> None:
+        from xpkit.store import pending
+
+        ended = f"{changes['status']}, exit code {changes['exit_code']}"
+        try:
+            where = f"kept in {pending.keep(self.run_dir, changes)}"
+        except OSError as e:
+            where = f"and it cannot be kept on local disk either ({e.strerror})"
+        print(
+            f"xp: error: cannot record how {self.run_dir.name} ended ({ended}): {problem}; "
+            f"{where}: the next `xp ls` or worker writes it once {self.run_dir.path.parent} "
+            "can take it",
+            file=sys.stderr,
+        )
 
     def _mark_attempt(self, run: dict[str, Any]) -> None:
         """A later attempt begins with a boundary line in output.log and metrics.jsonl
@@ -311,20 +364,31 @@ class Runner:
         )
         return Outcome("cancelled", None)
 
-    def _wait_for_run_dir(self, status: str) -> None:
-        """The run has ended; to record how, its directory must be reachable. Wait for
-        an unmounted or renamed runs root to come back (Ctrl-C gives up: the run will
-        then show as lost)."""
+    def _wait_for_run_dir(self, status: str) -> bool:
+        """The run has ended; to record how, its directory must be reachable. Wait a
+        while (XP_GONE_WAIT) for an unmounted or renamed runs root to come back; a run
+        moved to the trash meanwhile (`xp rm` of a run that looked lost) is recorded
+        there. False: still gone."""
         warned = False
+        deadline = time.monotonic() + XP_GONE_WAIT.get()
+        trashed = RunDir(self.run_dir.path.parent / META_DIR / "trash" / self.run_dir.name)
         while not self.run_dir.file(rd.RUN_JSON).is_file():
+            if trashed.file(rd.RUN_JSON).is_file():
+                print(f"xp: {self.run_dir.name} was moved to the trash while it ran; "
+                      "its end is recorded there", file=sys.stderr)  # fmt: skip
+                self.run_dir = trashed
+                return True
+            if time.monotonic() > deadline:
+                return False
             if not warned:
                 print(
                     f"xp: run {self.run_dir.name} ended ({status}) but {self.run_dir.path} "
-                    "is gone; waiting for it to come back to record that (Ctrl-C gives up)",
+                    f"is gone; waiting up to {XP_GONE_WAIT.get():.0f} s for it to come back",
                     file=sys.stderr,
                 )
                 warned = True
             time.sleep(1.0)
+        return True
 
     def _unspool(self, spool: Path) -> None:
         """Append the output kept on local disk while output.log could not be written."""

@@ -180,6 +180,9 @@ class RunIndex:
 
     def refresh(self) -> None:
         """Bring the index up to date with the run directories."""
+        from xpkit.store import pending
+
+        pending.apply(self.runs_root)  # ends of runs that found a full disk
         known = dict(self.db.execute("SELECT name, dir_mtime FROM runs").fetchall())
         seen = set()
         changed = []
