@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from conftest import git
+from conftest import Result, git, runs_of
 from xpkit.capture.git import take_snapshot
 from xpkit.execute.workspace import IDLE_KEPT, Workspace
 
@@ -70,3 +72,45 @@ def test_link_folders_are_symlinked(git_project: Path, tmp_path: Path) -> None:
         tree = ws.acquire(take_snapshot(git_project).snapshot, "run-1")
     assert (tree / "datasets").is_symlink()
     assert (tree / "datasets" / "x.csv").read_text() == "1,2\n"
+
+
+def test_submodules_are_checked_out_at_the_snapshot_with_their_changes(
+    git_project: Path, tmp_path: Path, xp: Callable[..., Result]
+) -> None:
+    """The worktree holds each submodule at the commit the snapshot recorded; changes not
+    committed inside a submodule make the run dirty, are in its git.diff and in its code."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    git(lib, "init", "-q", "-b", "main")
+    (lib / "lib.py").write_text("VALUE = 1\n")
+    git(lib, "add", "-A")
+    git(lib, "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "lib")
+    git(git_project, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(lib),
+        "libs/sub")  # fmt: skip
+    (git_project / "show.py").write_text(
+        'import sys; sys.path.insert(0, "libs/sub"); import lib; print("VALUE", lib.VALUE)\n'
+    )
+    git(git_project, "add", "-A")
+    git(git_project, "commit", "-qm", "with a submodule")
+    runs = git_project / "runs"
+
+    def run_and_see() -> tuple[str, dict[str, object], str]:
+        result = xp("run", "--", "python", "show.py", cwd=git_project)
+        assert result.returncode == 0, result.output
+        run = sorted(runs_of(runs), key=lambda r: r.stat().st_mtime)[-1]
+        value = next(line for line in (run / "output.log").read_text().splitlines()
+                     if line.startswith("VALUE"))  # fmt: skip
+        return value, json.loads((run / "git.json").read_text()), (run / "git.diff").read_text()
+
+    value, info, _ = run_and_see()
+    assert value == "VALUE 1" and info["dirty"] is False
+    (git_project / "libs" / "sub" / "lib.py").write_text("VALUE = 2  # not committed\n")
+    value, info, diff = run_and_see()
+    assert value == "VALUE 2" and info["dirty"] is True
+    assert "Submodule libs/sub" in diff and "+VALUE = 2  # not committed" in diff
+    git(git_project / "libs" / "sub", "-c", "user.name=t", "-c", "user.email=t@e", "commit",
+        "-qam", "v2")  # fmt: skip
+    (git_project / "libs" / "sub" / "lib.py").write_text("VALUE = 3\n")
+    value, info, _ = run_and_see()  # the worktree is recycled: the submodule moves too
+    assert value == "VALUE 3" and info["dirty"] is True
+    assert git(git_project, "status", "--porcelain").strip() == "M libs/sub"  # untouched

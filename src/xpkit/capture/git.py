@@ -134,6 +134,8 @@ def take_snapshot(
         pathspec = ["."] + [f":(exclude,literal){p}" for p in _unignored(root, exclude)]
         git(root, "add", "-A", "--", *pathspec, *(":(exclude," + s[2:] for s in secrets), env=env)
         kept_out, tracked = _secret_files(root, secrets, env)
+        if (root / ".gitmodules").is_file():
+            kept_out += _snapshot_submodules(root, env, secret_globs)
         if tracked:
             literal = [f":(literal){p}" for p in tracked]
             git(root, "rm", "-q", "--cached", "--ignore-unmatch", "--", *literal, env=env)
@@ -158,6 +160,28 @@ def take_snapshot(
         snap.not_inlined = _large_or_binary_new_files(root, head or EMPTY_TREE, sha)
         snap.diff = _diff(root, head or EMPTY_TREE, sha, snap.not_inlined, tracked)
     return snap
+
+
+def submodule_paths(root: Path) -> list[str]:
+    """The submodule paths the working tree's .gitmodules names."""
+    out = git(root, "config", "-z", "-f", ".gitmodules", "--get-regexp", r"^submodule\..*\.path$",
+              check=False)  # fmt: skip
+    return [record.split("\n", 1)[1] for record in out.split("\0") if "\n" in record]
+
+
+def _snapshot_submodules(
+    root: Path, env: dict[str, str], secret_globs: tuple[str, ...]
+) -> list[str]:
+    """Snapshot each checked-out submodule as it is (its uncommitted changes too) and
+    record that commit in the superproject's snapshot; returns what they kept out."""
+    kept = []
+    for path in submodule_paths(root):
+        if not (root / path / ".git").exists():
+            continue  # not checked out here: the snapshot keeps the recorded commit
+        inner = take_snapshot(root / path, secret_globs=secret_globs)
+        git(root, "update-index", "--cacheinfo", f"160000,{inner.snapshot},{path}", env=env)
+        kept += [f"{path}/{p}" for p in inner.kept_out]
+    return kept
 
 
 def _secret_files(root: Path, specs: list[str], env: dict[str, str]) -> tuple[list[str], list[str]]:
@@ -227,7 +251,8 @@ def _diff(
     """The snapshot against its base; a tracked secret file the snapshot dropped is not
     shown (its removal would print its content)."""
     excludes = [f":(exclude,literal){p}" for p in [*(f["path"] for f in not_inlined), *secrets]]
-    text = git(root, "diff", "--no-color", "--no-ext-diff", base, sha, "--", ".", *excludes)
+    text = git(root, "diff", "--no-color", "--no-ext-diff", "--submodule=diff", base, sha,
+               "--", ".", *excludes)  # fmt: skip
     if not_inlined:
         listing = "\n".join(
             f"#   {f['path']} ({f['bytes']} bytes, {f['reason']})" for f in not_inlined

@@ -16,7 +16,7 @@ import shutil
 import warnings
 from pathlib import Path
 
-from xpkit.capture.git import git
+from xpkit.capture.git import git, submodule_paths
 from xpkit.errors import GitError, RunError
 from xpkit.store.locks import exclusive_lock
 
@@ -129,9 +129,35 @@ class Workspace:
             shutil.rmtree(tree, ignore_errors=True)
             git(self.project, "worktree", "prune", check=False)
             git(self.project, "worktree", "add", "--detach", "--force", str(tree), sha)
+        self._check_out_submodules(tree, sha, self.project)
         self._link_folders(tree)
         self._link_secrets(tree)
         marker.write_text(sha + "\n")
+
+    def _check_out_submodules(self, tree: Path, sha: str, project: Path) -> None:
+        """Each submodule at the commit the snapshot records, as a worktree of the
+        project's own checkout of it (no network, no clone; nested ones too)."""
+        if not (tree / ".gitmodules").is_file():
+            return
+        for path in submodule_paths(tree):
+            entry = git(tree, "ls-tree", sha, "--", path).split()
+            if len(entry) < 3 or entry[0] != "160000":
+                continue
+            commit, source, target = entry[2], project / path, tree / path
+            if not (source / ".git").exists():
+                warnings.warn(
+                    f"submodule {path} is not checked out in {project}: the run's copy of it "
+                    "is empty",
+                    stacklevel=4,
+                )
+                continue
+            if (target / ".git").exists():
+                git(target, "checkout", "-q", "-f", "--detach", commit)
+                git(target, "clean", "-q", "-ffd")
+            else:
+                git(source, "worktree", "prune", check=False)
+                git(source, "worktree", "add", "--detach", "--force", str(target), commit)
+            self._check_out_submodules(target, commit, source)
 
     def _link_secrets(self, tree: Path) -> None:
         missing = []
