@@ -73,6 +73,22 @@ def test_binary_and_large_untracked_files_are_listed_not_inlined(git_project: Pa
     assert "#   big.txt" in snap.diff
 
 
+def test_new_files_are_inlined_up_to_a_limit_per_diff(git_project: Path) -> None:
+    """A sweep's outputs left untracked (60 text files of 900 KB) must not make every
+    git.diff 54 MB: new files are inlined up to 8 MiB in all, the rest listed."""
+    outputs = git_project / "outputs"
+    outputs.mkdir()
+    for i in range(60):
+        (outputs / f"log-{i:02d}.txt").write_text(f"line of output {i}\n" * 50_000)
+    snap = take_snapshot(git_project)
+    over = [f["path"] for f in snap.not_inlined if f["reason"] == "over the diff's limit"]
+    assert 45 <= len(over) <= 52 and "outputs/log-59.txt" in over
+    assert 7 * 2**20 <= len(snap.diff) <= 9 * 2**20
+    assert "+line of output 0" in snap.diff and "+line of output 59" not in snap.diff
+    tree = git(git_project, "ls-tree", "-r", "--name-only", snap.snapshot).split()
+    assert "outputs/log-59.txt" in tree  # listed, still in the snapshot
+
+
 def test_excluded_paths_stay_out_even_if_not_ignored(git_project: Path) -> None:
     (git_project / "work").mkdir()
     (git_project / "work" / "tree.txt").write_text("x")

@@ -225,6 +225,16 @@ def _read_toml_text(text: str, where: str) -> dict[str, Any]:
         raise ConfigError(f"{where}: invalid TOML: {e}") from e
 
 
+def _check_folder(path: Path, what: str, where: str) -> None:
+    """A folder xpkit will create must not be a file, nor lie below one."""
+    for folder in (path, *path.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                below = "" if folder == path else f" ({folder} is a file)"
+                raise ConfigError(f"{what} {path} is not a folder{below}: give a folder in {where}")
+            return
+
+
 def load_settings(start: Path | None = None) -> Settings:
     """Settings of the project containing `start` (default: the current folder).
 
@@ -267,9 +277,12 @@ def load_settings(start: Path | None = None) -> Settings:
     runs_override = XP_RUNS.get()
     runs = runs_override if runs_override else Path(raw.get("runs", "runs")).expanduser()
     workdir = Path(raw["workdir"]).expanduser() if "workdir" in raw else default_workdir(root)
+    runs = (root / runs).resolve() if not runs.is_absolute() else runs
+    _check_folder(runs, "runs root", "runs = ... in xp.toml or XP_RUNS" if not runs_override
+                  else "XP_RUNS")  # fmt: skip
     return Settings(
         root=root,
-        runs=(root / runs).resolve() if not runs.is_absolute() else runs,
+        runs=runs,
         workdir=(root / workdir).resolve() if not workdir.is_absolute() else workdir,
         link=tuple(link),
         secret_globs=tuple(secret_globs),

@@ -190,8 +190,10 @@ def test_environment_is_redacted_by_name_and_by_value(
         ('secret_globs = "*.secret"', "'secret_globs' must be a list of file globs"),
         ('runs = ""', "would put run directories in the project root"),
         ('runs = "."', "would put run directories in the project root"),
+        ('runs = "version.txt"', "runs root"),
+        ('runs = "version.txt/runs"', "is a file"),
     ],
-    ids=["globs-not-a-list", "runs-empty", "runs-dot"],
+    ids=["globs-not-a-list", "runs-empty", "runs-dot", "runs-a-file", "runs-below-a-file"],
 )
 def test_bad_settings_are_refused(
     project: Path, xp: Callable[..., Result], setting: str, fragment: str

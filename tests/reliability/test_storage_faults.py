@@ -176,15 +176,18 @@ def test_output_that_cannot_be_written_is_kept_on_local_disk(
 
 FILL_PY = textwrap.dedent(
     """\
-    import os
+    import os, time
     print("working", flush=True)
-    with open(os.path.join(os.environ["XP_RUN_DIR"], "artifacts", "fill.bin"), "wb") as f:
+    time.sleep(1)  # the runner has written it to output.log
+    fd = os.open(os.path.join(os.environ["XP_RUN_DIR"], "artifacts", "fill.bin"),
+                 os.O_WRONLY | os.O_CREAT)
+    for size in (65536, 1):  # to the last byte: nothing more fits, not even run.json
         try:
             while True:
-                f.write(b"x" * 65536)
-                f.flush()
-        except OSError as e:
-            print("disk full:", e.strerror, flush=True)
+                os.write(fd, b"x" * size)
+        except OSError:
+            pass
+    os.close(fd)  # and it prints nothing more: its output is whole
     """
 )
 

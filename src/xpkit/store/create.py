@@ -208,8 +208,8 @@ def capture_provenance(settings: Settings, no_git: bool) -> Provenance:
         if snapshot.not_inlined:
             listed = ", ".join(f["path"] for f in snapshot.not_inlined[:5])
             warnings.warn(
-                f"{len(snapshot.not_inlined)} binary or large (>1 MiB) new file(s) are in the "
-                f"snapshot but only listed in git.diff: {listed}",
+                f"{len(snapshot.not_inlined)} new file(s) are in the snapshot but only listed "
+                f"in git.diff (binary, over 1 MiB, or beyond 8 MiB of new files): {listed}",
                 stacklevel=2,
             )
     try:
