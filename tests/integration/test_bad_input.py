@@ -105,7 +105,7 @@ def test_runs_root_not_writable(git_project: Path, xp: Callable[..., Result]) ->
         cwd=git_project,
         env={"XP_RUNS": str(git_project / "afile" / "runs")},
     )
-    assert_clean_error(result, "is not writable", "XP_RUNS")
+    assert_clean_error(result, "is not a folder", "XP_RUNS")
 
 
 def test_corrupt_run_json_is_skipped_by_ls(

@@ -249,7 +249,7 @@ def test_a_paused_runner_whose_run_was_removed_ends_without_hanging(
     recorded in the trashed run, or kept on local disk when the run is gone."""
     env = {**os.environ, "XP_HEARTBEAT_INTERVAL": "0.2", "XP_HEARTBEAT_TIMEOUT": "1",
            "XP_GONE_WAIT": "3"}  # fmt: skip
-    runner = subprocess.Popen([*XP, "run", "--", "python", "-c", "import time; time.sleep(2)"],
+    runner = subprocess.Popen([*XP, "run", "--", "python", "-c", "import time; time.sleep(8)"],
                               cwd=git_project, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)  # fmt: skip
     runs = git_project / "runs"
@@ -257,7 +257,7 @@ def test_a_paused_runner_whose_run_was_removed_ends_without_hanging(
     (run,) = runs_of(runs)
     os.kill(runner.pid, signal.SIGSTOP)
     try:
-        wait_for(lambda: "lost" in xp("ls", cwd=git_project, env=env).stdout, timeout=30)
+        wait_for(lambda: "lost" in xp("ls", cwd=git_project, env=env).stdout, timeout=60)
         removed = xp("rm", run.name, "--yes", cwd=git_project, env=env)
         assert removed.returncode == 0, removed.output
         if then == "trash-emptied":
