@@ -159,7 +159,7 @@ def scenario_search(work: Path, reps: int, xp_project: Path, count: int) -> dict
                lambda i: {"loss": 1.0 / (i + 1), "acc": (i % 100) / 100, "lr": 0.1})  # fmt: skip
     script = _script(work, "search_mlflow.py", SEARCH_MLFLOW)
     env = {**os.environ, "XP_CACHE_DIR": str(work / "search-cache")}
-    xp_cmd = ["xp", "ls", "--where", "p3=4", "--where", "acc>0.5", "--limit", "0", "--json"]
+    xp_cmd = ["xp", "ls", "--where", "p3=4", "--where", "acc>0.5", "--limit", "0", "--jsonl"]
     run_timed(xp_cmd, xp_project, env)  # the index exists, as it does after any xp command
     xp_times, ml_times, ml_inner = [], [], []
     for _ in range(reps):

@@ -21,6 +21,7 @@ from typing import Any
 from xpkit import names
 from xpkit.errors import ConfigError
 from xpkit.settings import _read_toml
+from xpkit.suggest import did_you_mean
 
 SUFFIX = ".xp.toml"
 Scalar = str | int | float | bool
@@ -77,10 +78,25 @@ class Experiment:
     stop_signal: str = "SIGTERM"
 
     def _grid(self, overrides: dict[str, Scalar]) -> dict[str, list[Scalar]]:
+        self._check_overrides(overrides)
         grid = {k: list(v) for k, v in self.grid.items()}
         for key, value in overrides.items():
             grid[key] = [value]
         return grid
+
+    def _check_overrides(self, overrides: dict[str, Scalar]) -> None:
+        """`--param KEY` must name a parameter of this experiment (a grid or [[runs]] key,
+        a placeholder of its command) or a config path (`optim.lr`, checked when set):
+        a typo must not run the whole grid."""
+        known = {*self.grid, *(k for run in self.runs for k in run)}
+        known |= {p for p in template_fields(self.command) if p != CONFIG_PLACEHOLDER}
+        for key in overrides:
+            if key not in known and "." not in key:
+                raise ConfigError(
+                    f"--param {key}: {self.where} has no parameter {key!r}"
+                    + did_you_mean(key, known, "parameters")
+                    + " (a new parameter goes into [grid])"
+                )
 
     def count(self, overrides: dict[str, Scalar] | None = None) -> int:
         """How many runs `expand` gives, computed without expanding."""

@@ -46,10 +46,10 @@ def command_experiment_id(argv: list[str]) -> str:
 
 
 def slugify(text: str, limit: int = SLUG_MAX) -> str:
-    """A file-name-safe, readable slug: letters, digits, '.', '-' only."""
-    slug = re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-.")
+    """A file-name-safe, readable slug: letters, digits, '.', '_', '-' only."""
+    slug = re.sub(r"[^A-Za-z0-9._]+", "-", text).strip("-._")
     slug = re.sub(r"-{2,}", "-", slug)
-    return slug[:limit].rstrip("-.") or "run"
+    return slug[:limit].rstrip("-._") or "run"
 
 
 def params_slug(prefix: str, params: dict[str, object]) -> str:
@@ -58,17 +58,23 @@ def params_slug(prefix: str, params: dict[str, object]) -> str:
     from xpkit.redact import looks_secret, secret_option_name
 
     parts = [prefix] if prefix else []
-    parts += [
-        f"{key.rsplit('.', 1)[-1]}{_short(value)}"
-        for key, value in params.items()
-        if not secret_option_name(key) and not looks_secret(str(value))
-    ]
+    for key, value in params.items():
+        if secret_option_name(key) or looks_secret(str(value)):
+            continue
+        name = key.rsplit(".", 1)[-1]
+        shown = _short(value)
+        # `l2=0.0` must not read `l20`: a name ending in a digit, or a value that does
+        # not start with one, is joined with '_'.
+        joint = "_" if name[-1:].isdigit() or not shown[:1].isdigit() else ""
+        parts.append(f"{name}{joint}{shown}")
     return slugify("-".join(parts))
 
 
 def _short(value: object) -> str:
+    """Numbers stay numbers: a float keeps its point (`0.0`, `1e-05`), an int has none."""
     if isinstance(value, float):
-        return f"{value:g}"
+        text = f"{value:g}"
+        return text if any(c in text for c in ".einf") else text + ".0"
     return str(value)
 
 

@@ -75,14 +75,12 @@ def test_missing_experiment_file(git_project: Path, xp: Callable[..., Result]) -
     assert_clean_error(xp("run", "experiments/nope.xp.toml", cwd=git_project), "does not exist")
 
 
-def test_command_not_found_is_recorded_as_failed(
+def test_command_not_found_creates_no_run(
     git_project: Path, runs_root: Path, xp: Callable[..., Result]
 ) -> None:
     result = xp("run", "--", "pythn", "train.py", cwd=git_project)
-    assert_clean_error(result, "command not found: 'pythn'")
-    (run,) = visible_runs(runs_root)
-    info = json.loads((run / rd.RUN_JSON).read_text())
-    assert info["status"] == "failed" and "command not found" in info["reason"]
+    assert_clean_error(result, "command not found: 'pythn'", "no run was created")
+    assert result.returncode == 2 and visible_runs(runs_root) == []
 
 
 def test_missing_script_in_experiment_command(

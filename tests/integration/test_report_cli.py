@@ -139,7 +139,7 @@ def test_missing_and_non_numeric_metrics_are_blank(
     assert result.returncode == 0, result.output
     text = (git_project / "experiments" / "toy" / "04_odd.md").read_text()
     assert "| a | **0.5 (n=1)** |  |" in text and "| b |  | **1 (n=1)** |" in text
-    assert "| odd444_002_odd-vb | finished | b |  | 1 |" in text
+    assert "| odd444_002_odd-v_b | finished | b |  | 1 |" in text
 
 
 def test_experiment_file_outside_the_project(
@@ -171,7 +171,7 @@ def test_ls_sort_and_columns(swept: Path, xp: Callable[..., Result]) -> None:
     assert lines[0].split() == ["name", "lr", "loss"]
     assert [line.split()[1] for line in lines[1:]] == ["0.01", "0.01", "0.1", "0.1"]
     by_lr = xp("ls", "--sort", "lr", "--json", cwd=swept)
-    assert [json.loads(line)["params"]["lr"] for line in by_lr.stdout.splitlines()] == [
+    assert [row["params"]["lr"] for row in json.loads(by_lr.stdout)] == [
         0.01,
         0.01,
         0.1,

@@ -56,9 +56,9 @@ def test_experiment_sweep_records_every_run(
     assert listing.returncode == 0
     assert "abc123_001_base-lr0.1" in listing.stdout and "finished" in listing.stdout
     filtered = xp("ls", "--where", "lr=0.01", "--json", cwd=git_project)
-    assert [json.loads(line)["name"] for line in filtered.stdout.splitlines()] == [
-        "abc123_002_base-lr0.01"
-    ]
+    assert [row["name"] for row in json.loads(filtered.stdout)] == ["abc123_002_base-lr0.01"]
+    lines = xp("ls", "--where", "lr=0.01", "--jsonl", cwd=git_project).stdout.splitlines()
+    assert [json.loads(line)["name"] for line in lines] == ["abc123_002_base-lr0.01"]
     shown = xp("show", "abc123/1", cwd=git_project)
     assert shown.returncode == 0 and "python train.py --lr 0.1 --seed 0" in shown.stdout
     logs = xp("logs", "abc123_002", cwd=git_project)
@@ -193,10 +193,10 @@ def test_kill_9_of_the_runner_shows_lost(
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     listing = xp("ls", "--json", cwd=git_project, env={"XP_HEARTBEAT_TIMEOUT": "1.5"})
-    assert json.loads(listing.stdout)["status"] == "running"
+    assert json.loads(listing.stdout)[0]["status"] == "running"
     time.sleep(2)
     listing = xp("ls", "--json", cwd=git_project, env={"XP_HEARTBEAT_TIMEOUT": "1.5"})
-    assert json.loads(listing.stdout)["status"] == "lost"
+    assert json.loads(listing.stdout)[0]["status"] == "lost"
     shown = xp("show", run.name, cwd=git_project, env={"XP_HEARTBEAT_TIMEOUT": "1.5"})
     assert "lost" in shown.stdout
     # the orphaned command was told to stop when its runner died

@@ -80,7 +80,7 @@ def test_empty_older_than_removes_only_old_ones(
     [
         (["rm", "nope", "--yes"], "no run matches 'nope'"),
         (["rm", "--older-than", "soon", "--status", "failed", "--yes"], "is not a duration"),
-        (["trash", "restore", "zzz"], "matches 0 trashed runs"),
+        (["trash", "restore", "zzz"], "no run matches 'zzz'"),
     ],
     ids=["no-match", "bad-age", "restore-unknown"],
 )

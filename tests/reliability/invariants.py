@@ -32,7 +32,7 @@ def metric_steps(run: Path) -> list[int]:
 
 
 def statuses(xp: Callable[..., Result], project: Path, env: dict[str, str]) -> dict[str, str]:
-    result = xp("ls", "--json", "--limit", "0", cwd=project, env=env)
+    result = xp("ls", "--jsonl", "--limit", "0", cwd=project, env=env)
     assert result.returncode == 0, result.output
     assert "Traceback" not in result.output
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]

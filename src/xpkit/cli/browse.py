@@ -68,7 +68,8 @@ def _experiment_filter(value: str | None) -> str | None:
 @click.option(
     "--limit", default=50, show_default=True, help="Show at most this many runs (0: all)."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON, one object per run.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document: a list of runs.")
+@click.option("--jsonl", "as_jsonl", is_flag=True, help="Print JSON Lines: one object per run.")
 def ls_cmd(
     exp: str | None,
     statuses: tuple[str, ...],
@@ -78,6 +79,7 @@ def ls_cmd(
     columns: str | None,
     limit: int,
     as_json: bool,
+    as_jsonl: bool,
 ) -> None:
     """List runs, newest first, with the params that vary and their summary metrics.
 
@@ -85,42 +87,60 @@ def ls_cmd(
     """
     from xpkit.settings import load_settings
     from xpkit.store.index import load_rows
-    from xpkit.store.query import filter_rows, parse_where, sort_rows
+    from xpkit.store.query import Names, filter_rows, parse_where, sort_rows
 
-    conditions = tuple(parse_where(w) for w in where)
+    if as_json and as_jsonl:
+        raise ConfigError("--json and --jsonl: give one (a JSON document, or a line per run)")
     settings = load_settings()
     rows, problems = load_rows(settings.runs, _experiment_filter(exp), statuses)
     for problem in problems:
         click.echo(f"xp: warning: {problem}", err=True)
+    known = Names(rows)  # every name typed is checked against the runs listed
+    conditions = tuple(parse_where(w, known) for w in where)
+    chosen = None
+    if columns:
+        chosen = [(c, c if c in FIXED_COLUMNS else known.resolve(c, "--columns"))
+                  for c in (c.strip() for c in columns.split(",")) if c]  # fmt: skip
     rows = filter_rows(rows, conditions=conditions, tags=tags)
     if sort:
-        rows = sort_rows(rows, sort)
+        rows = sort_rows(rows, known.resolve(sort, "--sort"))
     total = len(rows)
     shown = rows[:limit] if limit > 0 else rows
     if as_json:
+        click.echo(json.dumps([row.to_json() for row in shown], indent=1))
+        return
+    if as_jsonl:
         click.echo("\n".join(json.dumps(row.to_json()) for row in shown))
         return
-    _print_table(shown, columns.split(",") if columns else None)
+    _print_table(shown, known, chosen)
     if total > len(shown):
         click.echo(f"... {total - len(shown)} more (of {total}); --limit 0 shows all", err=True)
 
 
-def _print_table(rows: list[RunRow], columns: list[str] | None = None) -> None:
+def _print_table(
+    rows: list[RunRow], known: Any, columns: list[tuple[str, str]] | None = None
+) -> None:
+    """`columns`: (title, key) pairs; default: the fixed ones, the params that vary,
+    the first metrics (a name both a param and a metric is spelled out in its title)."""
     from xpkit.cli.fmt import age, duration, value
-    from xpkit.store.query import lookup, metric_names, varying_params
+    from xpkit.store.query import METRICS, PARAMS, lookup, metric_names, varying_params
 
     if not rows:
         click.echo("no runs")
         return
-    params = varying_params(rows)
-    metrics = metric_names(rows)[:METRIC_COLUMNS]
-    header = columns or [*FIXED_COLUMNS, *params, *metrics]
+    if columns is None:
+        columns = [(c, c) for c in FIXED_COLUMNS]
+        columns += [(known.column(p, "param"), PARAMS + p) for p in varying_params(rows)]
+        columns += [(known.column(m, "metric"), METRICS + m)
+                    for m in metric_names(rows)[:METRIC_COLUMNS]]  # fmt: skip
+    header = [title for title, _ in columns]
     fixed = {
         "name": lambda r: r.name, "status": lambda r: r.status, "age": lambda r: age(r.created),
         "duration": lambda r: duration(r.duration), "host": lambda r: r.host or "-",
     }  # fmt: skip
     cells = [
-        [fixed[c](row) if c in fixed else value(lookup(row, c)) for c in header] for row in rows
+        [fixed[key](row) if key in fixed else value(lookup(row, key)) for _, key in columns]
+        for row in rows
     ]
     if sys.stdout.isatty():
         _print_rich_table(header, cells)

@@ -254,10 +254,15 @@ def cancel_cmd(refs: tuple[str, ...], all_queued: bool, requeue: bool) -> None:
     from xpkit.settings import load_settings
     from xpkit.store.query import active_runs
 
+    if not refs and not all_queued:
+        raise QueueError("nothing to cancel: give runs, an experiment ID, or --all-queued")
     runs_root = load_settings().runs
     targets = active_runs(runs_root, refs, all_queued=all_queued)
     if not targets:
-        raise QueueError("nothing to cancel: give runs, an experiment ID, or --all-queued")
+        click.echo(
+            "nothing queued or running to cancel" + (f" in {', '.join(refs)}" if refs else "")
+        )
+        return
     failed = 0
     for run_dir in targets:
         try:

@@ -12,7 +12,7 @@ from xpkit.errors import StoreError
 
 @click.command("rm")
 @click.argument("refs", nargs=-1)
-@click.option("--exp", "exp", metavar="ID", help="Every run of this experiment.")
+@click.option("--exp", "exp", metavar="ID|FILE", help="Every run of this experiment.")
 @click.option(
     "--status", "statuses", multiple=True, type=STATUS_CHOICE, help="Runs with this status."
 )
@@ -25,21 +25,19 @@ def rm_cmd(refs: tuple[str, ...], exp: str | None, statuses: tuple[str, ...],
 
     Example: xp rm --status failed --older-than 30d
     """
+    from xpkit.cli.browse import _experiment_filter
     from xpkit.settings import load_settings
-    from xpkit.store.index import load_rows
-    from xpkit.store.query import resolve_run
-    from xpkit.store.rundir import RunDir
-    from xpkit.store.trash import move_to_trash, parse_age
+    from xpkit.store.query import Selection, select_runs
+    from xpkit.store.trash import move_to_trash
 
     runs_root = load_settings().runs
-    targets = [resolve_run(runs_root, ref) for ref in refs]
-    if exp or statuses or older_than:
-        age = parse_age(older_than) if older_than else None
-        rows, _ = load_rows(runs_root, exp, statuses)
-        targets += [RunDir(runs_root / r.name) for r in rows
-                    if age is None or (r.created and time.time() - r.created > age)]  # fmt: skip
-    if not targets:
+    selection = Selection(refs, _experiment_filter(exp), statuses, older_than)
+    if not refs and not selection.filters:
         raise StoreError("nothing to remove: give runs, --exp, --status or --older-than")
+    targets = select_runs(runs_root, selection)
+    if not targets:
+        click.echo(f"no run matches {selection.filters}: nothing moved")
+        return
     for run_dir in targets:
         click.echo(f"  {run_dir.name}")
     if not yes and not click.confirm(f"Move these {len(targets)} run(s) to the trash?"):
@@ -77,10 +75,12 @@ def trash_ls_cmd() -> None:
 def trash_restore_cmd(names: tuple[str, ...]) -> None:
     """Put trashed runs back under their names. Example: xp trash restore k3j9x2_004"""
     from xpkit.settings import load_settings
-    from xpkit.store.trash import restore
+    from xpkit.store.query import resolve_run
+    from xpkit.store.trash import restore, trash_dir
 
     runs_root = load_settings().runs
-    for name in names:
+    for ref in names:  # a name, a unique prefix or EXPID/TRIAL, as for runs
+        name = resolve_run(runs_root, ref, folder=trash_dir(runs_root)).name
         restore(runs_root, name)
         click.echo(f"restored {name}")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -20,9 +21,10 @@ from xpkit.capture.env import capture_env
 from xpkit.capture.git import Snapshot, repo_root, snapshot_exists
 from xpkit.errors import ConfigError, RunError
 from xpkit.execute.prepared import execute_prepared
-from xpkit.execute.runner import Outcome
+from xpkit.execute.runner import Outcome, resolve_program
 from xpkit.execute.workspace import Workspace
 from xpkit.experiment import (
+    SUFFIX,
     Experiment,
     check_unique_id,
     find_experiment_files,
@@ -36,6 +38,7 @@ from xpkit.store import rundir as rd
 from xpkit.store.claims import me
 from xpkit.store.create import NewRun, Provenance, create_run, ensure_runs_root
 from xpkit.store.rundir import RunDir
+from xpkit.suggest import close_to
 
 
 @dataclass
@@ -50,6 +53,7 @@ class SweepRequest:
     tags: list[str] = field(default_factory=list)
     no_git: bool = False
     yes: bool = False  # more runs than XP_MAX_RUNS are fine
+    queued: bool = False  # for workers (maybe elsewhere): the program need not be here
 
 
 def count_runs(settings: Settings, request: SweepRequest) -> int:
@@ -102,6 +106,7 @@ def plan(settings: Settings, request: SweepRequest, preview: int | None = None) 
             'give the config in an experiment file ([config] or config = "file")'
         )
     argv = list(request.argv)
+    _check_program(settings, argv, here=not request.queued)
     command = shlex.join(argv)
     shown = redact_argv(argv)  # a secret in the command never names the run
     expid = names.command_experiment_id(shown)
@@ -183,6 +188,25 @@ def _experiment_ref(settings: Settings, experiment: Experiment) -> dict[str, Any
     except ValueError:
         file = str(experiment.path.resolve())
     return {"name": experiment.name, "file": file, "command": experiment.command}
+
+
+def _check_program(settings: Settings, argv: list[str], here: bool) -> None:
+    """An ad-hoc command's program must exist (`here`: it runs on this machine); a path
+    that is an experiment file without its suffix is a typo, not a command."""
+    program = argv[0]
+    suggestion = ""
+    if len(argv) == 1 and not shutil.which(program):
+        files = find_experiment_files(settings.root, skip=(settings.runs, settings.workdir))
+        known = [os.path.relpath(f, Path.cwd()) for f in files]
+        close = [k for k in known if k == program + SUFFIX or k.startswith(program)]
+        close = close or close_to(program, known)
+        if close:
+            suggestion = f"; did you mean {close[0]}? (experiment files end in {SUFFIX})"
+    if suggestion or here:
+        try:
+            resolve_program(program, argv, Path.cwd(), os.environ.get("PATH", ""))
+        except RunError as e:
+            raise ConfigError(f"{str(e).rstrip('.')}{suggestion}; no run was created") from None
 
 
 def _command_slug(argv: list[str]) -> str:

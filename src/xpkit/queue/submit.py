@@ -258,5 +258,6 @@ def submit_target(
         tags=tags,
         no_git=no_git,
         yes=yes,
+        queued=True,
     )
     return submit_request(settings, request, queue)

@@ -24,6 +24,7 @@ from xpkit.report.table import (
     sort_groups,
     varying_keys,
 )
+from xpkit.suggest import did_you_mean
 
 DEFAULT_TEMPLATE = Path(__file__).parent / "templates" / "report.md.j2"
 
@@ -74,6 +75,30 @@ def summary_metrics(runs: list[ReportRun], chosen: tuple[str, ...]) -> list[str]
     return [m for m in chosen if m in found] if chosen else sorted(found)
 
 
+def _check_names(
+    runs: list[ReportRun], curves: dict[str, dict[str, Curve]], options: ReportOptions
+) -> None:
+    """--metric, --sort and --group-by name what these runs have: a typo is an error,
+    never a report that silently leaves the column out."""
+    if not runs:
+        return
+    metrics = {k for run in runs for k in run.summary} | {
+        m for run in runs for m in curves.get(run.name, {})
+    }
+    params = {k for run in runs for k in run.params}
+    for option, names, known, what in (
+        ("--metric", options.metrics, metrics, "metrics"),
+        ("--sort", (options.sort,) if options.sort else (), metrics, "metrics"),
+        ("--group-by", options.group_by, params, "params"),
+    ):
+        for name in names:
+            if name not in known:
+                raise ConfigError(
+                    f"{option} {name!r}: the runs of this report have no {what[:-1]} {name!r}"
+                    + did_you_mean(name, known, what)
+                )
+
+
 def render_report(
     experiment: dict[str, Any],
     runs: list[ReportRun],
@@ -87,6 +112,7 @@ def render_report(
     None: no plots, e.g. for stdout)."""
     runs = sorted(runs, key=lambda r: r.name)
     counted = [r for r in runs if r.status in options.statuses]
+    _check_names(counted, curves, options)
     metrics = summary_metrics(counted, options.metrics)
     groups, group_keys = group_runs(counted, metrics, group_by=options.group_by,
                                     ignore=options.ignore)  # fmt: skip

@@ -15,6 +15,7 @@ from xpkit import names
 from xpkit.errors import ConfigError, RunError
 from xpkit.store.index import ROW_FIELDS, RunRow
 from xpkit.store.rundir import RunDir
+from xpkit.suggest import close_to, did_you_mean
 
 _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge,
@@ -53,30 +54,85 @@ class Condition:
             return False
 
 
+PARAMS, METRICS = "params.", "summary."  # the two namespaces, spelled out
+FIELDS = ("tag", *ROW_FIELDS)
+
+
 def lookup(row: RunRow, key: str) -> Any:
-    """A param, then a summary metric, then a run field, by name."""
+    """`params.X`, `summary.X`, a run field; a bare name: a param, then a metric (use
+    `Names.resolve` first so that a typo or an ambiguous name is an error)."""
+    for prefix, table in ((PARAMS, row.params), (METRICS, row.summary)):
+        if key.startswith(prefix):
+            return table.get(key[len(prefix) :])
     if key in row.params:
         return row.params[key]
     if key in row.summary:
         return row.summary[key]
-    for prefix, table in (("params.", row.params), ("summary.", row.summary)):
-        if key.startswith(prefix):
-            return table.get(key[len(prefix) :])
     if key == "tag":
         return ",".join(row.tags)
     return getattr(row, key, None) if key in ROW_FIELDS else None
 
 
-def parse_where(text: str) -> Condition:
-    match = _CONDITION.match(text)
-    if not match:
+class Names:
+    """The names the given runs know: their params, their summary metrics, run fields.
+    A name a user types is resolved against them: unknown or ambiguous is an error."""
+
+    def __init__(self, rows: list[RunRow]) -> None:
+        self.empty = not rows
+        self.params: dict[str, None] = {}
+        for text in dict.fromkeys(r.params_json for r in rows):
+            self.params.update(dict.fromkeys(json.loads(text)))
+        self.metrics: dict[str, None] = {}
+        for text in dict.fromkeys(r.summary_keys_json for r in rows):
+            self.metrics.update(dict.fromkeys(json.loads(text)))
+
+    def ambiguous(self, name: str) -> bool:
+        return name in self.params and name in self.metrics
+
+    def resolve(self, key: str, option: str) -> str:
+        """`key` as it is looked up: `params.lr`, `summary.acc` or a field."""
+        if key.startswith(PARAMS) or key.startswith(METRICS):
+            table = self.params if key.startswith(PARAMS) else self.metrics
+            name = key.split(".", 1)[1]
+            if self.empty or name in table:
+                return key
+            space = key.split(".", 1)[0]
+            raise ConfigError(
+                f"{option} {key!r}: these runs have no {space} {name!r}"
+                + did_you_mean(name, table, f"{space}")
+            )
+        if self.ambiguous(key):
+            raise ConfigError(
+                f"{option} {key!r}: {key} is both a param and a metric of these runs; "
+                f"write {PARAMS}{key} or {METRICS}{key}"
+            )
+        if key in self.params:
+            return PARAMS + key
+        if key in self.metrics:
+            return METRICS + key
+        if key in FIELDS or self.empty:
+            return key
         raise ConfigError(
-            f"--where {text!r} is not a condition. Write KEY OP VALUE with OP one of "
+            f"{option} {key!r}: no param, metric or run field of these runs is named {key!r}"
+            + did_you_mean(key, [*self.params, *self.metrics, *FIELDS], "names")
+        )
+
+    def column(self, key: str, kind: str) -> str:
+        """A table column title: the bare name, spelled out where it is ambiguous."""
+        return (PARAMS if kind == "param" else METRICS) + key if self.ambiguous(key) else key
+
+
+def parse_where(text: str, names_: Names | None = None, option: str = "--where") -> Condition:
+    match = _CONDITION.match(text)
+    if not match or not match[3] or match[3][0] in "<>=!":
+        raise ConfigError(
+            f"{option} {text!r} is not a condition. Write KEY OP VALUE with OP one of "
             "= != > >= < <=, e.g. --where 'lr=0.1' --where 'acc>0.9'"
         )
     from xpkit.experiment import parse_scalar
 
-    return Condition(match[1], match[2], parse_scalar(match[3]))
+    key = names_.resolve(match[1], option) if names_ is not None else match[1]
+    return Condition(key, match[2], parse_scalar(match[3]))
 
 
 def filter_rows(
@@ -96,11 +152,13 @@ def filter_rows(
 
 def sort_rows(rows: list[RunRow], key: str) -> list[RunRow]:
     """Best first by a metric (lowest first for loss-like names), else ascending by a
-    param or field; rows without the key last."""
+    param or field; rows without the key last. `key` as `Names.resolve` gives it."""
     from xpkit.report.table import lower_is_better
 
-    is_metric = any(key in row.summary for row in rows)
-    descending = is_metric and not lower_is_better(key)
+    is_metric = key.startswith(METRICS) or (
+        not key.startswith(PARAMS) and any(key in row.summary for row in rows)
+    )
+    descending = is_metric and not lower_is_better(key.removeprefix(METRICS))
 
     def order(row: RunRow) -> tuple[int, Any]:
         found = lookup(row, key)
@@ -132,15 +190,18 @@ def metric_names(rows: list[RunRow]) -> list[str]:
     return list(found)
 
 
-def resolve_run(runs_root: Path, ref: str) -> RunDir:
-    """A run by full name, unique prefix, or EXPID/TRIAL."""
+def resolve_run(runs_root: Path, ref: str, folder: Path | None = None) -> RunDir:
+    """A run by full name, unique prefix, or EXPID/TRIAL, in the runs root (or in
+    `folder`, e.g. the trash); a reference that matches nothing says what is close."""
+    folder = folder or runs_root
     ref = ref.strip().rstrip("/")
-    if (runs_root / ref).is_dir() and names.RUN_NAME_PATTERN.match(ref):
-        return RunDir(runs_root / ref)
+    if (folder / ref).is_dir() and names.RUN_NAME_PATTERN.match(ref):
+        return RunDir(folder / ref)
     try:
-        entries = [e.name for e in os.scandir(runs_root) if not e.name.startswith(".")]
+        entries = [e.name for e in os.scandir(folder) if not e.name.startswith(".") and e.is_dir()]
     except FileNotFoundError:
         entries = []
+    entries = [n for n in entries if names.parse_run_name(n)]
     if "/" in ref:
         expid, _, trial = ref.partition("/")
         if not trial.isdigit():
@@ -150,37 +211,85 @@ def resolve_run(runs_root: Path, ref: str) -> RunDir:
             if (p := names.parse_run_name(n)) and p.expid == expid and p.trial == int(trial)
         ]  # fmt: skip
     else:
-        candidates = [n for n in entries if n.startswith(ref) and names.parse_run_name(n)]
+        candidates = [n for n in entries if n.startswith(ref)]
     if len(candidates) == 1:
-        return RunDir(runs_root / candidates[0])
+        return RunDir(folder / candidates[0])
     if not candidates:
+        heads: dict[str, list[str]] = {}  # a typo is in the part typed: compare prefixes
+        for entry in sorted(entries):
+            heads.setdefault(entry[: len(ref)], []).append(entry)
+        close = [n for head in close_to(ref, heads) for n in heads[head]][:3]
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
         raise RunError(
-            f"no run matches {ref!r} in {runs_root}. Give a full run name, a unique prefix, "
-            "or EXPID/TRIAL (e.g. k3j9x2/4); `xp ls` lists runs."
+            f"no run matches {ref!r} in {folder}.{hint} Give a full run name, a unique "
+            "prefix, or EXPID/TRIAL (e.g. k3j9x2/4); `xp ls` lists runs."
         )
     shown = ", ".join(sorted(candidates)[:8])
     raise RunError(f"{ref!r} matches {len(candidates)} runs ({shown}); give more characters")
 
 
-def active_runs(
-    runs_root: Path, refs: tuple[str, ...], *, all_queued: bool = False
+@dataclass(frozen=True)
+class Selection:
+    """The runs a command acts on, as the user named them: runs (name, unique prefix,
+    EXPID/TRIAL, or an experiment ID for all its runs) and filters that must all hold."""
+
+    refs: tuple[str, ...] = ()
+    exp: str | None = None  # an experiment ID
+    statuses: tuple[str, ...] = ()
+    older_than: str | None = None  # an age: 30d, 12h
+
+    @property
+    def filters(self) -> str:
+        """The filters as typed, for "nothing matched" messages."""
+        parts = [f"--exp {self.exp}"] if self.exp else []
+        parts += [f"--status {s}" for s in self.statuses]
+        if self.older_than is not None:
+            parts.append(f"--older-than {self.older_than}")
+        return " ".join(parts)
+
+
+def select_runs(
+    runs_root: Path, selection: Selection, *, ids_mean: tuple[str, ...] | None = None
 ) -> list[RunDir]:
-    """The runs a command on queued/running runs acts on (`xp cancel`): each ref a run
-    (name, prefix, EXPID/TRIAL) or an experiment ID (its queued and running runs), plus
-    every queued run with `all_queued`. Each run once, in the order given."""
+    """Every run the selection names, each once, in the order given: its refs, then the
+    runs matching all its filters. With `ids_mean`, a ref that is an experiment ID means
+    that experiment's runs with those statuses (`xp cancel k3j9x2`); without, a ref is
+    one run (a 6-character prefix of several runs is ambiguous, never "all of them").
+    A ref that matches nothing is an error; filters that match nothing give nothing."""
+    import time
+
     from xpkit.store.index import load_rows
 
     targets: list[RunDir] = []
-    if all_queued:
-        rows, _ = load_rows(runs_root, statuses=("queued",))
-        targets += [RunDir(runs_root / r.name) for r in reversed(rows)]
-    for ref in refs:
-        if names.ID_PATTERN.match(ref) and not (runs_root / ref).exists():
-            rows, _ = load_rows(runs_root, ref, statuses=("queued", "running"))
+    for ref in selection.refs:
+        is_id = names.ID_PATTERN.match(ref) and not (runs_root / ref).exists()
+        if ids_mean is not None and is_id:
+            rows, _ = load_rows(runs_root, ref, ids_mean)
             targets += [RunDir(runs_root / r.name) for r in rows]
         else:
             targets.append(resolve_run(runs_root, ref))
+    if selection.filters:
+        from xpkit.store.trash import parse_age
+
+        age = parse_age(selection.older_than) if selection.older_than else None
+        rows, _ = load_rows(runs_root, selection.exp, selection.statuses)
+        now = time.time()
+        targets += [RunDir(runs_root / r.name) for r in rows
+                    if age is None or (r.created and now - r.created > age)]  # fmt: skip
     unique: dict[str, RunDir] = {}
     for run_dir in targets:
         unique.setdefault(run_dir.name, run_dir)
     return list(unique.values())
+
+
+def active_runs(
+    runs_root: Path, refs: tuple[str, ...], *, all_queued: bool = False
+) -> list[RunDir]:
+    """The runs `xp cancel` acts on: each ref a run or an experiment ID (its queued and
+    running runs), plus every queued run with `all_queued`."""
+    selection = Selection(refs=refs)
+    found = select_runs(runs_root, selection, ids_mean=("queued", "running"))
+    if all_queued:
+        queued = select_runs(runs_root, Selection(statuses=("queued",)))
+        found = list({r.name: r for r in [*reversed(queued), *found]}.values())
+    return found

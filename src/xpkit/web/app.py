@@ -80,8 +80,9 @@ class Dashboard:
             tag=q.get("tag", ""), text=q.get("q", ""), where=q.get("where", ""),
             sort=q.get("sort", ""), desc=q.get("desc") == "1", page=_int(q.get("page"), 1, "page"),
         )  # fmt: skip
-        return self.page("runs.html", request, query=query,
-                         view=views.runs_page(self.runs_root, query))  # fmt: skip
+        view = views.runs_page(self.runs_root, query)
+        return self.page("runs.html", request, status_code=400 if view.error else 200,
+                         query=query, view=view)  # fmt: skip
 
     def run(self, request: Request) -> Response:
         view = views.run_page(self.runs_root, request.path_params["name"])

@@ -13,6 +13,7 @@ from xpkit.report.curves import load_curves
 from xpkit.store import rundir as rd
 from xpkit.store.index import RunIndex, RunRow
 from xpkit.store.query import (
+    Names,
     filter_rows,
     metric_names,
     parse_where,
@@ -50,8 +51,9 @@ class RunsQuery:
     desc: bool = False
     page: int = 1
 
-    def conditions(self) -> tuple[Any, ...]:
-        return tuple(parse_where(part) for part in self.where.split(",") if part.strip())
+    def conditions(self, known: Names) -> tuple[Any, ...]:
+        return tuple(parse_where(part, known, "filter") for part in self.where.split(",")
+                     if part.strip())  # fmt: skip
 
 
 @dataclass
@@ -82,17 +84,18 @@ def runs_page(runs_root: Path, query: RunsQuery, per_page: int = PER_PAGE) -> Ru
         experiments, warnings = index.experiments(), index.warnings
     finally:
         index.close()
-    error = ""
+    error, known = "", Names(rows)
     try:
-        conditions = query.conditions()
-    except XpError as e:
-        conditions, error = (), str(e).replace("--where", "filter")
+        conditions = query.conditions(known)
+        sort = known.resolve(query.sort, "sort") if query.sort else ""
+    except XpError as e:  # shown on the page, answered 400: never a quiet "no runs"
+        conditions, sort, error = (), "", str(e)
     tags = (query.tag,) if query.tag else ()
     rows = filter_rows(rows, conditions=conditions, tags=tags)
     if query.text:
         rows = [r for r in rows if _matches_text(r, query.text)]
-    if query.sort:
-        rows = sort_rows(rows, query.sort)
+    if sort:
+        rows = sort_rows(rows, sort)
         if query.desc:
             rows.reverse()
     pages = max(1, -(-len(rows) // per_page))
