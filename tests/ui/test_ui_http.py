@@ -54,7 +54,7 @@ def test_filters_sort_and_pages_through_the_index(ui_project: Path, ui_url: str)
     best = get(f"{ui_url}/", params={"sort": "acc", "where": "acc>0"}).text
     assert "2 of 2 runs" in best
     bad = get(f"{ui_url}/", params={"where": "lr"})
-    assert bad.status_code == 200 and "is not a condition" in bad.text
+    assert bad.status_code == 400 and "is not a condition" in bad.text  # shown, and said
     none = get(f"{ui_url}/", params={"status": "failed"}).text
     assert "0 runs" in none and "no runs match" in none
 
