@@ -9,6 +9,8 @@ from xpkit import names
 from xpkit.errors import ConfigError
 from xpkit.experiment import SUFFIX, default_name, find_experiment_files, read_id
 from xpkit.settings import CONFIG_FILE, Settings
+from xpkit.store import rundir as rd
+from xpkit.store.rundir import RunDir
 
 XP_TOML = """\
 # xpkit project settings (docs: README.md, `xp --help`).
@@ -140,6 +142,26 @@ def new_experiment(settings: Settings, path: Path, *, source: Path | None = None
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text, encoding="utf-8")
     return target
+
+
+def runs_made_from(settings: Settings, path: Path) -> int:
+    """How many runs were made from the experiment file `path` under its current ID."""
+    from xpkit.experiment import load_experiment
+    from xpkit.store.index import load_rows
+
+    try:
+        experiment = load_experiment(path, settings.root)
+    except ConfigError:
+        return 0
+    rows, _ = load_rows(settings.runs, experiment.id)
+    mine = path.resolve()
+    count = 0
+    for row in rows:
+        info = RunDir(settings.runs / row.name).read_optional(rd.RUN_JSON, {}) or {}
+        file = (info.get("experiment") or {}).get("file") if isinstance(info, dict) else None
+        if file and (settings.root / file).resolve() == mine:
+            count += 1
+    return count
 
 
 def reid_experiment(settings: Settings, path: Path) -> str:

@@ -130,6 +130,7 @@ def rerun_cmd(run: str, check: bool, rtol: float) -> None:
     Example: xp rerun k3j9x2/4 --check --rtol 1e-4
     """
     from xpkit.compare import check_reproduced
+    from xpkit.errors import RunError
     from xpkit.execute.launch import plan_rerun, run_sweep
     from xpkit.settings import load_settings
     from xpkit.store import rundir as rd
@@ -137,6 +138,15 @@ def rerun_cmd(run: str, check: bool, rtol: float) -> None:
 
     settings = load_settings()
     original = resolve_run(settings.runs, run)
+    if check:  # checked before anything runs: nothing to compare is an error, not a pass
+        status = rd.status_of(original, original.read_run())
+        numbers = [v for v in (original.read_optional(rd.SUMMARY_JSON, {}) or {}).values()
+                   if isinstance(v, int | float) and not isinstance(v, bool)]  # fmt: skip
+        if status != "finished" or not numbers:
+            raise RunError(
+                f"--check: {original.name} is {status} with {len(numbers)} numeric summary "
+                "metric(s); there is nothing to reproduce (rerun it without --check)"
+            )
     planned, provenance = plan_rerun(settings, original)
     ((new_dir, outcome),) = run_sweep(settings, [planned], provenance)
     click.echo(f"{outcome.status}: {new_dir.name} (rerun of {original.name})", err=True)
@@ -155,8 +165,6 @@ def rerun_cmd(run: str, check: bool, rtol: float) -> None:
         difference = "" if c.difference is None else f"  |diff| {c.difference:.3g}"
         click.echo(f"{c.name:<{width}}  {_fmt(c.original)} → {_fmt(c.new)}  {verdict}{difference}")
     failed = [c.name for c in checks if not c.reproduced]
-    if not checks:
-        click.echo(f"{original.name} has no summary metrics to check", err=True)
     if failed or outcome.status != "finished":
         click.echo(f"not reproduced: {', '.join(failed) or outcome.status}", err=True)
         sys.exit(1)

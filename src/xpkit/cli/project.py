@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from xpkit.capture.git import repo_root
-from xpkit.scaffold import init_project, new_experiment, reid_experiment
+from xpkit.scaffold import init_project, new_experiment, reid_experiment, runs_made_from
 from xpkit.settings import load_settings
 
 
@@ -18,7 +18,16 @@ def init_cmd(force: bool) -> None:
 
     Example: xp init
     """
-    root = repo_root(Path.cwd())
+    from xpkit.errors import GitError
+
+    try:
+        root = repo_root(Path.cwd())
+    except GitError:
+        raise GitError(
+            f"{Path.cwd()} is not inside a git repository. xpkit ties every run to the exact "
+            "code it ran: run `git init && git add -A && git commit -m init` first, then "
+            "`xp init` (single runs can still go without git: `xp run --no-git -- CMD`)"
+        ) from None
     for line in init_project(root, force=force):
         click.echo(line)
     click.echo(
@@ -44,13 +53,24 @@ def init_cmd(force: bool) -> None:
     type=click.Path(path_type=Path),
     help="Give this (copied) experiment file a fresh ID, in place.",
 )
-def new_cmd(path: Path | None, source: Path | None, reid: Path | None) -> None:
+@click.option("--yes", is_flag=True, help="With --reid: do not ask, even if it has runs.")
+def new_cmd(path: Path | None, source: Path | None, reid: Path | None, yes: bool) -> None:
     """Write PATH.xp.toml: a fresh experiment ID, a command template and a grid.
 
     Example: xp new experiments/cifar/01_baseline
     """
     settings = load_settings()
     if reid is not None:
+        made = runs_made_from(settings, reid)
+        if made and not yes:
+            click.echo(
+                f"{reid} made {made} run(s) under its current ID: a new ID cuts it off from "
+                "them (its report would list none). --reid is for the copy, not the original.",
+                err=True,
+            )
+            if not click.confirm("Give it a new ID anyway?"):
+                click.echo("nothing changed")
+                return
         expid = reid_experiment(settings, reid)
         click.echo(f"{reid}: new experiment ID {expid}")
         return

@@ -8,6 +8,7 @@ import difflib
 import importlib
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from xpkit.errors import BuildError
@@ -82,18 +83,14 @@ def _import_longest(parts: list[str], name: str, where: str) -> Any:
             ) from e
         return _getattr_chain(module, parts[cut:], name, where)
     top = parts[0]
-    close = difflib.get_close_matches(top, _top_level_modules(), n=3)
-    hint = f"; close matches: {', '.join(close)}" if close else ""
-    raise BuildError(f"{where}: unknown target '{name}': no module named '{top}'{hint}")
+    raise BuildError(f"{where}: unknown target '{name}': no module named '{top}'{_hint(top)}")
 
 
 def _import(module_name: str, name: str, where: str) -> Any:
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as e:
-        close = difflib.get_close_matches(module_name, _top_level_modules(), n=3)
-        hint = f"; close matches: {', '.join(close)}" if close else ""
-        raise BuildError(f"{where}: unknown target '{name}': {e}{hint}") from e
+        raise BuildError(f"{where}: unknown target '{name}': {e}{_hint(module_name)}") from e
 
 
 def _getattr_chain(obj: Any, attrs: list[str], name: str, where: str) -> Any:
@@ -108,6 +105,30 @@ def _getattr_chain(obj: Any, attrs: list[str], name: str, where: str) -> Any:
             )
         obj = getattr(obj, attr)
     return obj
+
+
+def _hint(module: str) -> str:
+    """The project's own modules first (a typo of `models` is not `codecs`)."""
+    here = _project_modules()
+    close = difflib.get_close_matches(module, here, n=3)
+    if close:
+        return f"; did you mean {', '.join(close)}?"
+    if here:
+        shown = ", ".join(here[:10])
+        return f"; the modules here are {shown} (run from the folder your code imports from)"
+    close = difflib.get_close_matches(module, _top_level_modules(), n=3, cutoff=0.8)
+    return f"; did you mean {', '.join(close)}?" if close else ""
+
+
+def _project_modules() -> list[str]:
+    """Modules importable from the current folder: its .py files and packages."""
+    found = set()
+    for entry in Path.cwd().iterdir():
+        if entry.suffix == ".py" and entry.stem.isidentifier():
+            found.add(entry.stem)
+        elif entry.is_dir() and (entry / "__init__.py").is_file() and entry.name.isidentifier():
+            found.add(entry.name)
+    return sorted(found)
 
 
 def _top_level_modules() -> list[str]:

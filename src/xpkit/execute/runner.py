@@ -259,6 +259,11 @@ class Runner:
         if self._interrupts:
             status = "killed"
         why = _reason(status, exit_code)
+        intent = self.run_dir.read_optional(rd.CANCEL) if status == "killed" else None
+        if isinstance(intent, dict):  # `xp cancel` stopped it: say so, and who
+            status = "cancelled"
+            who = " ".join(str(intent[k]) for k in ("user", "by") if intent.get(k))
+            why = f"cancelled (xp cancel{' by ' + who if who else ''})"
         if not self._wait_for_run_dir(status):
             self._keep_end(run, status, exit_code, started, ended, why, "its folder is gone")
             return Outcome(status, exit_code)

@@ -14,6 +14,7 @@ by several machines (NFS, sshfs). No server, no fcntl.
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import time
@@ -142,5 +143,10 @@ def cancel_intent(run_dir: RunDir) -> dict[str, Any] | None:
 def write_cancel_intent(run_dir: RunDir, *, requeue: bool) -> None:
     write_json_atomic(
         run_dir.file(rd.CANCEL),
-        {"requeue": requeue, "time": time.time(), "by": me("cancel").worker},
+        {
+            "requeue": requeue,
+            "time": time.time(),
+            "by": me("cancel").worker,
+            "user": getpass.getuser(),
+        },
     )

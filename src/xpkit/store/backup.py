@@ -30,7 +30,7 @@ from xpkit.store.locks import exclusive_lock
 from xpkit.subprocs import rsync_args, run_tool
 
 MANIFEST = "manifest.json"
-_DATED = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}$")
+_DATED = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(-\d+)?$")
 SKIP = {f"{META_DIR}/staging", f"{META_DIR}/restoring"}  # half-made runs: never worth keeping
 LOCK_WAIT = 3600.0  # seconds a backup waits for another one into the same DEST
 
@@ -88,10 +88,8 @@ def _backup(runs_root: Path, dest: Path) -> BackupResult:
     started = time.time()
     previous = snapshots(dest)[-1] if snapshots(dest) else None
     old: dict[str, Any] = json.loads((previous / MANIFEST).read_text()) if previous else {}
-    name = time.strftime("%Y-%m-%dT%H-%M-%S")
+    name = _fresh_name(time.strftime("%Y-%m-%dT%H-%M-%S"), {p.name for p in dest.iterdir()})
     target = dest / name
-    if target.exists():
-        raise StoreError(f"a backup named {name} exists already; try again in a second")
     partial = dest / f".partial-{name}"
     manifest: dict[str, Any] = {}
     linked = copied = 0
@@ -130,6 +128,16 @@ def _backup(runs_root: Path, dest: Path) -> BackupResult:
     (partial / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
     partial.rename(target)
     return BackupResult(target, len(manifest), linked, copied, time.time() - started)
+
+
+def _fresh_name(stamp: str, taken: set[str]) -> str:
+    """The snapshot's name: its time, with `-2`, `-3`… when a backup of this second
+    exists (names sort in the order the backups were made)."""
+    name, number = stamp, 1
+    while name in taken:
+        number += 1
+        name = f"{stamp}-{number}"
+    return name
 
 
 def _files(runs_root: Path) -> Iterator[tuple[str, Path]]:
@@ -188,7 +196,7 @@ def backup_rsync(runs_root: Path, dest: str) -> BackupResult:
         for line in listing.stdout.splitlines()
         if line.startswith("d") and _DATED.match(line.split()[-1])
     )
-    name = time.strftime("%Y-%m-%dT%H-%M-%S")
+    name = _fresh_name(time.strftime("%Y-%m-%dT%H-%M-%S"), set(done))
     args = [*tool, "-a", f"--exclude=/{META_DIR}/staging/", f"--exclude={rd.SECRETS}"]
     if done:
         args.append(f"--link-dest=../{done[-1]}")
