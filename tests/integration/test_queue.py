@@ -305,3 +305,26 @@ def test_concurrent_workers_take_each_run_once(
     assert len(claims) == 12 and all(info(runs_root / n)["status"] == "finished" for n in names)
     logs = "".join(p.stdout.read() for p in procs if p.stdout)
     assert sum(logs.count(f"started {n}") for n in names) == 12  # each started exactly once
+
+
+def test_a_waiting_worker_says_what_it_waits_for(
+    git_project: Path, gpu_file: FakeGpus, xp: Callable[..., Result]
+) -> None:
+    """One free GPU (the other used by a colleague's process), two 1-GPU runs: the
+    second waits, and the worker says for what — the GPU held by the first, then its
+    hand-out grace — instead of looking hung; a run it can never take is named."""
+    gpu_file.set([{"name": "A"}, {"name": "B", "processes": [{"pid": 77, "used_mib": 9000}]}])
+    for _ in range(2):
+        assert xp("submit", "--gpus", "1", "--", "python", "-c", "import time; time.sleep(1)",
+                  cwd=git_project).returncode == 0  # fmt: skip
+    assert xp("submit", "--gpus", "4", "--", "python", "-c", "pass",
+              cwd=git_project).returncode == 0  # fmt: skip
+    done = xp("worker", "--once", cwd=git_project, env={"XP_GPU_GRACE": "3"}, timeout=120)
+    assert done.returncode == 0, done.output
+    assert "waits: needs 1 free GPU(s); GPU 0 held by" in done.stdout, done.stdout
+    assert "GPU 1 process 77 on it" in done.stdout
+    assert "just handed out (free again 3 s after: XP_GPU_GRACE)" in done.stdout
+    assert (
+        "left in the queue:" in done.stdout and "(needs 4 GPU(s), this worker has 2)" in done.stdout
+    )
+    assert done.stdout.count("GPU 0 held by") == 1  # said when the reason changes, not each look

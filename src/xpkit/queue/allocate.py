@@ -83,7 +83,7 @@ class GpuAllocator:
             elif gpu.memory_used_mib >= self.free_mib:
                 why = f"{gpu.memory_used_mib} MiB used"
             elif self._handed_recently(gpu.index):
-                why = "just handed out"
+                why = f"just handed out (free again {self.grace:.0f} s after: XP_GPU_GRACE)"
             else:
                 why = ""
             result.append(GpuState(gpu.index, gpu.name, gpu.memory_used_mib,

@@ -90,6 +90,14 @@ class Backend(abc.ABC):
         """What the worker's registration shows about capacity and placement."""
         return {}
 
+    def why_waiting(self, item: files.QueuedRun) -> str:
+        """Why `item` waits (fits() said LATER), in words."""
+        return "waiting for resources"
+
+    def why_never(self, item: files.QueuedRun) -> str:
+        """Why this backend can never run `item` (fits() said NEVER), in words."""
+        return "this worker cannot run it"
+
     def close(self) -> None:  # noqa: B027 - optional
         """Release what the backend holds; running runs have ended."""
 
@@ -125,6 +133,7 @@ class Scheduler:
         self.started = time.time()
         self.last_recover = 0.0
         self.log: list[str] = []
+        self.said: dict[str, str] = {}
         self.wake = threading.Event()
         backend.attach(self.wake)
 
@@ -172,10 +181,29 @@ class Scheduler:
 
     def _nothing_left(self) -> bool:
         """--once: confirm, a moment later and after a recovery pass, that nothing queued
-        can run here (a backend's view of its resources may lag behind)."""
+        can run here (a backend's view of its resources may lag behind); say what is
+        left in the queue and why this worker cannot take it."""
         time.sleep(1.0)
         self._recover()
-        return not self._start_runnable() and not self.running
+        if self._start_runnable() or self.running:
+            return False
+        queued, _ = files.queued_runs(self.runs_root, self.markers)
+        for item in queued:
+            if self.backend.matches_labels and not set(item.labels) <= self.labels:
+                why = f"needs label {', '.join(sorted(set(item.labels) - self.labels))}"
+            elif self.backend.fits(item) == NEVER:
+                why = self.backend.why_never(item)
+            else:
+                continue
+            self._say(f"left in the queue: {item.name} ({why})")
+        return True
+
+    def _say_once(self, key: str, text: str) -> None:
+        """Say `text` unless it was the last thing said about `key` (a waiting run is
+        explained when its reason changes, not at every look)."""
+        if self.said.get(key) != text:
+            self.said[key] = text
+            self._say(text)
 
     def _recover(self) -> None:
         self.last_recover = time.monotonic()
@@ -197,6 +225,7 @@ class Scheduler:
             if self.stops:
                 break
             if verdict == LATER:
+                self._say_once(item.name, f"{item.name} waits: {self.backend.why_waiting(item)}")
                 if self.preempt and self._preempt_for(item):
                     break  # it starts when they have stopped; nothing overtakes it
                 if self.backfill:

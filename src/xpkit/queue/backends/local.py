@@ -11,7 +11,7 @@ from typing import Any
 
 from xpkit.execute.prepared import execute_prepared, project_tree
 from xpkit.execute.runner import Runner
-from xpkit.queue.allocate import GpuAllocator
+from xpkit.queue.allocate import GpuAllocator, GpuState
 from xpkit.queue.files import QueuedRun
 from xpkit.queue.scheduler import LATER, NEVER, NOW, Backend, Ended
 from xpkit.settings import Settings
@@ -40,7 +40,7 @@ class LocalBackend(Backend):
         self.max_jobs = max_jobs or max(1, self.gpu_total)
         self.jobs: dict[str, _Job] = {}
         self.done: queue.Queue[Ended] = queue.Queue()
-        self.free_cache: tuple[float, int] = (0.0, 0)
+        self.states_cache: tuple[float, list[GpuState]] = (0.0, [])
 
     def fits(self, item: QueuedRun) -> str:
         if item.gpus > self.gpu_total:
@@ -49,16 +49,29 @@ class LocalBackend(Backend):
             return LATER
         return NOW
 
-    def _free_gpus(self) -> int:
-        stamp, free = self.free_cache
+    def why_waiting(self, item: QueuedRun) -> str:
+        if len(self.jobs) >= self.max_jobs:
+            return f"all {self.max_jobs} run slot(s) of this worker are busy (--max-jobs)"
+        busy = [f"GPU {s.index} {s.why}" for s in self._states() if not s.free]
+        return f"needs {item.gpus} free GPU(s); " + "; ".join(busy)
+
+    def why_never(self, item: QueuedRun) -> str:
+        return f"needs {item.gpus} GPU(s), this worker has {self.gpu_total}"
+
+    def _states(self) -> list[GpuState]:
+        """The GPUs' states, probed at most every GPU_PROBE_EVERY seconds."""
+        stamp, states = self.states_cache
         if time.monotonic() - stamp > GPU_PROBE_EVERY:
-            free = sum(1 for s in self.allocator.states() if s.free)
-            self.free_cache = (time.monotonic(), free)
-        return free
+            states = self.allocator.states()
+            self.states_cache = (time.monotonic(), states)
+        return states
+
+    def _free_gpus(self) -> int:
+        return sum(1 for s in self._states() if s.free)
 
     def start(self, run_dir: RunDir, item: QueuedRun) -> bool:
         gpus = self.allocator.take(item.gpus, item.name)
-        self.free_cache = (0.0, 0)
+        self.states_cache = (0.0, [])
         if gpus is None:  # another worker of this machine took them meanwhile
             return False
         run_dir.update_run(gpus=gpus)
