@@ -329,7 +329,7 @@ def test_server_down_then_back_and_hooks_test(git_project: Path, xp: Callable[..
     assert xp("run", "--", "python", "-c", "pass", cwd=git_project).returncode == 0
     xp("hooks", "flush", cwd=git_project)
     listing = xp("hooks", "ls", cwd=git_project).stdout
-    assert "web: 1 pending" in listing and "run.finished: hook web: ConnectError" in listing
+    assert "web: 1 pending" in listing and "run.finished: hook web: cannot connect" in listing
     server = FakeTodoist(port)  # the server comes back
     try:
         outbox = git_project / "runs" / ".xp" / "outbox" / "web"
@@ -354,3 +354,62 @@ def test_missing_token_leaves_a_dead_letter_saying_why(
     xp("hooks", "flush", cwd=git_project)
     listing = xp("hooks", "ls", cwd=git_project).stdout
     assert "dead todo sweep.submitted" in listing and "ABSENT_TOKEN" in listing
+
+
+def test_hooks_that_cannot_work_are_said_once_and_never_counted_delivered(
+    git_project: Path, xp: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Todoist hook without its token and a webhook nobody listens on: `xp run` says
+    once, at the start, which hook cannot work; no event of theirs is counted delivered;
+    their dead letters and retries say why in words."""
+    monkeypatch.delenv("TODOIST_TEST_TOKEN", raising=False)
+    configure(git_project, todo_hook("http://127.0.0.1:9") + """
+        [hooks.web]
+        type = "webhook"
+        url = "http://127.0.0.1:9/hook"
+        """)  # fmt: skip
+    result = xp("run", "experiments/toy/05_hooks.xp.toml", cwd=git_project)
+    assert result.returncode == 1  # one run of three fails, as configured
+    warned = [line for line in result.stderr.splitlines() if "cannot work" in line]
+    assert len(warned) == 1 and "hook todo cannot work" in warned[0]
+    assert "TODOIST_TEST_TOKEN" in warned[0]
+    xp("hooks", "flush", cwd=git_project)
+    listing = xp("hooks", "ls", cwd=git_project).stdout
+    dead_todo = [line for line in listing.splitlines() if line.startswith("dead todo")]
+    assert any("sweep.finished" in line for line in dead_todo), listing
+    assert all("TODOIST_TEST_TOKEN" in line for line in dead_todo), listing
+    assert "cannot connect (nothing listens there" in listing
+    tested = xp("hooks", "test", "web", cwd=git_project)
+    assert tested.returncode == 2 and "cannot connect" in tested.stderr
+    assert "ConnectError" not in tested.output
+
+
+def test_no_hooks_is_said(git_project: Path, xp: Callable[..., Result]) -> None:
+    listing = xp("hooks", "ls", cwd=git_project)
+    assert listing.returncode == 0 and "no hooks configured" in listing.stdout
+
+
+def test_the_end_of_a_sweep_counts_every_run(
+    git_project: Path, tmp_path: Path, xp: Callable[..., Result]
+) -> None:
+    """A 3+3 sweep (three runs fail) with a hook that keeps per-sweep state: the two
+    writers of the sweep's state (the runs list, the hook's task) never overwrite each
+    other, so sweep.finished counts all six (it said "2 failed, 1 finished" before)."""
+    out = tmp_path / "events.jsonl"
+    configure(git_project, f"""
+        [hooks.cmd]
+        type = "command"
+        command = "cat >> {out}; echo >> {out}"
+        """)  # fmt: skip
+    (git_project / "experiments" / "toy" / "06_six.xp.toml").write_text(
+        'id = "six666"\ncommand = "python flaky.py {i}"\n[grid]\ni = [0, 2]\nseed = [1, 2, 3]\n'
+    )
+    git(git_project, "add", "-A")
+    git(git_project, "commit", "-qm", "six")
+    for _ in range(3):
+        assert xp("run", "experiments/toy/06_six.xp.toml", cwd=git_project).returncode == 1
+        flush_until(xp, git_project, lambda: out.exists() and "sweep.finished" in out.read_text())
+        finished = [json.loads(line) for line in out.read_text().splitlines()
+                    if '"sweep.finished"' in line]  # fmt: skip
+        assert finished[-1]["counts"] == {"failed": 3, "finished": 3}, finished[-1]
+        out.unlink()

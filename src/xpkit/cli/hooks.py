@@ -65,9 +65,11 @@ def ls_cmd() -> None:
 
     Example: xp hooks ls
     """
-    from xpkit.hooks.outbox import Deliverer, dead_letters
+    from xpkit.hooks.outbox import ERRORS, Deliverer, dead_letters, outbox_dir
 
     settings, specs = _specs()
+    if not specs:
+        click.echo("no hooks configured ([hooks.<name>] in xp.toml; see the README)")
     deliverer = Deliverer(settings.runs, specs)
     for spec in specs:
         pending = deliverer.pending(spec.name)
@@ -83,6 +85,12 @@ def ls_cmd() -> None:
                            f"(attempt {record['attempts']}, next in {wait:.0f} s)")  # fmt: skip
     for name, path, record in dead_letters(settings.runs):
         click.echo(f"dead {name} {record['event']['type']} {path.name}: {record.get('error')}")
+    try:
+        errors = (outbox_dir(settings.runs) / ERRORS).read_text().splitlines()[-5:]
+    except OSError:
+        errors = []
+    for line in errors:
+        click.echo(f"deliverer error: {line}")
 
 
 @hooks_cmd.command("flush")

@@ -236,8 +236,8 @@ def run_sweep(
     # here leaves nothing half-made.
     tree = workspace.acquire(snapshot.snapshot, user) if snapshot else provenance.project
     results = []
-    hooks = events.specs_of(settings)
-    stop_delivery = start_background(settings.runs, hooks)
+    hooks = events.usable_specs(settings)  # says once which hooks cannot work
+    delivery = start_background(settings.runs, hooks)
     holder = me("run").to_json()
     try:
         for index, new in enumerate(planned):
@@ -265,7 +265,7 @@ def run_sweep(
             workspace.release(tree, user)
         if hooks and planned[0].sweep:
             events.finish_sweep(settings, planned[0].sweep)
-        stop_delivery.set()
+        delivery.stop.set()
         if hooks:
-            deliver_briefly(settings.runs, hooks, seconds=2.0)
+            deliver_briefly(settings.runs, hooks, seconds=2.0, skip=delivery.failing)
     return results

@@ -55,7 +55,7 @@ class Event:
         counts = ", ".join(f"{n} {s}" for s, n in sorted(self.counts.items()))
         what = {
             "sweep.submitted": f"submitted {self.planned or len(self.runs)} run(s)",
-            "sweep.finished": f"finished: {counts}",
+            "sweep.finished": f"finished: {counts}" if counts else "finished",
         }.get(self.type, self.type.removeprefix("run."))
         target = self.runs[0] if self.type.startswith("run.") and self.runs else name
         reason = f" ({self.reason})" if self.reason else ""

@@ -15,6 +15,7 @@ from xpkit.hooks.base import Event, HookSpec, parse_hooks
 from xpkit.hooks.outbox import emit, sweep_state_path
 from xpkit.settings import Settings
 from xpkit.store import rundir as rd
+from xpkit.store.locks import exclusive_lock
 from xpkit.store.rundir import RunDir, write_json_atomic
 
 
@@ -24,6 +25,24 @@ def specs_of(settings: Settings) -> list[HookSpec]:
     except XpError as e:
         warnings.warn(f"hooks disabled: {e}", stacklevel=2)
         return []
+
+
+def usable_specs(settings: Settings) -> list[HookSpec]:
+    """The hooks, each checked once (a missing token, a bad URL): one that cannot work
+    is said at the start of `xp run`/`xp worker`; its events still go to the outbox,
+    where they become dead letters saying why (`xp hooks ls`)."""
+    from xpkit.hooks.base import make_hook
+
+    specs = specs_of(settings)
+    for spec in specs:
+        try:
+            problems = make_hook(spec).check()
+        except XpError as e:
+            problems = [str(e)]
+        for problem in problems:
+            warnings.warn(f"hook {spec.name} cannot work: {problem} (`xp hooks check`)",
+                          stacklevel=2)  # fmt: skip
+    return specs
 
 
 def _experiment(info: dict[str, Any]) -> dict[str, Any]:
@@ -38,15 +57,18 @@ def remember_runs(
     """The sweep's runs so far (and how many it will have): whoever ends the last one
     announces sweep.finished."""
     state_path = sweep_state_path(settings.runs, sweep)
-    try:
-        state = json.loads(state_path.read_text())
-    except (OSError, ValueError):
-        state = {}
-    state["runs"] = [*state.get("runs", []), *names]
-    if planned is not None:
-        state["planned"] = planned
     state_path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(state_path, state)
+    # Read-modify-write under the sweep's lock: submitters of one sweep take turns, and
+    # hook deliverers keep their own files (outbox.hook_state_path).
+    with exclusive_lock(state_path.with_suffix(".lock")):
+        try:
+            state = json.loads(state_path.read_text())
+        except (OSError, ValueError):
+            state = {}
+        state["runs"] = [*state.get("runs", []), *names]
+        if planned is not None:
+            state["planned"] = planned
+        write_json_atomic(state_path, state)
 
 
 def sweep_submitted(settings: Settings, runs: list[RunDir], planned: int | None = None) -> None:

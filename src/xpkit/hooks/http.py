@@ -15,8 +15,8 @@ def post(url: str, *, json: Any, headers: dict[str, str], what: str) -> Any:
 
     try:
         response = httpx.post(url, json=json, headers=headers, timeout=TIMEOUT)
-    except httpx.HTTPError as e:
-        raise TransientError(f"{what}: {type(e).__name__}") from None  # no URL: it may hold secrets
+    except httpx.HTTPError as e:  # said in words, without the URL: it may hold secrets
+        raise TransientError(f"{what}: {_in_words(e)}") from None
     if response.status_code == 429:
         retry = response.headers.get("Retry-After")
         after = float(retry) if retry and retry.isdigit() else None
@@ -29,3 +29,17 @@ def post(url: str, *, json: Any, headers: dict[str, str], what: str) -> Any:
         return response.json()
     except ValueError:
         return {}
+
+
+def _in_words(error: Exception) -> str:
+    import httpx
+
+    if isinstance(error, httpx.ConnectTimeout):
+        return f"no answer to connect within {TIMEOUT:.0f} s (host down or unreachable?)"
+    if isinstance(error, httpx.TimeoutException):
+        return f"no answer within {TIMEOUT:.0f} s"
+    if isinstance(error, httpx.ConnectError):
+        return "cannot connect (nothing listens there, or the host is unreachable)"
+    if isinstance(error, httpx.UnsupportedProtocol):
+        return "the URL is not http(s)"
+    return f"{type(error).__name__} while sending"

@@ -24,6 +24,8 @@ from xpkit.store.locks import exclusive_lock
 from xpkit.store.rundir import write_json_atomic
 
 BACKOFF_FIRST, BACKOFF_MAX = 2.0, 600.0
+BURST = 5  # events a hook may get at once before its rate limit spaces them
+ERRORS = "deliverer-errors.log"  # what went wrong in a background deliverer, in words
 
 
 def outbox_dir(runs_root: Path) -> Path:
@@ -31,7 +33,27 @@ def outbox_dir(runs_root: Path) -> Path:
 
 
 def sweep_state_path(runs_root: Path, sweep: str) -> Path:
+    """The sweep's runs (written by `hooks.events` under its lock)."""
     return runs_root / META_DIR / "sweeps" / f"{sweep}.json"
+
+
+def hook_state_path(runs_root: Path, sweep: str, hook: str) -> Path:
+    """What one hook remembers of a sweep (its Todoist task): written only by that
+    hook's deliverer, under the hook's lock, never by the writer of the runs list."""
+    return runs_root / META_DIR / "sweeps" / f"{sweep}.hook-{hook}.json"
+
+
+def record_error(runs_root: Path, where: str, error: BaseException) -> None:
+    """A background deliverer never lets a problem surface in a run, and never loses
+    it either: one line in the outbox's error log (`xp hooks ls` shows the last)."""
+    try:
+        folder = outbox_dir(runs_root)
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        with open(folder / ERRORS, "a", encoding="utf-8") as log:
+            log.write(f"{stamp} {where}: {type(error).__name__}: {error}\n")
+    except OSError:
+        pass  # the runs root itself is failing: the run reports that
 
 
 def emit(runs_root: Path, specs: list[HookSpec], event: Event) -> int:
@@ -57,7 +79,8 @@ class Deliverer:
         self.runs_root = runs_root
         self.specs = {s.name: s for s in specs}
         self.hooks: dict[str, Hook] = {}
-        self.last_sent: dict[str, float] = {}
+        self.tokens: dict[str, tuple[float, float]] = {}  # hook: (tokens, at)
+        self.failing: set[str] = set()  # hooks whose last attempt here failed
         self.log: list[str] = []
 
     def _hook(self, name: str) -> Hook:
@@ -97,29 +120,38 @@ class Deliverer:
         return sent
 
     def _respect_rate(self, spec: HookSpec) -> None:
-        spacing = 60.0 / spec.rate_per_minute if spec.rate_per_minute > 0 else 0.0
-        wait = self.last_sent.get(spec.name, 0.0) + spacing - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
-        self.last_sent[spec.name] = time.monotonic()
+        """A token bucket: BURST events at once (a small sweep never waits), then
+        `rate_per_minute`."""
+        if spec.rate_per_minute <= 0:
+            return
+        rate = spec.rate_per_minute / 60.0
+        tokens, at = self.tokens.get(spec.name, (float(BURST), time.monotonic()))
+        tokens = min(float(BURST), tokens + (time.monotonic() - at) * rate)
+        if tokens < 1.0:
+            time.sleep((1.0 - tokens) / rate)
+            tokens = 1.0
+        self.tokens[spec.name] = (tokens - 1.0, time.monotonic())
 
     def _send(self, spec: HookSpec, path: Path, record: dict[str, Any]) -> bool:
         event = Event.from_json(record["event"])
-        state_path = sweep_state_path(self.runs_root, event.sweep or "none")
+        state_path = hook_state_path(self.runs_root, event.sweep or "none", spec.name)
         try:
             state = json.loads(state_path.read_text())
         except (OSError, ValueError):
             state = {}
-        hook_state = state.setdefault(spec.name, {})
         try:
-            answer = self._hook(spec.name).deliver(event=event, state=hook_state,
+            answer = self._hook(spec.name).deliver(event=event, state=state,
                                                    key=f"{spec.name}-{event.id}")  # fmt: skip
         except TransientError as e:
+            self.failing.add(spec.name)
             return self._retry(spec, path, record, str(e), e.retry_after)
         except HookError as e:
+            self.failing.add(spec.name)
             return self._dead(spec, path, record, str(e))
         except Exception as e:  # a broken plugin: keep the event, say why
+            self.failing.add(spec.name)
             return self._dead(spec, path, record, f"{type(e).__name__}: {e}")
+        self.failing.discard(spec.name)
         state_path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(state_path, state)
         path.unlink(missing_ok=True)
@@ -181,35 +213,50 @@ def retry_dead(runs_root: Path) -> int:
     return moved
 
 
-def deliver_briefly(runs_root: Path, specs: list[HookSpec], seconds: float) -> None:
+def deliver_briefly(
+    runs_root: Path, specs: list[HookSpec], seconds: float, skip: set[str] | None = None
+) -> None:
     """Give pending events `seconds` to go out, without ever waiting longer (a hanging
-    API must not hold up the end of `xp run`); the outbox keeps what is left."""
+    API must not hold up the end of `xp run`); hooks in `skip` (failing in this process)
+    are not tried again; the outbox keeps what is left for the next deliverer."""
     deadline = time.time() + seconds
+    specs = [s for s in specs if s.name not in (skip or set())]
+    if not specs:
+        return
 
     def work() -> None:
         try:
             Deliverer(runs_root, specs).deliver_due(deadline=deadline)
-        except Exception:
-            pass
+        except Exception as e:
+            record_error(runs_root, "final delivery", e)
 
     thread = threading.Thread(target=work, daemon=True, name="xp-hooks-final")
     thread.start()
     thread.join(timeout=seconds)
 
 
-def start_background(runs_root: Path, specs: list[HookSpec], every: float = 1.0) -> threading.Event:
-    """Deliver in a daemon thread; set the returned event to stop it."""
-    stop = threading.Event()
-    if not specs:
-        return stop
-    deliverer = Deliverer(runs_root, specs)
+class Background:
+    """A daemon thread that delivers every `every` seconds until stopped."""
 
-    def loop() -> None:
-        while not stop.wait(every):
+    def __init__(self, runs_root: Path, specs: list[HookSpec], every: float = 1.0) -> None:
+        self.stop = threading.Event()
+        self.deliverer = Deliverer(runs_root, specs)
+        if specs:
+            threading.Thread(target=self._loop, args=(runs_root, every), daemon=True,
+                             name="xp-hooks").start()  # fmt: skip
+
+    def _loop(self, runs_root: Path, every: float) -> None:
+        while not self.stop.wait(every):
             try:
-                deliverer.deliver_due()
-            except Exception:
-                continue  # never let a hook problem surface in a run
+                self.deliverer.deliver_due()
+            except Exception as e:  # never surfaces in a run; never lost either
+                record_error(runs_root, "background delivery", e)
 
-    threading.Thread(target=loop, daemon=True, name="xp-hooks").start()
-    return stop
+    @property
+    def failing(self) -> set[str]:
+        return set(self.deliverer.failing)
+
+
+def start_background(runs_root: Path, specs: list[HookSpec], every: float = 1.0) -> Background:
+    """Deliver in a daemon thread; `.stop.set()` stops it."""
+    return Background(runs_root, specs, every)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from xpkit.errors import HookError
 from xpkit.hooks.base import Event, Hook, HookSpec, env_secret
 from xpkit.hooks.http import post
 
@@ -29,6 +30,7 @@ class TodoistHook(Hook):
                     what=f"hook {self.spec.name} (todoist {path.split('/')[1]})")  # fmt: skip
 
     def deliver(self, *, event: Event, state: dict[str, Any], key: str) -> str:
+        env_secret(self.spec, "token_env")  # no token: a dead letter saying so, at once
         slot = event.runs[0] if self.per_run and event.runs else "sweep"
         task = state.get(slot)
         if event.type in ("sweep.submitted", "run.started") and task is None:
@@ -45,7 +47,10 @@ class TodoistHook(Hook):
             state[slot] = created.get("id")
             return f"task {state[slot]}"
         if task is None:
-            return "no task to update"
+            raise HookError(
+                f"hook {self.spec.name}: no Todoist task to comment on: the event that creates "
+                "it (sweep.submitted or run.started) was not delivered; `xp hooks ls` says why"
+            )
         self._call("/comments", {"task_id": task, "content": self._comment(event)}, key)
         if event.type == "sweep.finished":
             update: dict[str, Any] = {}

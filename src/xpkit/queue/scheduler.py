@@ -140,7 +140,8 @@ class Scheduler:
     # --- the loop -------------------------------------------------------------------
     def run(self) -> None:
         self._install_signals()
-        stop_delivery = start_background(self.runs_root, events.specs_of(self.settings))
+        hooks = events.usable_specs(self.settings)
+        delivery = start_background(self.runs_root, hooks)
         poll = XP_WORKER_POLL.get()
         beat_every = min(XP_HEARTBEAT_INTERVAL.get(), 2.0)
         last_beat = 0.0
@@ -170,7 +171,7 @@ class Scheduler:
         finally:
             if watcher is not None:
                 watcher.stop()
-            stop_delivery.set()
+            delivery.stop.set()
             self._stop_all()
             self.backend.close()
             self._worker_file().unlink(missing_ok=True)
