@@ -5,14 +5,16 @@
 gpus.json: {"driver": "550.54.15", "cuda": "12.4", "gpus": [{"name": "NVIDIA A100",
 "memory_total_mib": 40960, "memory_used_mib": 0, "processes": [{"pid": 4242,
 "used_mib": 20000}]}, ...]}. Put a script that runs this module on PATH as
-`nvidia-smi` and set XP_GPU_PROBE=nvidia-smi. Edit the file to simulate a colleague
-starting or stopping a job. Answers what the probe asks, as nvidia-smi would.
+`nvidia-smi` and set XP_GPU_PROBE=nvidia-smi (`--install DIR` writes that script and
+a gpus.json of 4 GPUs, one busy, and prints what to export). Edit the file to simulate
+a colleague starting or stopping a job. Answers what the probe asks, as nvidia-smi would.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from xpkit.settings import XP_FAKE_GPUS
@@ -26,7 +28,34 @@ def load() -> dict[str, Any]:
     return data
 
 
+SAMPLE = {"driver": "550.54.15", "cuda": "12.4", "gpus": [
+    {"name": "Fake A100"},
+    {"name": "Fake A100", "memory_used_mib": 30000,
+     "processes": [{"pid": 4242, "used_mib": 30000}]},
+    {"name": "Fake A100"}, {"name": "Fake A100"},
+]}  # fmt: skip
+
+
+def install(folder: Path) -> None:
+    """Write `folder/nvidia-smi` (with its #! line) and, unless there, `gpus.json`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "nvidia-smi"
+    script.write_text(f'#!/bin/sh\nexec {sys.executable} -m xpkit.capture.fake_smi "$@"\n')
+    script.chmod(0o755)
+    gpus = folder / "gpus.json"
+    if not gpus.exists():
+        gpus.write_text(json.dumps(SAMPLE, indent=1) + "\n")
+    print(f"# wrote {script} and {gpus}; now:")
+    print(f'export PATH="{folder.resolve()}:$PATH" XP_FAKE_GPUS="{gpus.resolve()}" '
+          "XP_GPU_PROBE=nvidia-smi")  # fmt: skip
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--install"]:
+        if len(argv) != 2:
+            raise SystemExit("usage: python -m xpkit.capture.fake_smi --install DIR")
+        install(Path(argv[1]))
+        return 0
     data = load()
     gpus = data.get("gpus", [])
     driver = data.get("driver", "550.54.15")

@@ -6,6 +6,7 @@ Tests fake GPUs with a fake `nvidia-smi` on PATH and XP_GPU_PROBE=nvidia-smi.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -126,7 +127,15 @@ def _smi(*args: str) -> str:
         proc = subprocess.run(
             ["nvidia-smi", *args], capture_output=True, text=True, timeout=SMI_TIMEOUT
         )
-    except (OSError, subprocess.TimeoutExpired) as e:
+    except OSError as e:
+        if e.errno == errno.ENOEXEC:  # a script without its #! line
+            where = shutil.which("nvidia-smi") or "nvidia-smi"
+            raise GpuProbeError(
+                f"{where} cannot be executed (Exec format error): a script needs a first line "
+                "like #!/bin/sh; `python -m xpkit.capture.fake_smi --install DIR` writes one"
+            ) from e
+        raise GpuProbeError(f"nvidia-smi failed: {e}") from e
+    except subprocess.TimeoutExpired as e:
         raise GpuProbeError(f"nvidia-smi failed: {e}") from e
     if proc.returncode != 0:
         raise GpuProbeError(f"nvidia-smi {' '.join(args)} failed: {proc.stderr.strip()}")
