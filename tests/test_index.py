@@ -118,8 +118,39 @@ def test_resolve_run_by_name_prefix_and_trial(tmp_path: Path) -> None:
 
 
 def test_json_files_are_written_atomically(tmp_path: Path) -> None:
+    """A reader racing the writer sees the old or the new file, never half of one (a
+    plain write_text fails this: the reader catches it truncated or half-written), and
+    a writer killed between writing and renaming leaves the old file whole."""
+    import subprocess
+    import sys
+    import threading
+
     target = tmp_path / "f.json"
-    rd.write_json_atomic(target, {"a": 1})
-    rd.write_json_atomic(target, {"a": 2})
-    assert json.loads(target.read_text()) == {"a": 2}
-    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]  # no temp files left
+    big = {"values": list(range(20_000))}  # ~130 KB: written in several syscalls
+    rd.write_json_atomic(target, big)
+    torn: list[str] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                json.loads(target.read_text())
+            except ValueError as e:
+                torn.append(str(e))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for i in range(200):
+            rd.write_json_atomic(target, {**big, "i": i})
+    finally:
+        stop.set()
+        reader.join()
+    assert torn == []
+    killed = subprocess.run(
+        [sys.executable, "-c", "import os, sys; from xpkit.store import rundir as rd; "
+         "os.replace = lambda *a: os._exit(9); rd.write_json_atomic(rd.Path(sys.argv[1]), {'new': 1})",
+         str(target)], check=False,
+    )  # fmt: skip
+    assert killed.returncode == 9 and json.loads(target.read_text())["i"] == 199
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == ["f.json"]

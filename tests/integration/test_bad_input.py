@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Result, git
+from conftest import Result
 from xpkit.store import rundir as rd
 
 pytestmark = pytest.mark.integration
@@ -189,9 +189,19 @@ def test_init_new_and_copy(tmp_path: Path, xp: Callable[..., Result]) -> None:
     assert_clean_error(xp("new", "experiments/cifar/01_baseline", cwd=root), "already exists")
 
 
-def test_new_ids_avoid_runs_root(git_project: Path, xp: Callable[..., Result]) -> None:
-    git(git_project, "status")
-    result = xp("new", "experiments/x/01_a", cwd=git_project)
-    assert result.returncode == 0
-    text = (git_project / "experiments" / "x" / "01_a.xp.toml").read_text()
-    assert 'id = "abc123"' not in text
+def test_new_ids_avoid_runs_root(git_project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ID only runs use (their experiment file deleted) is taken: random bytes that
+    spell it first are skipped. (The random draw is forced; by chance it never collides.)"""
+    from xpkit import names, scaffold
+    from xpkit.settings import load_settings
+
+    runs = git_project / "runs"
+    (runs / "zzz999_001_old").mkdir(parents=True)
+    settings = load_settings(git_project)
+    assert {"zzz999", "abc123"} <= scaffold.taken_ids(settings)
+    spell = {c: bytes([names.ID_ALPHABET.index(c)]) for c in names.ID_ALPHABET}
+    draws = iter([b"".join(spell[c] for c in "zzz999"), b"".join(spell[c] for c in "abc123"),
+                  b"".join(spell[c] for c in "new777")])  # fmt: skip
+    monkeypatch.setattr(names.os, "urandom", lambda n: next(draws))
+    target = scaffold.new_experiment(settings, git_project / "experiments" / "x" / "01_a")
+    assert 'id = "new777"' in target.read_text()

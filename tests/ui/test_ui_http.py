@@ -130,12 +130,28 @@ def test_artifacts_are_listed_and_downloaded_as_attachments(ui_project: Path, ui
     assert download.headers["content-security-policy"] == "sandbox"
 
 
+def _runs_root_state(runs: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(runs)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(runs.rglob("*")) if p.is_file()}  # fmt: skip
+
+
 def test_the_dashboard_is_read_only(ui_project: Path, ui_url: str) -> None:
+    """No request changes a byte of the runs root: write methods answer 405, and every
+    page and API (the queue page with a stale marker of a deleted run too) only reads."""
     many = run_names(ui_project)["many"]
+    runs = ui_project / "runs"
+    queue = runs / ".xp" / "queue"
+    queue.mkdir(parents=True, exist_ok=True)
+    (queue / "gone00_001_x").write_text('{"priority": 0, "gpus": 0, "labels": [], "submitted": 1}')
+    before = _runs_root_state(runs)
     for method in ("POST", "PUT", "DELETE", "PATCH"):
         response = httpx.request(method, f"{ui_url}/runs/{many}", headers=AUTH, timeout=30)
         assert response.status_code == 405, method
-    assert (ui_project / "runs" / many / "run.json").is_file()
+    for path in ("/", f"/runs/{many}", "/queue", "/experiments", "/experiments/abc123/",
+                 f"/api/runs/{many}/metrics/wave", f"/api/runs/{many}/log", "/api/status",
+                 f"/compare?run={many}&run={run_names(ui_project)['lr0.1']}"):  # fmt: skip
+        assert get(f"{ui_url}{path}").status_code == 200, path
+    assert _runs_root_state(runs) == before
 
 
 def test_compare_refuses_a_bad_choice_of_runs(ui_project: Path, ui_url: str) -> None:

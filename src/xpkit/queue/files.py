@@ -70,11 +70,12 @@ def enqueue_from_run(runs_root: Path, run_dir: RunDir, info: dict[str, Any]) -> 
 
 
 def queued_runs(
-    runs_root: Path, cache: dict[str, dict[str, Any]] | None = None
+    runs_root: Path, cache: dict[str, dict[str, Any]] | None = None, *, tidy: bool = True
 ) -> tuple[list[QueuedRun], list[str]]:
     """Queued runs in queue order (priority, then oldest), and problems found.
     `cache` keeps markers already read between calls (a marker is rewritten only when
-    its run is queued again, and then its submitted time changes nothing it holds)."""
+    its run is queued again, and then its submitted time changes nothing it holds).
+    `tidy`: drop the marker of a run deleted while queued (not for read-only views)."""
     folder = queue_dir(runs_root)
     cache = {} if cache is None else cache
     try:
@@ -94,7 +95,8 @@ def queued_runs(
                 continue  # being written; next look
             if not (runs_root / entry.name).is_dir():
                 cache.pop(entry.name, None)
-                Path(entry.path).unlink(missing_ok=True)
+                if tidy:
+                    Path(entry.path).unlink(missing_ok=True)
                 problems.append(
                     f"{entry.name}: its run directory was deleted while queued; dropped"
                 )

@@ -73,8 +73,9 @@ class QueueView:
     problems: list[str]
 
 
-def queue_view(runs_root: Path) -> QueueView:
-    queued, problems = queued_runs(runs_root)
+def queue_view(runs_root: Path, tidy: bool = True) -> QueueView:
+    """`tidy` False (the dashboard): change nothing in the runs root."""
+    queued, problems = queued_runs(runs_root, tidy=tidy)
     workers = live_workers(runs_root)
     rows, warnings = load_rows(runs_root, statuses=("running",))
     return QueueView([(q, why_waiting(q, workers)) for q in queued], rows, workers,

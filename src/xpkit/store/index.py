@@ -180,9 +180,6 @@ class RunIndex:
 
     def refresh(self) -> None:
         """Bring the index up to date with the run directories."""
-        from xpkit.store import pending
-
-        pending.apply(self.runs_root)  # ends of runs that found a full disk
         known = dict(self.db.execute("SELECT name, dir_mtime FROM runs").fetchall())
         seen = set()
         changed = []
@@ -300,6 +297,9 @@ def load_rows(
     runs_root: Path, experiment_id: str | None = None, statuses: tuple[str, ...] = ()
 ) -> tuple[list[RunRow], list[str]]:
     """Refresh the index and return its rows plus warnings about skipped runs."""
+    from xpkit.store import pending
+
+    pending.apply(runs_root)  # ends of runs that found a full disk (not by read-only views)
     index = RunIndex(runs_root)
     try:
         index.refresh()

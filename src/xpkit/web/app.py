@@ -102,7 +102,7 @@ class Dashboard:
     def queue(self, request: Request) -> Response:
         from xpkit.queue.status import queue_view
 
-        return self.page("queue.html", request, view=queue_view(self.runs_root))
+        return self.page("queue.html", request, view=queue_view(self.runs_root, tidy=False))
 
     def experiments(self, request: Request) -> Response:
         return self.page("experiments.html", request,
