@@ -13,6 +13,7 @@ from xpkit.config import paths
 from xpkit.errors import GitError
 from xpkit.store import rundir as rd
 from xpkit.store.rundir import RunDir
+from xpkit.values import is_number
 
 MAX_COMMITS = 50
 
@@ -27,15 +28,11 @@ def dict_diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 
 def _same(x: Any, y: Any) -> bool:
-    if type(x) is not type(y) and not (_is_number(x) and _is_number(y)):
+    if type(x) is not type(y) and not (is_number(x) and is_number(y)):
         return False
     if isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y):
         return True
     return bool(x == y)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def flat_config(tree: Any) -> dict[str, Any]:
@@ -100,7 +97,7 @@ def diff_runs(
                 "a": summary_a.get(key),
                 "b": summary_b.get(key),
                 "delta": summary_b[key] - summary_a[key]
-                if _is_number(summary_a.get(key)) and _is_number(summary_b.get(key)) else None,
+                if is_number(summary_a.get(key)) and is_number(summary_b.get(key)) else None,
             }
             for key in dict.fromkeys([*summary_a, *summary_b])
         },
@@ -169,7 +166,7 @@ def check_reproduced(
     for name, old in original.items():
         value = new.get(name)
         difference = None
-        if _is_number(old) and value is not None and _is_number(value):
+        if is_number(old) and value is not None and is_number(value):
             difference = abs(value - old)
             same = math.isclose(old, value, rel_tol=rtol, abs_tol=0.0) or (
                 math.isnan(old) and math.isnan(value)

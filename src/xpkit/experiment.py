@@ -20,7 +20,7 @@ from typing import Any
 
 from xpkit import names
 from xpkit.errors import ConfigError
-from xpkit.settings import _read_toml
+from xpkit.settings import read_toml
 from xpkit.suggest import did_you_mean
 
 SUFFIX = ".xp.toml"
@@ -287,7 +287,7 @@ def load_experiment(path: Path, root: Path | None = None) -> Experiment:
             if path.name.endswith(SUFFIX)
             else f"experiment file {path} does not exist (experiment files end in {SUFFIX})"
         )
-    raw = _read_toml(path)
+    raw = read_toml(path)
     source = path.read_text(encoding="utf-8", errors="replace")
 
     def fail(key: str, message: str) -> ConfigError:
@@ -449,7 +449,7 @@ def find_experiment_files(root: Path, skip: tuple[Path, ...] = ()) -> list[Path]
 
 def read_id(path: Path) -> str | None:
     try:
-        value = _read_toml(path).get("id")
+        value = read_toml(path).get("id")
     except ConfigError:
         return None
     return value if isinstance(value, str) else None

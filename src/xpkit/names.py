@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xpkit.errors import RunError, StoreError
+from xpkit.store.locks import create_exclusive
 
 ID_ALPHABET = string.ascii_lowercase + string.digits
 ID_LENGTH = 6
@@ -114,10 +115,9 @@ def allocate_trial(runs_root: Path, expid: str) -> int:
     trial = _highest_trial(runs_root, claims, expid) + 1
     for _ in range(100_000):
         try:
-            fd = os.open(claims / f"{trial:03d}", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            trial += 1
-            continue
+            if not create_exclusive(claims / f"{trial:03d}", f"{os.getpid()}\n"):
+                trial += 1
+                continue
         except OSError as e:
             if e.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
                 raise StoreError(
@@ -130,8 +130,6 @@ def allocate_trial(runs_root: Path, expid: str) -> int:
                     "no run was created"
                 ) from e
             raise
-        os.write(fd, f"{os.getpid()}\n".encode())
-        os.close(fd)
         return trial
     raise RunError(f"could not claim a trial number for experiment {expid} in {claims}")
 

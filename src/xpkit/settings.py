@@ -178,9 +178,9 @@ class Settings:
 def default_workdir(root: Path) -> Path:
     # Outside the project on purpose: a worktree inside it would be snapshotted as an
     # embedded repository unless ignored, and must live on a local disk anyway.
-    import hashlib
+    from xpkit.values import path_digest
 
-    digest = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:8]
+    digest = path_digest(root, 8)
     return XP_CACHE_DIR.get() / "worktrees" / f"{root.name}-{digest}"
 
 
@@ -199,22 +199,22 @@ def _has_tool_xp(pyproject: Path) -> bool:
     if not pyproject.is_file():
         return False
     try:
-        return "xp" in _read_toml(pyproject).get("tool", {})
+        return "xp" in read_toml(pyproject).get("tool", {})
     except ConfigError:
         return False
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: not UTF-8 text ({e.reason})") from e
-    return _read_toml_text(text, str(path))
+    return read_toml_text(text, str(path))
 
 
-def _read_toml_text(text: str, where: str) -> dict[str, Any]:
+def read_toml_text(text: str, where: str) -> dict[str, Any]:
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover
@@ -246,10 +246,10 @@ def load_settings(start: Path | None = None) -> Settings:
     source: Path | None = None
     if (root / CONFIG_FILE).is_file():
         source = root / CONFIG_FILE
-        raw = _read_toml(source)
+        raw = read_toml(source)
     elif _has_tool_xp(root / "pyproject.toml"):
         source = root / "pyproject.toml"
-        raw = _read_toml(source)["tool"]["xp"]
+        raw = read_toml(source)["tool"]["xp"]
     where = str(source) if source else "defaults"
     unknown = sorted(set(raw) - set(_KNOWN_KEYS))
     if unknown:

@@ -22,6 +22,7 @@ from xpkit.capture.git import git, repo_root
 from xpkit.errors import XpError
 from xpkit.settings import XP_CACHE_DIR, XP_TOOL_TIMEOUT
 from xpkit.subprocs import rsync_args, run_tool
+from xpkit.values import is_remote
 
 
 class SyncError(XpError):
@@ -46,14 +47,9 @@ def _rsync() -> str:
     return found
 
 
-def _is_remote(target: str) -> bool:
-    head = target.split("/", 1)[0]
-    return ":" in head
-
-
 def check_targets(project: Path, targets: list[str]) -> None:
     for target in targets:
-        if _is_remote(target):
+        if is_remote(target):
             continue
         path = Path(target).expanduser().resolve()
         if path == project or project in path.parents or path in project.parents:
@@ -83,7 +79,7 @@ def sync_once(project: Path, target: str) -> SyncResult:
         before = set()
     gone = sorted(before - set(files))
     destination = target if target.endswith("/") else target + "/"
-    if not _is_remote(target):
+    if not is_remote(target):
         Path(target).expanduser().mkdir(parents=True, exist_ok=True)
     # --checksum: a file saved twice within one second keeps its size and mtime.
     error = _send(rsync, ["--checksum"], files, project, destination, target)

@@ -39,7 +39,9 @@ def backup_cmd(dest: Path, show: bool, verify: bool, restore_: bool, snapshot: s
     from xpkit.store import backup
 
     runs_root = load_settings().runs
-    remote = ":" in str(dest).split("/", 1)[0]
+    from xpkit.values import is_remote
+
+    remote = is_remote(str(dest))
     if remote or use_rsync:
         if show or verify or restore_:
             raise StoreError("--list, --verify and --restore read the backup: run them where "

@@ -12,41 +12,6 @@ import click
 from xpkit.errors import QueueError
 
 
-def submit_runs(
-    target: tuple[str, ...],
-    *,
-    priority: int,
-    gpus: int | None,
-    labels: tuple[str, ...],
-    params: dict[str, object],
-    sets: dict[str, object],
-    name: str | None,
-    tags: tuple[str, ...],
-    no_git: bool,
-    resumable: bool | None = None,
-    yes: bool = False,
-) -> None:
-    """Shared by `xp submit` and `xp run --queue`."""
-    from xpkit.queue.submit import QueueRequest, submit_target
-    from xpkit.settings import load_settings
-
-    settings = load_settings()
-    created = submit_target(
-        settings,
-        target,
-        params=params,
-        sets=sets,
-        name=name,
-        tags=list(tags),
-        no_git=no_git,
-        queue=QueueRequest(priority, gpus, labels, resumable),
-        yes=yes,
-    )
-    for run_dir in created:
-        click.echo(run_dir.name)
-    click.echo(f"{len(created)} run(s) queued in {settings.runs}; `xp queue` shows them", err=True)
-
-
 @click.command("submit", context_settings={"ignore_unknown_options": True})
 @click.option("--priority", default=0, show_default=True, help="Higher runs first.")
 @click.option("--gpus", type=int, help="GPUs per run (overrides the experiment's; 0 = CPU).")
@@ -81,15 +46,15 @@ def submit_cmd(
 
     Example: xp submit experiments/cifar/01_baseline.xp.toml --priority 5 --gpus 1
     """
-    from xpkit.cli.run import _parse_params, _parse_sets
+    from xpkit.cli.options import parse_params, parse_sets, submit_runs
 
     submit_runs(
         target,
         priority=priority,
         gpus=gpus,
         labels=labels,
-        params=_parse_params(params),
-        sets=_parse_sets(sets),
+        params=parse_params(params),
+        sets=parse_sets(sets),
         name=name,
         tags=tags,
         no_git=no_git,

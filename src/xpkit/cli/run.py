@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from xpkit.errors import ConfigError
+from xpkit.cli.options import parse_params, parse_sets
 
 DRY_RUN_SHOWN = 20  # runs a --dry-run lists; it counts them all
 
@@ -17,35 +17,6 @@ if TYPE_CHECKING:
     from xpkit.settings import Settings
     from xpkit.store.create import NewRun, Provenance
     from xpkit.store.rundir import RunDir
-
-
-def _parse_params(pairs: tuple[str, ...]) -> dict[str, object]:
-    from xpkit.experiment import parse_scalar
-
-    params: dict[str, object] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--param {pair!r}: write KEY=VALUE, e.g. --param lr=0.1")
-        params[key.strip()] = parse_scalar(raw)
-    return params
-
-
-def _parse_sets(pairs: tuple[str, ...]) -> dict[str, object]:
-    """--set PATH=VALUE, VALUE as JSON (1e-3 a float, true a bool, "18" a string);
-    what is not JSON is taken as a plain string."""
-    import json
-
-    sets: dict[str, object] = {}
-    for pair in pairs:
-        path, sep, raw = pair.partition("=")
-        if not sep or not path.strip():
-            raise ConfigError(f"--set {pair!r}: write PATH=VALUE, e.g. --set optim.lr=1e-3")
-        try:
-            sets[path.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            sets[path.strip()] = raw
-    return sets
 
 
 @click.command(
@@ -104,10 +75,10 @@ def run_cmd(
     from xpkit.store.create import capture_provenance
 
     if to_queue and not dry_run:
-        from xpkit.cli.queue import submit_runs
+        from xpkit.cli.options import submit_runs
 
-        submit_runs(target, priority=0, gpus=None, labels=(), params=_parse_params(params),
-                    sets=_parse_sets(sets), name=name, tags=tags, no_git=no_git,
+        submit_runs(target, priority=0, gpus=None, labels=(), params=parse_params(params),
+                    sets=parse_sets(sets), name=name, tags=tags, no_git=no_git,
                     yes=yes)  # fmt: skip
         return
     settings = load_settings()
@@ -115,8 +86,8 @@ def run_cmd(
     request = SweepRequest(
         experiment_file=Path(target[0]) if is_file else None,
         argv=None if is_file else list(target),
-        params=_parse_params(params),
-        sets=_parse_sets(sets),
+        params=parse_params(params),
+        sets=parse_sets(sets),
         name=name,
         tags=list(tags),
         no_git=no_git,

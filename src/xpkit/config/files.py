@@ -37,9 +37,9 @@ def parse_config_text(text: str, kind: str, where: str) -> Any:
                 f"column {e.colno})"
             ) from e
     if kind == "toml":
-        from xpkit.settings import _read_toml_text
+        from xpkit.settings import read_toml_text
 
-        return _read_toml_text(text, where)
+        return read_toml_text(text, where)
     return _load_yaml(text, where)
 
 

@@ -4,7 +4,6 @@ machine it executes on, CUDA_VISIBLE_DEVICES, the runner."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -20,6 +19,7 @@ from xpkit.settings import XP_CACHE_DIR, Settings
 from xpkit.store import rundir as rd
 from xpkit.store.locks import exclusive_lock
 from xpkit.store.rundir import RunDir
+from xpkit.values import path_digest
 
 
 def bundle_path(runs_root: Path, sha: str) -> Path:
@@ -48,7 +48,7 @@ def code_repo(settings: Settings, sha: str) -> Path:
         project = None
     if project is not None and snapshot_exists(project, sha):
         return project
-    digest = hashlib.sha1(str(settings.runs.resolve()).encode()).hexdigest()[:16]
+    digest = path_digest(settings.runs)
     repos = XP_CACHE_DIR.get() / "repos"
     if project is None:
         return repo_with_snapshot(repos / f"{digest}.git", bundle_path(settings.runs, sha), sha)

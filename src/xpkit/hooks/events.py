@@ -5,7 +5,6 @@ or slows down because of a notification."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import warnings
 from typing import Any
@@ -15,7 +14,7 @@ from xpkit.hooks.base import Event, HookSpec, parse_hooks
 from xpkit.hooks.outbox import emit, sweep_state_path
 from xpkit.settings import Settings
 from xpkit.store import rundir as rd
-from xpkit.store.locks import exclusive_lock
+from xpkit.store.locks import create_exclusive, exclusive_lock
 from xpkit.store.rundir import RunDir, write_json_atomic
 
 
@@ -143,7 +142,8 @@ def _maybe_sweep_finished(
             metrics[name] = summary
     marker = state_path.with_suffix(".finished")
     try:  # exactly one process announces the end, even with several workers
-        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        if not create_exclusive(marker):
+            return
     except OSError:
         return
     first = RunDir(settings.runs / names[0]).read_run()

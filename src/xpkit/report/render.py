@@ -20,11 +20,11 @@ from xpkit.report.table import (
     format_duration,
     format_stat,
     group_runs,
-    is_number,
     sort_groups,
     varying_keys,
 )
 from xpkit.suggest import did_you_mean
+from xpkit.values import is_finite_number
 
 DEFAULT_TEMPLATE = Path(__file__).parent / "templates" / "report.md.j2"
 
@@ -71,7 +71,7 @@ class Report:
 
 
 def summary_metrics(runs: list[ReportRun], chosen: tuple[str, ...]) -> list[str]:
-    found = {k for run in runs for k, v in run.summary.items() if is_number(v)}
+    found = {k for run in runs for k, v in run.summary.items() if is_finite_number(v)}
     return [m for m in chosen if m in found] if chosen else sorted(found)
 
 
@@ -153,7 +153,7 @@ def render_report(
         "metrics": metrics,
         "curves": curve_metrics if assets is not None else [],
         "fmt": fmt,
-        "num": lambda value, digits=4: fmt(value, digits) if is_number(value) else "",
+        "num": lambda value, digits=4: fmt(value, digits) if is_finite_number(value) else "",
         "mean_std": lambda group, metric: format_stat(group.stats.get(metric)),
         "best": lambda metric: _best(groups, best, metric),
         "is_best": lambda group, metric: len(groups) > 1 and _best(groups, best, metric) is group,

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from xpkit.values import is_finite_number, lower_is_better
+
 # Params that only repeat a configuration; runs differing in them are grouped together.
 DEFAULT_IGNORED = ("seed",)
-_LOWER_IS_BETTER = re.compile(r"loss|err|error|perplexity|ppl|mse|mae|rmse|nll|time|dist", re.I)
 
 
 @dataclass(frozen=True)
@@ -46,18 +46,9 @@ class Group:
         return ", ".join(f"{k}={v}" for k, v in self.params.items()) or "all runs"
 
 
-def lower_is_better(metric: str) -> bool:
-    """Loss-like names are minimized, everything else maximized."""
-    return bool(_LOWER_IS_BETTER.search(metric))
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def mean_std(values: list[float]) -> Stat | None:
     """Mean and sample standard deviation (0 for a single value), or None if empty."""
-    numbers = [float(v) for v in values if is_number(v)]
+    numbers = [float(v) for v in values if is_finite_number(v)]
     if not numbers:
         return None
     mean = math.fsum(numbers) / len(numbers)

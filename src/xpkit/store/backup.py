@@ -28,6 +28,7 @@ from xpkit.settings import XP_TOOL_TIMEOUT
 from xpkit.store import rundir as rd
 from xpkit.store.locks import exclusive_lock
 from xpkit.subprocs import rsync_args, run_tool
+from xpkit.values import is_remote
 
 MANIFEST = "manifest.json"
 _DATED = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(-\d+)?$")
@@ -180,7 +181,7 @@ def backup_rsync(runs_root: Path, dest: str) -> BackupResult:
     rsync = shutil.which("rsync")
     if not rsync:
         raise StoreError("rsync is not installed: `apt-get install rsync` or `brew install rsync`")
-    if ":" not in dest.split("/", 1)[0]:
+    if not is_remote(dest):
         _check_dest(runs_root, Path(dest))
     started = time.time()
     limit = XP_TOOL_TIMEOUT.get()

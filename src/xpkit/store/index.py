@@ -8,7 +8,6 @@ Deleting the index loses nothing; it is rebuilt from the run directories.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
@@ -21,6 +20,7 @@ from xpkit import names
 from xpkit.errors import StoreError
 from xpkit.settings import XP_CACHE_DIR
 from xpkit.store import rundir as rd
+from xpkit.values import path_digest
 
 SCHEMA_VERSION = 4
 # A directory modified this recently may still change within the same mtime tick.
@@ -122,7 +122,7 @@ class RunRow:
 
 
 def index_path(runs_root: Path) -> Path:
-    digest = hashlib.sha1(str(runs_root.resolve()).encode()).hexdigest()[:16]
+    digest = path_digest(runs_root)
     return XP_CACHE_DIR.get() / "index" / f"{digest}.sqlite"
 
 

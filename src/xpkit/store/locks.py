@@ -25,6 +25,22 @@ def pid_alive(pid: int, *, group: bool = False) -> bool:
     return True
 
 
+def create_exclusive(path: Path, text: str = "") -> bool:
+    """Create `path` holding `text` if it does not exist: True if this call created it.
+    The one primitive behind trial numbers, locks and markers (atomic on local disks,
+    NFSv3+ and sshfs); other errors (a full disk, no permission) are raised."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    try:
+        if text:
+            os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    return True
+
+
 @contextmanager
 def exclusive_lock(lock: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
     """Hold `lock` (a file created exclusively) for the `with` block. A lock whose
@@ -32,19 +48,13 @@ def exclusive_lock(lock: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
     deadline = time.monotonic() + timeout
     me = f"{socket.gethostname()} {os.getpid()}"
     while True:
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            os.write(fd, me.encode())
-            os.close(fd)
+        if create_exclusive(lock, me):
             break
-        except FileExistsError:
-            if _stale(lock):
-                lock.unlink(missing_ok=True)
-                continue
-            if time.monotonic() > deadline:
-                raise StoreError(
-                    f"timed out after {timeout:.0f} s waiting for lock {lock}"
-                ) from None
+        if _stale(lock):
+            lock.unlink(missing_ok=True)
+            continue
+        if time.monotonic() > deadline:
+            raise StoreError(f"timed out after {timeout:.0f} s waiting for lock {lock}") from None
             time.sleep(0.02)
     try:
         yield

@@ -6,7 +6,6 @@ recovery pass), so a finished run never turns into a `lost` one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -14,10 +13,11 @@ from typing import Any
 
 from xpkit.settings import XP_CACHE_DIR
 from xpkit.store.rundir import RunDir, write_json_atomic
+from xpkit.values import path_digest
 
 
 def _folder(runs_root: Path) -> Path:
-    digest = hashlib.sha1(str(runs_root.resolve()).encode()).hexdigest()[:16]
+    digest = path_digest(runs_root)
     return XP_CACHE_DIR.get() / "pending" / digest
 
 

@@ -16,6 +16,7 @@ from xpkit.errors import ConfigError, RunError
 from xpkit.store.index import ROW_FIELDS, RunRow
 from xpkit.store.rundir import RunDir
 from xpkit.suggest import close_to, did_you_mean
+from xpkit.values import is_number, lower_is_better
 
 _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge,
@@ -40,7 +41,7 @@ class Condition:
         if actual is None:
             return self.op == "!="
         expected = self.value
-        if isinstance(actual, (int, float)) and not isinstance(actual, bool):
+        if is_number(actual):
             if not isinstance(expected, (int, float)):
                 return self.op == "!="
         elif isinstance(actual, bool) or isinstance(expected, bool):
@@ -153,8 +154,6 @@ def filter_rows(
 def sort_rows(rows: list[RunRow], key: str) -> list[RunRow]:
     """Best first by a metric (lowest first for loss-like names), else ascending by a
     param or field; rows without the key last. `key` as `Names.resolve` gives it."""
-    from xpkit.report.table import lower_is_better
-
     is_metric = key.startswith(METRICS) or (
         not key.startswith(PARAMS) and any(key in row.summary for row in rows)
     )
@@ -162,7 +161,7 @@ def sort_rows(rows: list[RunRow], key: str) -> list[RunRow]:
 
     def order(row: RunRow) -> tuple[int, Any]:
         found = lookup(row, key)
-        if isinstance(found, (int, float)) and not isinstance(found, bool):
+        if is_number(found):
             return (0, -found if descending else found)
         return (1, 0) if found is None else (0, str(found))
 

@@ -20,7 +20,7 @@ from xpkit import names
 from xpkit.errors import StoreError
 from xpkit.store import rundir as rd
 from xpkit.store.backup import MANIFEST, check_file
-from xpkit.store.locks import exclusive_lock
+from xpkit.store.locks import create_exclusive, exclusive_lock
 from xpkit.store.trash import trash_dir
 
 RESTORED = "restored.json"  # in each restored run: from where, when, what was wrong
@@ -125,8 +125,4 @@ def _claim_trial(runs_root: Path, expid: str, trial: int) -> None:
     """Record the restored run's trial, so that no new run takes it."""
     claims = runs_root / names.META_DIR / "trials" / expid
     claims.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(claims / f"{trial:03d}", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        os.close(fd)
-    except FileExistsError:
-        pass
+    create_exclusive(claims / f"{trial:03d}")

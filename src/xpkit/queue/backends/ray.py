@@ -14,7 +14,6 @@ root.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import socket
@@ -40,6 +39,7 @@ from xpkit.queue.scheduler import LATER, NEVER, NOW, Backend, Ended
 from xpkit.settings import Settings
 from xpkit.store import rundir as rd
 from xpkit.store.rundir import RunDir
+from xpkit.values import path_digest
 
 SYNC_EVERY = 1.0
 STORE_NAME = "xpkit-run-store-2"  # -2: methods take the holder (a new interface)
@@ -257,7 +257,7 @@ class RayBackend(Backend):
         head = node_ip or ray.util.get_node_ip_address()
         actor = ray.remote(RunStore).options(
             # One store per runs root: dispatchers of other projects share the cluster.
-            name=f"{STORE_NAME}-{hashlib.sha1(str(self.runs_root.resolve()).encode()).hexdigest()[:12]}",
+            name=f"{STORE_NAME}-{path_digest(self.runs_root, 12)}",
             lifetime="detached",
             get_if_exists=True,
             resources={f"node:{head}": 0.001},

@@ -1,0 +1,35 @@
+"""Small rules about values that several layers apply the same way."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+_LOWER_IS_BETTER = re.compile(r"loss|err|error|perplexity|ppl|mse|mae|rmse|nll|time|dist", re.I)
+
+
+def is_number(value: Any) -> bool:
+    """A real number (bools are not), inf and nan included."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def is_finite_number(value: Any) -> bool:
+    return is_number(value) and math.isfinite(value)
+
+
+def lower_is_better(metric: str) -> bool:
+    """Loss-like names are minimized, everything else maximized."""
+    return bool(_LOWER_IS_BETTER.search(metric))
+
+
+def path_digest(path: Path, length: int = 16) -> str:
+    """A short stable name for a folder (the runs root, a project) in local caches."""
+    return hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:length]
+
+
+def is_remote(destination: str) -> bool:
+    """`host:path` (rsync/ssh) rather than a local path."""
+    return ":" in destination.split("/", 1)[0]
