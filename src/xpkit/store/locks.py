@@ -55,7 +55,7 @@ def exclusive_lock(lock: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
             continue
         if time.monotonic() > deadline:
             raise StoreError(f"timed out after {timeout:.0f} s waiting for lock {lock}") from None
-            time.sleep(0.02)
+        time.sleep(0.02)
     try:
         yield
     finally:
