@@ -151,7 +151,7 @@ def test_constructor_errors_name_path_and_target() -> None:
     ("target", "message"),
     [
         ("buildable.Encodr", r"'buildable' has no attribute 'Encodr'; close matches: Encoder"),
-        ("buildabel.Encoder", r"no module named 'buildabel'; close matches: buildable"),
+        ("buildabel.Encoder", r"no module named 'buildabel'; did you mean buildable\?"),
         (
             "buildable.NOT_CALLABLE",
             r"target 'buildable.NOT_CALLABLE' is a int, not a class or function",

@@ -76,7 +76,7 @@ def test_free_gpu_rule(gpu_file: FakeGpus, tmp_path: Path, monkeypatch: pytest.M
     assert after[0].why == "held by run-a" and after[3].free
     assert allocator.take(2, "run-b") is None  # only GPU 3 is free
     allocator.release([0, 2], "run-a")
-    assert {s.index: s for s in allocator.states()}[0].why == "just handed out"
+    assert {s.index: s for s in allocator.states()}[0].why.startswith("just handed out (free again")
     long_ago = time.time() - 31
     os.utime(tmp_path / "state" / "handed-0", (long_ago, long_ago))
     assert {s.index: s for s in allocator.states()}[0].free

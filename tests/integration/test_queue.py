@@ -173,9 +173,10 @@ def test_cancel_queued_running_and_finished(
     assert cancelled.returncode == 0 and "cancelled" in cancelled.stdout
     assert info(runs_root / queued)["status"] == "cancelled"
     assert "stopping" in xp("cancel", long, cwd=project).stdout
-    wait_for(lambda: info(runs_root / long)["status"] == "killed", timeout=30)
+    wait_for(lambda: info(runs_root / long)["status"] == "cancelled", timeout=30)
+    assert info(runs_root / long)["reason"].startswith("cancelled (xp cancel by ")
     again = xp("cancel", long, cwd=project)
-    assert again.returncode == 2 and "is killed; only queued and running runs" in again.stderr
+    assert again.returncode == 2 and "is cancelled; only queued and running runs" in again.stderr
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=30) == 0
 
