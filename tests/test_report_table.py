@@ -44,7 +44,13 @@ def test_groups_collapse_seeds_and_aggregate() -> None:
 def test_stats_and_formatting() -> None:
     assert mean_std([]) is None and mean_std(["x", None]) is None
     assert mean_std([2.0]) == Stat(2.0, 0.0, 1)
-    assert format_stat(Stat(0.91234, 0.0123, 3)) == "0.9123 ± 0.012 (n=3)"
+    assert format_stat(Stat(0.91234, 0.0123, 3)) == "0.91 ± 0.01 (n=3)"
+    # one precision rule: the mean to the decimal of the std's first significant digit
+    assert format_stat(Stat(0.2471, 0.0123, 3)) == "0.25 ± 0.01 (n=3)"
+    assert format_stat(Stat(0.26312, 0.0051, 3)) == "0.263 ± 0.005 (n=3)"
+    assert format_stat(Stat(0.5, 0.0096, 3), show_n=False) == "0.50 ± 0.01"
+    assert format_stat(Stat(123.4, 12.6, 3)) == "120 ± 10 (n=3)"
+    assert format_stat(Stat(0.9, 0.0, 2)) == "0.9 ± 0 (n=2)"
     assert fmt(None) == "" and fmt(3) == "3" and fmt(1 / 3) == "0.3333" and fmt("x") == "x"
     assert (
         lower_is_better("val/loss") and lower_is_better("error_rate") and not lower_is_better("acc")

@@ -46,9 +46,9 @@ def test_report_is_written_beside_the_experiment(swept: Path, xp: Callable[..., 
         "- **Grid:** `lr` = 0.1, 0.01; `seed` = 0, 1", "- **Runs:** 4 finished",
         f"- **Code:** commit `{head}` (4 runs)",
         "(runs differing only in seed are repeats)",
-        "| lr | acc | loss |",
-        "| 0.1 | 0.9 ± 0 (n=2) | 0.02 ± 0 (n=2) |",  # a tie in acc: nothing bold
-        "| 0.01 | 0.9 ± 0 (n=2) | **0.002 ± 0 (n=2)** |",
+        "| lr | n | acc | loss |",
+        "| 0.1 | 2 | 0.9 ± 0 | 0.02 ± 0 |",  # a tie in acc: nothing bold; n in its column
+        "| 0.01 | 2 | 0.9 ± 0 | **0.002 ± 0** |",
         "![loss](03_seeds.assets/curve-loss.png)",
         "| rep123_001_seeds-lr0.1-seed0 | finished | 0.1 | 0 | 0.9 | 0.02 |",
     ]:  # fmt: skip
@@ -138,7 +138,7 @@ def test_missing_and_non_numeric_metrics_are_blank(
     result = xp("report", "experiments/toy/04_odd.xp.toml", cwd=git_project)
     assert result.returncode == 0, result.output
     text = (git_project / "experiments" / "toy" / "04_odd.md").read_text()
-    assert "| a | **0.5 (n=1)** |  |" in text and "| b |  | **1 (n=1)** |" in text
+    assert "| a | 1 | **0.5** |  |" in text and "| b | 1 |  | **1** |" in text
     assert "| odd444_002_odd-v_b | finished | b |  | 1 |" in text
 
 
@@ -177,3 +177,51 @@ def test_ls_sort_and_columns(swept: Path, xp: Callable[..., Result]) -> None:
         0.1,
         0.1,
     ]
+
+
+def test_counters_are_not_results_and_options_are_part_of_the_report(
+    git_project: Path, xp: Callable[..., Result]
+) -> None:
+    """`epoch`, `step`-like counters are logged beside results but are no result: no
+    column, no curve, never bold, unless asked for with --metric. The options a report
+    was made with are recorded in it: `--check` (and a plain `xp report`) keep them."""
+    (git_project / "count.py").write_text(textwrap.dedent("""\
+        import sys, xpkit as xp
+        run = xp.init()
+        for epoch in range(3):
+            run.log({"epoch": epoch, "global_step": epoch * 10, "loss": float(sys.argv[1]) ** epoch})
+        """))  # fmt: skip
+    exp = "experiments/toy/07_count.xp.toml"
+    (git_project / exp).write_text(
+        'id = "cnt777"\ncommand = "python count.py {base}"\n[grid]\nbase = [0.5, 0.001]\n'
+    )
+    git(git_project, "add", "-A")
+    git(git_project, "commit", "-qm", "counters")
+    assert xp("run", exp, cwd=git_project).returncode == 0
+    assert xp("report", exp, cwd=git_project).returncode == 0
+    report = git_project / "experiments" / "toy" / "07_count.md"
+    text = report.read_text()
+    assert "| base | n | loss |" in text and "epoch |" not in text.split("## Runs")[0]
+    assets = report.parent / "07_count.assets"
+    assert sorted(p.name for p in assets.iterdir()) == ["curve-loss.png"]
+    chosen = xp("report", exp, "--metric", "loss", "--metric", "epoch", cwd=git_project)
+    assert chosen.returncode == 0 and "| base | n | loss | epoch |" in report.read_text()
+    assert report.read_text().startswith('<!-- xp report options: {"metrics": ["loss", "epoch"]}')
+    check = xp("report", "--all", "--check", cwd=git_project)
+    assert "07_count" not in check.stdout, check.output  # made again the same way
+    again = xp("report", exp, cwd=git_project)
+    assert "up to date" in again.stdout
+
+
+def test_curves_have_a_y_label_and_a_log_axis_over_decades() -> None:
+    from array import array
+
+    import numpy as np
+
+    from xpkit.report.plots import _spans_decades, plot_png
+
+    assert _spans_decades([np.array([1.0, 1e-4])]) and not _spans_decades([np.array([0.5, 0.9])])
+    assert not _spans_decades([np.array([-1.0, 1e4])])  # not all positive: linear
+    curve = (array("q", [0, 1, 2]), array("d", [1.0, 0.01, 1e-4]))
+    png = plot_png("loss", [("a", [curve]), ("b", [curve])])
+    assert png.startswith(b"\x89PNG")

@@ -57,6 +57,8 @@ def report_cmd(
         metrics=metrics, group_by=group_by, ignore=ignore or DEFAULT_IGNORED,
         statuses=statuses or ("finished",), sort=sort,
     )  # fmt: skip
+    # No option given: a report is made again with the options recorded in it.
+    explicit = bool(metrics or group_by or ignore or statuses or sort)
     files = [Path(t) for t in targets if t.endswith(SUFFIX)]
     run_refs = [t for t in targets if not t.endswith(SUFFIX)]
     if all_files:
@@ -74,7 +76,7 @@ def report_cmd(
         raise click.UsageError("give an experiment file, --all, or runs")
     stale = []
     for path in files:
-        report, markdown = experiment_report(settings, path, options)
+        report, markdown = experiment_report(settings, path, options if explicit else None)
         if check:
             stale += stale_files(report, markdown)
             continue

@@ -3,7 +3,9 @@ or check that what is committed is up to date."""
 
 from __future__ import annotations
 
+import json
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +47,39 @@ def _experiment_dict(experiment: Experiment, settings: Settings) -> dict[str, An
     }
 
 
+OPTIONS_LINE = "<!-- xp report options: "
+
+
+def recorded_options(markdown: Path) -> ReportOptions | None:
+    """The options a report was made with, as its first line records them."""
+    try:
+        with open(markdown, encoding="utf-8") as f:
+            first = f.readline()
+    except OSError:
+        return None
+    if not first.startswith(OPTIONS_LINE):
+        return None
+    try:
+        data: dict[str, Any] = json.loads(first[len(OPTIONS_LINE) :].rsplit("-->", 1)[0])
+        values: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
+        }
+        return ReportOptions(**values)
+    except (ValueError, TypeError):
+        return None
+
+
+def _options_line(options: ReportOptions) -> str:
+    changed = {k: v for k, v in asdict(options).items() if v != getattr(ReportOptions(), k)}
+    return f"{OPTIONS_LINE}{json.dumps(changed, sort_keys=True)} -->\n" if changed else ""
+
+
 def experiment_report(
-    settings: Settings, path: Path, options: ReportOptions
+    settings: Settings, path: Path, options: ReportOptions | None
 ) -> tuple[Report, Path]:
-    """The report of one experiment file, and where its Markdown belongs."""
+    """The report of one experiment file, and where its Markdown belongs. `options`
+    None: those it was made with last time (recorded in it), else the defaults; the
+    options are part of the report, so `--check` regenerates it the same way."""
     try:
         path.resolve().relative_to(settings.root)
     except ValueError:
@@ -58,6 +89,8 @@ def experiment_report(
         ) from None
     experiment = load_experiment(path, settings.root)
     markdown, assets, template = report_paths(path)
+    if options is None:
+        options = recorded_options(markdown) or ReportOptions()
     rows, problems = load_rows(settings.runs, experiment.id)
     for problem in problems:
         warnings.warn(problem, stacklevel=2)
@@ -67,6 +100,7 @@ def experiment_report(
         _experiment_dict(experiment, settings), runs, curves, options,
         assets=assets.name, template=template if template.is_file() else None,
     )  # fmt: skip
+    report.markdown = _options_line(options) + report.markdown
     return report, markdown
 
 

@@ -28,6 +28,20 @@ def aggregate(curves: list[Curve]) -> tuple[Any, Any, Any, Any]:
     return steps[starts], mean, np.minimum.reduceat(vals, starts), np.maximum.reduceat(vals, starts)
 
 
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def _spans_decades(means: list[Any]) -> bool:
+    """Positive values over three decades or more read better on a log axis."""
+    import numpy as np
+
+    if not means:
+        return False
+    values = np.concatenate(means)
+    values = values[np.isfinite(values)]
+    return bool(values.size and values.min() > 0 and values.max() / values.min() >= 1e3)
+
+
 def plot_png(metric: str, series: list[tuple[str, list[Curve]]]) -> bytes:
     """One PNG: for each (label, curves of that group's runs) a mean line and band."""
     import matplotlib
@@ -39,15 +53,23 @@ def plot_png(metric: str, series: list[tuple[str, list[Curve]]]) -> bytes:
         figure = Figure(figsize=FIGSIZE, dpi=DPI)
         FigureCanvasAgg(figure)
         axes = figure.add_subplot()
-        for label, curves in series:
+        drawn = []
+        for index, (label, curves) in enumerate(series):
             if not curves:
                 continue
             steps, mean, low, high = aggregate(curves)
-            (line,) = axes.plot(steps, mean, label=label, linewidth=1.5)
+            # Colour and line style both change, so configurations stay apart in print
+            # and for colour-blind readers too.
+            style = LINE_STYLES[(index // 10) % len(LINE_STYLES)]
+            (line,) = axes.plot(steps, mean, label=label, linewidth=1.5, linestyle=style)
             if len(curves) > 1:
                 axes.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+            drawn.append(mean)
+        if _spans_decades(drawn):
+            axes.set_yscale("log")
         axes.set_title(metric)
         axes.set_xlabel("step")
+        axes.set_ylabel(metric)
         axes.grid(True, alpha=0.3)
         if 1 < len(series) <= MAX_LEGEND:
             axes.legend(fontsize="small")

@@ -20,6 +20,7 @@ from xpkit.report.table import (
     format_duration,
     format_stat,
     group_runs,
+    is_counter,
     sort_groups,
     varying_keys,
 )
@@ -46,7 +47,9 @@ CONTEXT_DOC = {
     "curves": "metrics with logged curves (--metric selects)",
     "fmt(value, digits=4)": "a number as text, deterministic ('' for missing)",
     "num(value, digits=4)": "like fmt, but '' for anything that is not a finite number",
-    "mean_std(group, metric)": "'mean ± std (n=N)' of a group's metric",
+    "mean_std(group, metric, n=True)": "'mean ± std (n=N)' of a group's metric (n=False: "
+    "without '(n=N)' when row_n gives the row's count)",
+    "row_n(group)": "how many runs are behind each cell of the row, when it is one number",
     "best(metric)": "the best group for metric (None if no group has it)",
     "is_best(group, metric)": "whether group is the best for metric (max, or min for losses)",
     "plot(metric)": "path of the curve PNG of metric, relative to the report; creates it",
@@ -71,8 +74,18 @@ class Report:
 
 
 def summary_metrics(runs: list[ReportRun], chosen: tuple[str, ...]) -> list[str]:
+    """The chosen metrics, or every numeric summary value that is not a counter."""
     found = {k for run in runs for k, v in run.summary.items() if is_finite_number(v)}
-    return [m for m in chosen if m in found] if chosen else sorted(found)
+    if chosen:
+        return [m for m in chosen if m in found]
+    return sorted(m for m in found if not is_counter(m))
+
+
+def _row_n(group: Group, metrics: list[str]) -> int | None:
+    """The number of runs behind every cell of a row, when it is the same for all (then
+    it has a column of its own instead of a "(n=3)" in each cell)."""
+    counts = {group.stats[m].n for m in metrics if m in group.stats}
+    return counts.pop() if len(counts) == 1 else None
 
 
 def _check_names(
@@ -119,7 +132,8 @@ def render_report(
     if options.sort:
         groups = sort_groups(groups, options.sort)
     logged = sorted({m for run in counted for m in curves.get(run.name, {})})
-    curve_metrics = [m for m in (options.metrics or logged) if m in logged]
+    curve_metrics = [m for m in (options.metrics or logged) if m in logged
+                     and (options.metrics or not is_counter(m))]  # fmt: skip
     best = {m: best_group(groups, m) for m in metrics}
     images: dict[str, bytes] = {}
 
@@ -154,7 +168,10 @@ def render_report(
         "curves": curve_metrics if assets is not None else [],
         "fmt": fmt,
         "num": lambda value, digits=4: fmt(value, digits) if is_finite_number(value) else "",
-        "mean_std": lambda group, metric: format_stat(group.stats.get(metric)),
+        "mean_std": lambda group, metric, n=True: format_stat(
+            group.stats.get(metric), show_n=n or _row_n(group, metrics) is None
+        ),
+        "row_n": lambda group: _row_n(group, metrics),
         "best": lambda metric: _best(groups, best, metric),
         "is_best": lambda group, metric: len(groups) > 1 and _best(groups, best, metric) is group,
         "plot": plot,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,12 +127,38 @@ def fmt(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
-def format_stat(stat: Stat | None, digits: int = 4) -> str:
+def format_stat(stat: Stat | None, digits: int = 4, show_n: bool = True) -> str:
+    """`0.25 ± 0.01 (n=3)`: one rule for every cell, the mean to the decimal of the
+    std's first significant digit (so two cells never differ in precision by chance);
+    a single run or an exact repeat shows the mean as `fmt` does."""
     if stat is None:
         return ""
-    if stat.n == 1:
-        return f"{fmt(stat.mean, digits)} (n=1)"
-    return f"{fmt(stat.mean, digits)} ± {fmt(stat.std, 2)} (n={stat.n})"
+    n = f" (n={stat.n})" if show_n else ""
+    if stat.n == 1 or not math.isfinite(stat.std):
+        return f"{fmt(stat.mean, digits)}{n}"
+    if stat.std == 0:  # every run gave the same value
+        return f"{fmt(stat.mean, digits)} ± 0{n}"
+    decimals = -math.floor(math.log10(stat.std))
+    std = round(stat.std, decimals)
+    if std >= 10.0 ** (1 - decimals):  # 0.0096 rounds to 0.01: one digit fewer
+        decimals -= 1
+        std = round(stat.std, decimals)
+    if decimals > 0:
+        return f"{stat.mean:.{decimals}f} ± {std:.{decimals}f}{n}"
+    return f"{round(stat.mean, decimals):.0f} ± {std:.0f}{n}"
+
+
+# Logged alongside results, but counters, not results: left out of a report's tables
+# and curves unless asked for with --metric.
+COUNTERS = re.compile(
+    r"^(epoch|epochs|step|steps|global_step|iteration|iterations|iter|batch|batch_idx|"
+    r"samples|samples_seen|tokens_seen|time|timestamp|wall_time|elapsed)$",
+    re.IGNORECASE,
+)
+
+
+def is_counter(name: str) -> bool:
+    return bool(COUNTERS.match(name))
 
 
 def format_duration(seconds: float | None) -> str:
