@@ -160,7 +160,10 @@ def test_compare_refuses_a_bad_choice_of_runs(ui_project: Path, ui_url: str) -> 
     assert one.status_code == 400 and "2 to 10 different runs; 1 given" in one.text
     ghost = get(f"{ui_url}/compare", params=[("run", names["many"]), ("run", "abcdef_001")])
     assert ghost.status_code == 400
-    assert "no run named 'abcdef_001'" in html.unescape(ghost.text)
+    assert "no run matches 'abcdef_001'" in html.unescape(ghost.text)
+    # the references of the command line work here too: EXPID/TRIAL, unique prefixes
+    by_ref = get(f"{ui_url}/compare", params=[("run", "abc123/1"), ("run", "abc123/2")])
+    assert by_ref.status_code == 200 and names["lr0.01"] in by_ref.text
 
 
 def test_a_random_token_guards_every_request_and_leaves_the_url(ui_project: Path) -> None:

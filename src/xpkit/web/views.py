@@ -17,6 +17,7 @@ from xpkit.store.query import (
     filter_rows,
     metric_names,
     parse_where,
+    resolve_run,
     sort_rows,
     varying_params,
 )
@@ -180,12 +181,11 @@ def compare_page(runs_root: Path, run_names: list[str]) -> ComparePage:
     unique = list(dict.fromkeys(run_names))
     if not low <= len(unique) <= high:
         raise XpError(f"compare takes {low} to {high} different runs; {len(unique)} given")
-    dirs = []
-    for name in unique:
-        run_dir = files.run_dir(runs_root, name)
-        if run_dir is None:
-            raise XpError(f"no run named {name!r} in {runs_root}")
-        dirs.append(run_dir)
+    # The same references as on the command line: a name, a unique prefix, EXPID/TRIAL.
+    dirs = list({d.name: d for d in (resolve_run(runs_root, ref) for ref in unique)}.values())
+    if len(dirs) < low:
+        raise XpError(f"compare takes {low} to {high} different runs; {len(dirs)} given")
+    unique = [d.name for d in dirs]
     runs, configs = [], []
     for run_dir in dirs:
         run = _read_run(run_dir)
