@@ -38,7 +38,7 @@ def check_cmd() -> None:
 
     Example: xp hooks check
     """
-    from xpkit.hooks.base import make_hook
+    from xpkit.hooks.base import hook_problems
 
     _, specs = _specs()
     if not specs:
@@ -46,10 +46,7 @@ def check_cmd() -> None:
         return
     problems = 0
     for spec in specs:
-        try:
-            issues = make_hook(spec).check()
-        except HookError as e:
-            issues = [str(e)]
+        issues = hook_problems(spec)
         for issue in issues:
             click.echo(f"xp: error: {issue}", err=True)
         problems += len(issues)

@@ -158,3 +158,11 @@ def make_hook(spec: HookSpec) -> Hook:
     module, _, attr = target.partition(":")
     hook: Hook = getattr(importlib.import_module(module), attr)(spec)
     return hook
+
+
+def hook_problems(spec: HookSpec) -> list[str]:
+    """Why a configured hook cannot work (a missing token, a bad URL), in words."""
+    try:
+        return make_hook(spec).check()
+    except HookError as e:
+        return [str(e)]

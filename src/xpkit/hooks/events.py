@@ -30,15 +30,11 @@ def usable_specs(settings: Settings) -> list[HookSpec]:
     """The hooks, each checked once (a missing token, a bad URL): one that cannot work
     is said at the start of `xp run`/`xp worker`; its events still go to the outbox,
     where they become dead letters saying why (`xp hooks ls`)."""
-    from xpkit.hooks.base import make_hook
+    from xpkit.hooks.base import hook_problems
 
     specs = specs_of(settings)
     for spec in specs:
-        try:
-            problems = make_hook(spec).check()
-        except XpError as e:
-            problems = [str(e)]
-        for problem in problems:
+        for problem in hook_problems(spec):
             warnings.warn(f"hook {spec.name} cannot work: {problem} (`xp hooks check`)",
                           stacklevel=2)  # fmt: skip
     return specs
