@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from xpkit.errors import HookError
+from xpkit.errors import HookError, XpError
 
 EVENTS = ("sweep.submitted", "sweep.finished", "run.started", "run.finished", "run.failed",
           "run.lost")  # fmt: skip
@@ -164,5 +164,5 @@ def hook_problems(spec: HookSpec) -> list[str]:
     """Why a configured hook cannot work (a missing token, a bad URL), in words."""
     try:
         return make_hook(spec).check()
-    except HookError as e:
+    except XpError as e:  # a plugin that cannot be loaded or configured
         return [str(e)]
