@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from xpkit.errors import RunError, StoreError
+from xpkit.execute.ending import end_changes, keep_end, record_end
 from xpkit.execute.harvest import Harvester
 from xpkit.execute.supervise import Monitor, OutputTee
 from xpkit.names import META_DIR
@@ -77,7 +78,6 @@ _SHELL_WORDS = {
 # A program that exits with this code asks to be requeued (EX_TEMPFAIL, "try again
 # later"): a resumable run goes back to the queue as its next attempt.
 REQUEUE_EXIT_CODE = 75
-END_WRITE_RETRY = 10.0  # seconds the end of a run is retried on a full disk
 CHECKPOINTS = "checkpoints"
 
 
@@ -265,7 +265,8 @@ class Runner:
             who = " ".join(str(intent[k]) for k in ("user", "by") if intent.get(k))
             why = f"cancelled (xp cancel{' by ' + who if who else ''})"
         if not self._wait_for_run_dir(status):
-            self._keep_end(run, status, exit_code, started, ended, why, "its folder is gone")
+            changes = end_changes(run, status, exit_code, started, ended, why)
+            keep_end(self.run_dir, changes, "its folder is gone")
             return Outcome(status, exit_code)
         write_error = self.run_dir.read_run().get("write_error") or tee.error
         if tee.dropped:
@@ -281,73 +282,10 @@ class Runner:
             why = f"exit code {exit_code}: asks to be requeued" + (
                 "" if run.get("resumable") else " (the run is not resumable)"
             )
+        peak = max(monitor.peak_rss, ru_maxrss * 1024)
         info = self.run_dir.read_run()
-        attempt = {
-            "attempt": int(info.get("attempt") or 1),
-            "host": socket.gethostname(),
-            "gpus": info.get("gpus") or [],
-            "worker": info.get("worker"),
-            "started": started,
-            "ended": ended,
-            "exit_code": exit_code,
-            "status": status,
-            "reason": why,
-        }
-        self._record_end(
-            dict(
-                status=status,
-                ended=ended,
-                duration=round(ended - started, 3),
-                exit_code=exit_code,
-                peak_rss_bytes=max(monitor.peak_rss, ru_maxrss * 1024),
-                reason=why,
-                attempts=[*(info.get("attempts") or []), attempt],
-            )
-        )
+        record_end(self.run_dir, end_changes(info, status, exit_code, started, ended, why, peak))
         return Outcome(status, exit_code)
-
-    def _record_end(self, changes: dict[str, Any]) -> None:
-        """Write how the run ended; on a full disk retry a while, then keep it on local
-        disk for the next xpkit process to write (`store/pending.py`)."""
-        deadline = time.monotonic() + min(END_WRITE_RETRY, XP_GONE_WAIT.get())
-        while True:
-            try:
-                self.run_dir.update_run(**changes)
-                return
-            except (OSError, StoreError) as e:
-                if time.monotonic() < deadline:
-                    time.sleep(1.0)
-                    continue
-                problem = getattr(e, "strerror", None) or str(e)
-            break
-        self._kept(changes, problem)
-
-    def _keep_end(
-        self, run: dict[str, Any], status: str, exit_code: int, started: float, ended: float,
-        why: str | None, problem: str,
-    ) -> None:  # fmt: skip
-        attempt = {"attempt": int(run.get("attempt") or 1), "host": socket.gethostname(),
-                   "started": started, "ended": ended, "exit_code": exit_code,
-                   "status": status, "reason": why}  # fmt: skip
-        changes = dict(status=status, ended=ended, duration=round(ended - started, 3),
-                       exit_code=exit_code, reason=why,
-                       attempts=[*(run.get("attempts") or []), attempt])  # fmt: skip
-        self._kept(changes, problem)
-
-    def _kept(self, changes: dict[str, Any], problem: str) -> None:
-        from xpkit.store import pending
-
-        ended = f"{changes['status']}, exit code {changes['exit_code']}"
-        try:
-            where = f"kept in {pending.keep(self.run_dir, changes)}"
-        except OSError as e:
-            where = f"and it cannot be kept on local disk either ({e.strerror})"
-        print(
-            f"xp: error: cannot record how {self.run_dir.name} ended ({ended}): {problem}; "
-            f"{where}: the next `xp ls` or worker writes it once {self.run_dir.path.parent} "
-            "can take it",
-            file=sys.stderr,
-        )
 
     def _mark_attempt(self, run: dict[str, Any]) -> None:
         """A later attempt begins with a boundary line in output.log and metrics.jsonl

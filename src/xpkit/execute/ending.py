@@ -1,0 +1,67 @@
+"""Recording how a run ended: the changes to its run.json (one entry per attempt), written
+with retries on a full disk, else kept on local disk for the next xpkit process to write
+(`store/pending.py`), and said plainly."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from typing import Any
+
+from xpkit.errors import StoreError
+from xpkit.settings import XP_GONE_WAIT
+from xpkit.store.rundir import RunDir
+
+END_WRITE_RETRY = 10.0  # seconds the end of a run is retried on a full disk
+
+
+def end_changes(
+    info: dict[str, Any], status: str, exit_code: int, started: float, ended: float,
+    why: str | None, peak_rss: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """run.json's changes at the end of an attempt, that attempt's entry appended."""
+    attempt = {
+        "attempt": int(info.get("attempt") or 1), "host": socket.gethostname(),
+        "gpus": info.get("gpus") or [], "worker": info.get("worker"), "started": started,
+        "ended": ended, "exit_code": exit_code, "status": status, "reason": why,
+    }  # fmt: skip
+    changes: dict[str, Any] = dict(
+        status=status, ended=ended, duration=round(ended - started, 3), exit_code=exit_code,
+        reason=why, attempts=[*(info.get("attempts") or []), attempt],
+    )  # fmt: skip
+    if peak_rss is not None:
+        changes["peak_rss_bytes"] = peak_rss
+    return changes
+
+
+def record_end(run_dir: RunDir, changes: dict[str, Any]) -> None:
+    """Write `changes`; on a full disk retry a while, then keep them locally."""
+    deadline = time.monotonic() + min(END_WRITE_RETRY, XP_GONE_WAIT.get())
+    while True:
+        try:
+            run_dir.update_run(**changes)
+            return
+        except (OSError, StoreError) as e:
+            if time.monotonic() < deadline:
+                time.sleep(1.0)
+                continue
+            problem = getattr(e, "strerror", None) or str(e)
+        break
+    keep_end(run_dir, changes, problem)
+
+
+def keep_end(run_dir: RunDir, changes: dict[str, Any], problem: str) -> None:
+    from xpkit.store import pending
+
+    ended = f"{changes['status']}, exit code {changes['exit_code']}"
+    try:
+        where = f"kept in {pending.keep(run_dir, changes)}"
+    except OSError as e:
+        where = f"and it cannot be kept on local disk either ({e.strerror})"
+    print(
+        f"xp: error: cannot record how {run_dir.name} ended ({ended}): {problem}; "
+        f"{where}: the next `xp ls` or worker writes it once {run_dir.path.parent} "
+        "can take it",
+        file=sys.stderr,
+    )
