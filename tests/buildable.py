@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 
 class Module:
@@ -67,3 +67,42 @@ class Data:
 
 
 NOT_CALLABLE = 42
+
+
+# --- for the Hydra and LightningCLI form tests: comparable results ---------------------
+@dataclass
+class Point:
+    x: int
+    y: int = 0
+
+
+@dataclass
+class Pair:
+    left: Point
+    right: Point
+
+
+@dataclass
+class Kernel:
+    size: Union[int, tuple[int, int]]
+    strides: tuple[int, ...] = (1,)
+
+
+@dataclass
+class Holder:
+    """Keeps what it is given, configs included (for _recursive_: false)."""
+
+    inner: Any
+    tag: str = ""
+
+
+class PositionalOnly:
+    def __init__(self, a: int, b: int, /, scale: float = 1.0) -> None:
+        self.a, self.b, self.scale = a, b, scale
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PositionalOnly) and vars(self) == vars(other)
+
+
+def total(*values: float, offset: float = 0.0) -> float:
+    return sum(values) + offset

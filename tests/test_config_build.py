@@ -75,9 +75,14 @@ def test_interpolation_keeps_types_and_formats_text() -> None:
         ({"a": "${b.c}"}, r"a: '\$\{b.c\}' refers to b.c, which does not exist"),
         ({"a": "${b}", "b": "${a}"}, r"interpolation cycle a -> b -> a"),
         ({"a": "x${a}"}, r"interpolation cycle"),
-        ({"a": "${oc.env:HOME}"}, r"resolvers are not supported"),
+        ({"a": {"c": "${.b}"}, "b": 1}, r"a.c: '\$\{.b\}' refers to a.b, which does not exist"),
+        ({"a": {"b": "${...x}"}}, r"goes above the root"),
+        (
+            {"x": "???", "m": {"_target_": "buildable.Encoder", "depth": "${x}"}},
+            r"m.depth: '\$\{x\}' refers to x, which is \?\?\? \(a mandatory value\)",
+        ),
     ],
-    ids=["missing", "cycle", "self", "resolver"],
+    ids=["missing", "cycle", "self", "relative-missing", "above-root", "to-mandatory"],
 )
 def test_bad_interpolations(spec: dict[str, object], message: str) -> None:
     with pytest.raises(BuildError, match=message):
@@ -122,7 +127,7 @@ def test_int_is_accepted_for_float_and_bool_is_not_an_int() -> None:
 
 def test_optional_union_tuple_and_kwargs() -> None:
     assert build({"_target_": "buildable.Decoder", "layers": [], "dropout": None}).dropout is None
-    assert build({"_target_": "buildable.Data", "path": "p", "shapes": [1, 2]}).shapes == [1, 2]
+    assert build({"_target_": "buildable.Data", "path": "p", "shapes": [1, 2]}).shapes == (1, 2)
     with pytest.raises(BuildError, match=r"shapes: expected tuple\[int, int\]"):
         build({"_target_": "buildable.Data", "path": "p", "shapes": [1, 2, 3]})
     flexible = build({"_target_": "buildable.Flexible", "name": "n", "a": 1, "b": 2})
@@ -169,10 +174,19 @@ def test_bad_targets(target: str, message: str) -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"_target_": 3}, r"_target_: must be a non-empty string"),
+        ({"_target_": 3}, r"_target_: must be a dotted name like pkg.module.Class, or a class"),
         (
-            {"_target_": "buildable.Encoder", "_recursive_": False},
-            r"'_recursive_' is not supported",
+            {"_target_": "buildable.Encoder", "depth": 1, "_recurse_": False},
+            r"'_recurse_' is not a Hydra key \(they are _target_, _args_, _partial_, _recursive_, _convert_\)",
+        ),
+        ({"_target_": "buildable.Encoder", "_args_": 3}, r"_args_: must be a list, got 3"),
+        (
+            {"_target_": "buildable.Encoder", "depth": 1, "_convert_": "allofit"},
+            r"_convert_: must be one of none, partial, object, all, got 'allofit'",
+        ),
+        (
+            {"_target_": "buildable.Encoder", "_recursive_": "no"},
+            r"_recursive_: must be true or false",
         ),
         (
             {"_target_": "buildable.Encoder", "_partial_": "yes"},
@@ -183,7 +197,15 @@ def test_bad_targets(target: str, message: str) -> None:
             r"unexpected key\(s\) depth beside class_path",
         ),
     ],
-    ids=["target-type", "reserved", "partial-type", "class-path-extra"],
+    ids=[
+        "target-type",
+        "reserved",
+        "args-type",
+        "convert-mode",
+        "recursive-type",
+        "partial-type",
+        "class-path-extra",
+    ],
 )
 def test_malformed_nodes(spec: dict[str, object], message: str) -> None:
     with pytest.raises(BuildError, match=message):

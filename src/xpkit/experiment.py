@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from xpkit import names
+from xpkit.apps import APPS
 from xpkit.errors import ConfigError
 from xpkit.settings import read_toml
 from xpkit.suggest import did_you_mean
@@ -41,6 +42,9 @@ FIELDS = {
     "SIGKILL follows after the kill grace",
     "config": "a [config] table, or the path of a JSON/YAML/TOML config file (from the "
     "project root); grid keys with dots set config paths",
+    "app": "'hydra' or 'lightning': the program composes its own config (a @hydra.main app, "
+    "a LightningCLI script); grid keys the command does not use are passed as its overrides "
+    "and the config it saved becomes config.json",
     "metrics_from": "list of extra metric sources: 'tensorboard' (event files the program writes)",
     "metrics_from_stdout": "array of tables [[metrics_from_stdout]] with a regular expression "
     "`pattern` whose named groups are metrics (and `step`)",
@@ -76,6 +80,7 @@ class Experiment:
     metrics_from: dict[str, Any] = field(default_factory=dict)  # see execute/harvest.py
     resumable: bool = False
     stop_signal: str = "SIGTERM"
+    app: str | None = None  # see apps.py
 
     def _grid(self, overrides: dict[str, Scalar]) -> dict[str, list[Scalar]]:
         self._check_overrides(overrides)
@@ -91,7 +96,7 @@ class Experiment:
         known = {*self.grid, *(k for run in self.runs for k in run)}
         known |= {p for p in template_fields(self.command) if p != CONFIG_PLACEHOLDER}
         for key in overrides:
-            if key not in known and "." not in key:
+            if key not in known and "." not in key and self.app is None:
                 raise ConfigError(
                     f"--param {key}: {self.where} has no parameter {key!r}"
                     + did_you_mean(key, known, "parameters")
@@ -171,8 +176,31 @@ class Experiment:
                 slug=names.params_slug(self.name, {k: combo[k] for k in varying if k in combo}),
                 config=self.resolve_config(combo, sets),
             )
+            if self.app is None
+            else self._app_run(combo, placeholders, varying, sets)
             for combo in combos
         ]
+
+    def _app_run(self, combo: dict[str, Scalar], placeholders: list[str], varying: list[str],
+                 sets: dict[str, Any]) -> RunSpec:  # fmt: skip
+        """A run of a program that composes its own config (apps.py): the keys the
+        command does not use are its overrides; what it composes becomes config.json."""
+        from xpkit import apps
+
+        assert self.app is not None
+        if sets:
+            raise ConfigError(
+                f"--set {next(iter(sets))}=...: {self.where} runs a {self.app} app, which "
+                "composes its own config; pass overrides with --param KEY=VALUE"
+            )
+        written = render_command(self.command, combo)
+        overrides = {k: v for k, v in combo.items() if k not in placeholders}
+        command = written + apps.override_args(self.app, overrides)
+        return RunSpec(
+            params={**apps.overrides_in(self.app, written), **combo},
+            command=command + apps.output_args(self.app, command),
+            slug=names.params_slug(self.name, {k: combo[k] for k in varying if k in combo}),
+        )
 
     def resolve_config(
         self, combo: dict[str, Scalar], sets: dict[str, Any]
@@ -205,7 +233,7 @@ def _all_keys(combos: list[dict[str, Scalar]]) -> list[str]:
 def apply_sets(config: dict[str, Any], sets: dict[str, Any], where: str) -> dict[str, Any]:
     """A copy of `config` with each existing path set, interpolations resolved."""
     from xpkit.config import paths
-    from xpkit.config.build import resolve_interpolations
+    from xpkit.config.interpolate import resolve_interpolations
 
     result = copy.deepcopy(config)
     for path, value in sets.items():
@@ -216,7 +244,7 @@ def apply_sets(config: dict[str, Any], sets: dict[str, Any], where: str) -> dict
                 f"cannot set '{path}': {e} (config from {where}). Set only paths the config "
                 "has; add new ones to the config itself"
             ) from None
-    resolved: dict[str, Any] = resolve_interpolations(result, where)
+    resolved: dict[str, Any] = resolve_interpolations(result, where, keep_resolvers=True)
     return resolved
 
 
@@ -347,6 +375,11 @@ def load_experiment(path: Path, root: Path | None = None) -> Experiment:
                 raise fail(key, f"runs[{index}].{key} is {value!r}; values must be scalars")
     if CONFIG_PLACEHOLDER in grid or any(CONFIG_PLACEHOLDER in r for r in runs_raw):
         raise fail(CONFIG_PLACEHOLDER, "'config' is reserved for {config}; rename the parameter")
+    app = raw.get("app")
+    if app is not None and app not in APPS:
+        raise fail("app", f"'app' must be one of {', '.join(APPS)}, got {app!r}")
+    if app is not None and "config" in raw:
+        raise fail("config", f"a {app} app composes its own config: remove 'config' (or 'app')")
     config, config_source = _experiment_config(raw.get("config"), path, root, fail)
     metrics_from = _metrics_from(raw, fail, f"{path}{_line_of(source, 'metrics_from_stdout')}")
     experiment = Experiment(
@@ -364,6 +397,7 @@ def load_experiment(path: Path, root: Path | None = None) -> Experiment:
         metrics_from=metrics_from,
         resumable=resumable,
         stop_signal=stop_signal,
+        app=app,
     )
     try:
         template_fields(experiment.command)

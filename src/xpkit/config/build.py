@@ -1,70 +1,58 @@
 """Build objects from a config tree, type-checked against signatures before anything
 is constructed.
 
-A node `{"_target_": "pkg.mod.Class", ...}` (Hydra) or `{"class_path": "pkg.mod.Class",
-"init_args": {...}}` (jsonargparse / LightningCLI) calls its target with the other keys
-as keyword arguments; nested nodes are built first. `"_partial_": true` returns a
-`functools.partial`. `"${a.b}"` is replaced by the value at `a.b`.
-
-The pipeline: resolve interpolations → parse nodes → validate every node (collecting
-all errors, each with its JSON path) → construct bottom-up.
+The config is what Hydra or LightningCLI would take (see nodes.py): a dict, a list, an
+OmegaConf DictConfig/ListConfig (as `@hydra.main` hands it) or a dataclass instance.
+The pipeline: plain containers → interpolations resolved (interpolate.py) → nodes
+parsed → every node validated, every problem collected with its JSON path → built
+bottom-up. Where Hydra and xpkit differ, xpkit refuses an ill-typed value Hydra passes
+on; the README's "Typed configs" lists each difference.
 """
 
 from __future__ import annotations
 
+import collections.abc as abc
+import dataclasses
 import difflib
 import functools
 import inspect
-import re
+import logging
 import types
 import typing
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from xpkit.config import paths
+from xpkit.config import paths, typecheck
+from xpkit.config.interpolate import MISSING, Unresolved, resolve_interpolations, resolve_tree
+from xpkit.config.nodes import ARGS, TARGET, Node, is_node, parse, walk
+from xpkit.config.signatures import is_library, signature_info
 from xpkit.config.targets import resolve_target
 from xpkit.errors import BuildError
 
-TARGET = "_target_"
-PARTIAL = "_partial_"
-CLASS_PATH = "class_path"
-INIT_ARGS = "init_args"
-_INTERPOLATION = re.compile(r"\$\{([^}]*)\}")
-_RESERVED = re.compile(r"^_[a-z]+_$")
-
-
-@dataclass
-class Node:
-    """A parsed target node."""
-
-    path: str
-    target_name: str
-    kwargs: dict[str, Any]
-    arg_paths: dict[str, str]
-    partial: bool = False
-    target: Callable[..., Any] | None = None
+__all__ = ["TARGET", "build", "resolve_interpolations", "signature_info", "validate"]
+log = logging.getLogger("xpkit.config")
 
 
 @dataclass
 class _Problems:
+    strict: bool
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
-def build(
-    spec: Mapping[str, Any], *, strict: bool = True, source: str | None = None
-) -> Any:  # fmt: skip
-    """Turn a config tree into objects; see the module docstring.
+def build(spec: Any, /, *args: Any, strict: bool = True, source: str | None = None,
+          **kwargs: Any) -> Any:  # fmt: skip
+    """Turn a config tree into objects; see the module docstring. `args`/`kwargs` are
+    given to the root node as Hydra's `instantiate(cfg, *args, **kwargs)` does:
+    keyword arguments are merged into its config, positional ones replace `_args_`.
 
     Every problem is found before any constructor runs and reported together in one
     BuildError, each line with its JSON path (and `source`, the file, when given).
     """
     where = f" in {source}" if source else ""
-    tree = parse(resolve_interpolations(dict(spec), source))
-    problems = _Problems()
-    _validate(tree, problems, strict)
+    tree, problems = _checked(spec, args, kwargs, strict)
     for message in problems.warnings:
         warnings.warn(f"{message}{where}", stacklevel=2)
     if problems.errors:
@@ -74,270 +62,359 @@ def build(
     return _instantiate(tree)
 
 
-def validate(spec: Mapping[str, Any], *, strict: bool = True) -> list[str]:
+def validate(spec: Any, *, strict: bool = True) -> list[str]:
     """The problems `build` would report, without constructing anything."""
-    problems = _Problems()
-    _validate(parse(resolve_interpolations(dict(spec))), problems, strict)
-    return problems.errors
+    return _checked(spec, (), {}, strict)[1].errors
 
 
-# --- interpolation ---------------------------------------------------------------------
-def resolve_interpolations(root: Any, source: str | None = None) -> Any:
-    """Replace `${a.b}`: a whole value keeps the referenced value's type; inside a
-    longer string it becomes text. Missing paths and cycles name both ends."""
-    where = f" ({source})" if source else ""
+def _checked(spec: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+             strict: bool) -> tuple[Any, _Problems]:  # fmt: skip
+    raw = _plain(spec)
+    omega = spec if raw is not spec and type(spec).__module__.startswith("omegaconf") else None
+    if args or kwargs:
+        raw = _with_call_arguments(raw, args, kwargs)
+        if omega is not None:  # the given values, where the node was: its interpolations see both
+            from omegaconf import OmegaConf
 
-    def lookup(ref: str, at: str, stack: tuple[str, ...]) -> Any:
-        ref = ref.strip()
-        if ":" in ref:
-            raise BuildError(f"{at or '<root>'}: '${{{ref}}}': resolvers are not supported{where}")
-        if ref in stack:
-            chain = " -> ".join([*stack, ref])
-            raise BuildError(f"{at}: interpolation cycle {chain}{where}")
-        try:
-            value = paths.get(root, ref)
-        except paths.PathError:
-            raise BuildError(
-                f"{at}: '${{{ref}}}' refers to {ref}, which does not exist{where}"
-            ) from None
-        return resolve(value, ref, stack)
-
-    def resolve(value: Any, path: str, stack: tuple[str, ...]) -> Any:
-        if isinstance(value, str) and "${" in value:
-            whole = _INTERPOLATION.fullmatch(value)
-            if whole:
-                return lookup(whole.group(1), path, (*stack, path))
-            return _INTERPOLATION.sub(
-                lambda m: str(lookup(m.group(1), path, (*stack, path))), value
-            )
-        if isinstance(value, dict):
-            return {k: resolve(v, paths.join(path, str(k)), stack) for k, v in value.items()}
-        if isinstance(value, list):
-            return [resolve(v, paths.join(path, i), stack) for i, v in enumerate(value)]
-        return value
-
-    return resolve(root, "", ())
+            omega = OmegaConf.create(raw, parent=omega._get_parent(), flags={"allow_objects": True})
+    problems = _Problems(strict)
+    tree = parse(resolve_tree(raw, omega), problems.errors)
+    _check_data(tree, "", problems)
+    _validate(tree, problems)
+    return tree, problems
 
 
-# --- parsing ---------------------------------------------------------------------------
-def parse(value: Any, path: str = "") -> Any:
-    """Turn target dicts into Nodes, recursively; plain data stays as it is."""
-    if isinstance(value, dict):
-        if TARGET in value:
-            return _parse_hydra(value, path)
-        if CLASS_PATH in value:
-            return _parse_jsonargparse(value, path)
-        return {k: parse(v, paths.join(path, str(k))) for k, v in value.items()}
-    if isinstance(value, list):
-        return [parse(v, paths.join(path, i)) for i, v in enumerate(value)]
-    return value
+# --- input ----------------------------------------------------------------------------
+def _plain(spec: Any) -> Any:
+    """Plain dicts and lists, interpolations still written out: OmegaConf's own types
+    (imported only when given one) and dataclass instances are converted."""
+    if type(spec).__module__.startswith("omegaconf"):
+        from omegaconf import OmegaConf, SCMode
 
-
-def _parse_hydra(value: dict[str, Any], path: str) -> Node:
-    name = value[TARGET]
-    here = path or "<root>"
-    if not isinstance(name, str) or not name:
-        raise BuildError(f"{paths.join(path, TARGET)}: must be a non-empty string, got {name!r}")
-    partial = value.get(PARTIAL, False)
-    if not isinstance(partial, bool):
-        raise BuildError(f"{paths.join(path, PARTIAL)}: must be true or false, got {partial!r}")
-    kwargs: dict[str, Any] = {}
-    arg_paths: dict[str, str] = {}
-    for key, item in value.items():
-        if key in (TARGET, PARTIAL):
-            continue
-        if _RESERVED.match(key):
-            raise BuildError(f"{here}: '{key}' is not supported (supported: {TARGET}, {PARTIAL})")
-        arg_paths[key] = paths.join(path, key)
-        kwargs[key] = parse(item, arg_paths[key])
-    return Node(path, name, kwargs, arg_paths, partial)
-
-
-def _parse_jsonargparse(value: dict[str, Any], path: str) -> Node:
-    name = value[CLASS_PATH]
-    here = path or "<root>"
-    if not isinstance(name, str) or not name:
-        raise BuildError(f"{paths.join(path, CLASS_PATH)}: must be a non-empty string")
-    extra = sorted(set(value) - {CLASS_PATH, INIT_ARGS})
-    if extra:
-        raise BuildError(
-            f"{here}: unexpected key(s) {', '.join(extra)} beside class_path; "
-            "arguments go under init_args"
+        return OmegaConf.to_container(
+            spec, resolve=False, throw_on_missing=False, structured_config_mode=SCMode.DICT
         )
-    init_args = value.get(INIT_ARGS, {})
-    if not isinstance(init_args, dict):
-        raise BuildError(f"{paths.join(path, INIT_ARGS)}: must be a mapping, got {init_args!r}")
-    base = paths.join(path, INIT_ARGS)
-    arg_paths = {k: paths.join(base, k) for k in init_args}
-    kwargs = {k: parse(v, arg_paths[k]) for k, v in init_args.items()}
-    return Node(path, name, kwargs, arg_paths)
+    if dataclasses.is_dataclass(spec) and not isinstance(spec, type):
+        return dataclasses.asdict(spec)
+    if spec is None or isinstance(spec, (dict, list)):
+        return spec
+    if isinstance(spec, tuple):
+        return list(spec)
+    if hasattr(spec, "keys") and hasattr(spec, "__getitem__"):  # any other Mapping
+        return {k: spec[k] for k in spec}
+    raise BuildError(
+        f"a config is a mapping, a list or None, got {type(spec).__name__} {spec!r:.60}"
+    )
 
 
-# --- validation ------------------------------------------------------------------------
-def signature_info(target: Any) -> tuple[inspect.Signature, dict[str, Any]] | None:
-    """The signature and resolved type hints of a target, or None if it has none.
-    Cached: a config of 1,000 layers has one Layer signature."""
-    try:
-        return _cached_signature_info(target)
-    except TypeError:  # unhashable callable
-        return _signature_info(target)
+def _with_call_arguments(raw: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if not is_node(raw):
+        raise BuildError(
+            "arguments given to build() go to the root node, but the config's root has no "
+            "_target_ or class_path"
+        )
+    merged = dict(raw)
+    if "class_path" in merged:
+        merged["init_args"] = {**(merged.get("init_args") or {}), **kwargs}
+    else:
+        merged.update(kwargs)
+    if args:
+        merged[ARGS] = list(args)
+    return merged
 
 
-@functools.lru_cache(maxsize=1024)
-def _cached_signature_info(target: Any) -> tuple[inspect.Signature, dict[str, Any]] | None:
-    return _signature_info(target)
+# --- validation -----------------------------------------------------------------------
+def _check_data(value: Any, path: str, problems: _Problems) -> None:
+    """Data outside nodes: a failed resolver is a warning (its value is kept as
+    written: nothing built uses it), any other failed interpolation an error."""
+    if isinstance(value, Unresolved):
+        if value.resolver:
+            problems.warnings.append(f"{value.message(path)}; kept as written")
+        else:
+            problems.errors.append(value.message(path))
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_data(v, paths.join(path, str(k)), problems)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_data(v, paths.join(path, i), problems)
 
 
-def _signature_info(target: Any) -> tuple[inspect.Signature, dict[str, Any]] | None:
-    try:
-        signature = inspect.signature(target)
-    except (TypeError, ValueError):
-        return None
-    function = target.__init__ if inspect.isclass(target) else target
-    try:
-        hints = typing.get_type_hints(function)
-    except Exception:  # unresolvable forward references: use what is evaluated
-        hints = {k: v for k, v in getattr(function, "__annotations__", {}).items()
-                 if not isinstance(v, str)}  # fmt: skip
-    return signature, hints
-
-
-def _nodes(value: Any) -> list[Node]:
-    """Every node of the tree, parents before children."""
-    if isinstance(value, Node):
-        return [value, *(n for item in value.kwargs.values() for n in _nodes(item))]
-    if isinstance(value, dict):
-        return [n for item in value.values() for n in _nodes(item)]
-    if isinstance(value, list):
-        return [n for item in value for n in _nodes(item)]
-    return []
-
-
-def _validate(tree: Any, problems: _Problems, strict: bool) -> None:
-    nodes = _nodes(tree)
+def _validate(tree: Any, problems: _Problems) -> None:
+    nodes = walk(tree)
     resolved: dict[str, Callable[..., Any]] = {}
     for node in nodes:  # first every target, so a parent can check what a child yields
+        if node.target is not None or node.short:
+            continue
         try:
             if node.target_name not in resolved:
-                resolved[node.target_name] = resolve_target(node.target_name, node.path or "<root>")
+                resolved[node.target_name] = resolve_target(node.target_name, node.here)
             node.target = resolved[node.target_name]
         except BuildError as e:
             problems.errors.append(str(e))
+            node.failed = True
     for node in nodes:
+        if node.target is None and node.short and not node.failed:
+            _resolve_short(node, None, problems)  # no parameter says what it should be
         if node.target is not None:
-            _validate_node(node, problems, strict)
+            _validate_node(node, problems)
 
 
-def _validate_node(node: Node, problems: _Problems, strict: bool) -> None:
-    here = node.path or "<root>"
+def _resolve_short(node: Node, base: type | None, problems: _Problems) -> None:
+    """A class_path without a module (`Adam`): the subclass of the expected type with
+    that name, as jsonargparse finds it."""
+    node.failed = True
+    if base is None:
+        try:
+            node.target = resolve_target(node.target_name, node.here)  # a registered name
+            node.failed = False
+        except BuildError:
+            problems.errors.append(
+                f"{node.here}: class_path '{node.target_name}' has no module, and no "
+                "parameter type says what it is a subclass of; write pkg.module.Class"
+            )
+        return
+    found = typecheck.subclasses_named(base, node.target_name)
+    if len(found) == 1:
+        node.target, node.failed = found[0], False
+        return
+    if found:
+        names = ", ".join(f"{c.__module__}.{c.__qualname__}" for c in found)
+        problems.errors.append(f"{node.here}: class_path '{node.target_name}' is ambiguous: "
+                               f"{names}")  # fmt: skip
+        return
+    close = difflib.get_close_matches(node.target_name, typecheck.subclass_names(base), n=3)
+    hint = f"; close matches: {', '.join(close)}" if close else ""
+    problems.errors.append(
+        f"{node.here}: no imported subclass of {base.__name__} is named "
+        f"'{node.target_name}'{hint}; write pkg.module.Class"
+    )
+
+
+def _validate_node(node: Node, problems: _Problems) -> None:
     assert node.target is not None
     info = signature_info(node.target)
     if info is None:
         return  # a builtin without a signature: nothing to check against
     signature, hints = info
-    params = signature.parameters
-    var_keyword = next((p for p in params.values() if p.kind is p.VAR_KEYWORD), None)
-    named = {
-        n: p for n, p in params.items()
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    }  # fmt: skip
-    for key in node.kwargs:
-        if key not in named and var_keyword is None:
-            close = difflib.get_close_matches(key, list(named), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            valid = ", ".join(named) or "none"
-            problems.errors.append(
-                f"{node.arg_paths[key]}: unknown argument '{key}' for {node.target_name}"
-                f"{hint}; valid arguments: {valid}"
-            )
-    if not node.partial:
-        for name, param in named.items():
-            if param.default is param.empty and name not in node.kwargs:
-                expected = f" ({_type_name(hints[name])})" if name in hints else ""
-                problems.errors.append(
-                    f"{here}: missing required argument '{name}'{expected} of {node.target_name}"
-                )
-    for key, value in node.kwargs.items():
-        found = named.get(key, var_keyword)
-        if found is None:
-            continue
-        annotation = hints.get(found.name)
-        if annotation is None:
-            message = (
-                f"{node.arg_paths[key]}: {node.target_name} parameter '{key}' has no type "
-                "hint, so its value cannot be checked; annotate it, or build with strict=False"
-            )
-            (problems.errors if strict else problems.warnings).append(message)
-            continue
-        _check_value(value, annotation, node.arg_paths[key], problems.errors)
-
-
-def _check_value(value: Any, annotation: Any, path: str, errors: list[str]) -> None:
-    if annotation is Any or annotation is inspect.Parameter.empty:
-        return
-    if isinstance(value, Node):
-        produced = _produced_type(value)
-        if produced is not None and not _accepts(annotation, produced):
+    params = list(signature.parameters.values())
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    var_positional = next((p for p in params if p.kind is p.VAR_POSITIONAL), None)
+    var_keyword = next((p for p in params if p.kind is p.VAR_KEYWORD), None)
+    named = {p.name: p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    errors = problems.errors
+    filled = _drop_missing(node, errors)  # said once: not "missing required" again
+    for index, value in enumerate(node.args):
+        path = node.arg_path(index)
+        param = positional[index] if index < len(positional) else var_positional
+        if param is None:
             errors.append(
-                f"{path}: expected {_type_name(annotation)}, got {value.target_name} "
-                f"(a {_type_name(produced)})"
+                f"{path}: {node.target_name} takes {len(positional)} positional "
+                f"argument{'s' if len(positional) != 1 else ''}, {len(node.args)} given"
             )
-        return
-    if _contains_node(value):
-        _check_container(value, annotation, path, errors)
-        return
-    if isinstance(value, bool) and annotation in (int, float):
-        errors.append(f"{path}: expected {_type_name(annotation)}, got bool {value!r}")
-        return
-    from typeguard import CollectionCheckStrategy, TypeCheckError, check_type
+            continue
+        filled.add(param.name)
+        node.args[index] = _check_argument(node, param, hints, value, path, problems)
+    for key in list(node.kwargs):
+        path = node.arg_paths[key]
+        param = named.get(key)
+        if key in filled and param is not None:
+            errors.append(f"{path}: '{key}' is given twice, in _args_ and by name")
+            continue
+        if param is None:
+            if var_keyword is None:
+                errors.append(_unknown_argument(node, key, named, positional))
+                continue
+            param = var_keyword
+        node.kwargs[key] = _check_argument(node, param, hints, node.kwargs[key], path, problems)
+    if not node.partial:
+        _missing_required(node, params, hints, filled, errors)
 
-    if isinstance(value, list) and typing.get_origin(annotation) is tuple:
-        value = tuple(value)  # JSON has no tuples: a list stands for one
-    try:
-        check_type(value, annotation, collection_check_strategy=CollectionCheckStrategy.ALL_ITEMS)
-    except TypeCheckError:
+
+def _missing_required(node: Node, params: list[inspect.Parameter], hints: dict[str, Any],
+                      filled: set[str], errors: list[str]) -> None:  # fmt: skip
+    for param in params:
+        if param.default is not param.empty or param.kind in (
+            param.VAR_POSITIONAL, param.VAR_KEYWORD,
+        ) or param.name in filled or param.name in node.kwargs:  # fmt: skip
+            continue
+        expected = f" ({typecheck.type_name(hints[param.name])})" if param.name in hints else ""
+        how = " (positional-only: give it in _args_)" if param.kind is param.POSITIONAL_ONLY else ""
         errors.append(
-            f"{path}: expected {_type_name(annotation)}, got {type(value).__name__} {_short(value)}"
+            f"{node.here}: missing required argument '{param.name}'{expected} of "
+            f"{node.target_name}{how}"
         )
-    except Exception:
-        return  # an annotation typeguard cannot check (e.g. a non-runtime Protocol)
 
 
-def _check_container(value: Any, annotation: Any, path: str, errors: list[str]) -> None:
-    """A list or dict holding nodes: check each item against the item annotation."""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        for option in args:
-            trial: list[str] = []
-            _check_value(value, option, path, trial)
-            if not trial:
-                return
-        errors.append(f"{path}: expected {_type_name(annotation)}, got {type(value).__name__}")
+def _drop_missing(node: Node, errors: list[str]) -> set[str]:
+    """`???`: a value the config must give. Under _partial_ it is left for the call.
+    Returns the names said to be missing."""
+    said = set()
+    for key in [k for k, v in node.kwargs.items() if isinstance(v, str) and v == MISSING]:
+        del node.kwargs[key]
+        if not node.partial:
+            errors.append(
+                f"{node.arg_paths[key]}: missing mandatory value ??? (give it a value, or "
+                "set _partial_: true to pass it when calling)"
+            )
+            said.add(str(key))
+    for index, value in enumerate(node.args):
+        if isinstance(value, str) and value == MISSING:
+            errors.append(f"{node.arg_path(index)}: missing mandatory value ???")
+    return said
+
+
+def _unknown_argument(node: Node, key: str, named: dict[str, Any], positional: list[Any]) -> str:
+    path = node.arg_paths[key]
+    if any(p.name == key and p.kind is p.POSITIONAL_ONLY for p in positional):
+        return f"{path}: '{key}' of {node.target_name} is positional-only: give it in _args_"
+    close = difflib.get_close_matches(str(key), list(named), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return (
+        f"{path}: unknown argument '{key}' for {node.target_name}{hint}; valid arguments: "
+        f"{', '.join(named) or 'none'}"
+    )
+
+
+def _check_argument(node: Node, param: inspect.Parameter, hints: dict[str, Any], value: Any,
+                    path: str, problems: _Problems) -> Any:  # fmt: skip
+    annotation = hints.get(param.name)
+    if annotation is None:
+        if _holds(value, Unresolved):
+            return _check_value(value, Any, path, problems)
+        if is_library(node.target):
+            log.debug("%s: %s parameter '%s' has no type hint: passed through unchecked",
+                      path, node.target_name, param.name)  # fmt: skip
+        else:
+            message = (
+                f"{path}: {node.target_name} parameter '{param.name}' has no type hint, so "
+                "its value cannot be checked; annotate it, or build with strict=False"
+            )
+            (problems.errors if problems.strict else problems.warnings).append(message)
+        return _check_value(value, Any, path, problems)
+    if not node.recursive and _holds_node_dict(value):
+        return value  # configs for the callee to build: Hydra passes them unbuilt
+    return _check_value(value, annotation, path, problems)
+
+
+def _check_value(value: Any, annotation: Any, path: str, problems: _Problems) -> Any:
+    errors = problems.errors
+    if isinstance(value, Unresolved):
+        errors.append(value.message(path))
+        return value
+    if isinstance(value, Node):
+        _check_node_value(value, annotation, path, problems)
+        return value
+    if _holds(value, Node) or _holds(value, Unresolved):
+        return _check_container(value, annotation, path, problems)
+    if isinstance(value, str) and annotation is not Any:
+        as_node = _class_path_string(value, annotation, path, problems)
+        if as_node is not None:
+            return as_node
+    return typecheck.check(value, annotation, path, errors)
+
+
+def _check_node_value(node: Node, annotation: Any, path: str, problems: _Problems) -> None:
+    expected = typecheck.expected_class(annotation) if annotation is not Any else None
+    if node.target is None and node.short and not node.failed and expected is not None:
+        _resolve_short(node, expected[0], problems)
+    if node.target is None:
         return
-    container = origin or annotation
-    accepts = isinstance(container, type) and issubclass(type(value), container)
-    if isinstance(value, list) and (container is tuple or accepts):
+    if expected is not None and expected[1] and inspect.isclass(node.target):
+        node.partial = True  # a class where a callable returning it is asked: jsonargparse
+        return
+    produced = _produced_type(node)
+    if produced is not None and not typecheck.accepts(annotation, produced):
+        problems.errors.append(
+            f"{path}: expected {typecheck.type_name(annotation)}, got {node.target_name} "
+            f"(a {typecheck.type_name(produced)})"
+        )
+
+
+def _class_path_string(text: str, annotation: Any, path: str, problems: _Problems) -> Node | None:
+    """A bare class-path string where an instance of a class is expected (LightningCLI:
+    `optimizer: torch.optim.Adam`), as a node with no arguments."""
+    expected = typecheck.expected_class(annotation)
+    if expected is None or typecheck.passes(text, annotation):
+        return None
+    base, via_callable = expected
+    if "." in text or ":" in text:
+        try:
+            target = resolve_target(text, path)
+        except BuildError:
+            return None
+        found = [target] if inspect.isclass(target) and issubclass(target, base) else []
+    else:
+        found = typecheck.subclasses_named(base, text)
+    if len(found) != 1:
+        return None
+    node = Node(path, text, {}, {}, partial=via_callable, target=found[0])
+    _validate_node(node, problems)
+    return node
+
+
+def _check_container(value: Any, annotation: Any, path: str, problems: _Problems) -> Any:
+    """A list or dict holding nodes: each item against the item annotation."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is Any:
+        container: Any = type(value)
+    elif origin in (typing.Union, types.UnionType):
+        for option in args:
+            trial = _Problems(problems.strict)
+            _check_container(value, option, path, trial)
+            if not trial.errors:
+                return _check_container(value, option, path, problems)
+        problems.errors.append(
+            f"{path}: expected {typecheck.type_name(annotation)}, got {type(value).__name__}"
+        )
+        return value
+    else:
+        container = origin or annotation
+    accepts = isinstance(container, type) and isinstance(value, container)
+    if isinstance(value, list) and (container is tuple or accepts or _is_sequence(container)):
+        items = []
         for index, item in enumerate(value):
             if container is tuple and args and args[-1] is not Ellipsis:
                 item_annotation = args[index] if index < len(args) else Any
             else:
                 item_annotation = args[0] if args else Any
-            _check_value(item, item_annotation, paths.join(path, index), errors)
-    elif isinstance(value, dict) and accepts:
+            items.append(_check_value(item, item_annotation, paths.join(path, index), problems))
+        return tuple(items) if container is tuple else items
+    if isinstance(value, dict) and (accepts or _is_mapping(container)):
         item_type = args[1] if len(args) == 2 else Any
-        for key, item in value.items():
-            _check_value(item, item_type, paths.join(path, str(key)), errors)
-    else:
-        errors.append(f"{path}: expected {_type_name(annotation)}, got {type(value).__name__}")
+        return {k: _check_value(v, item_type, paths.join(path, str(k)), problems)
+                for k, v in value.items()}  # fmt: skip
+    problems.errors.append(
+        f"{path}: expected {typecheck.type_name(annotation)}, got {type(value).__name__}"
+    )
+    return value
 
 
-def _contains_node(value: Any) -> bool:
-    if isinstance(value, Node):
+def _is_sequence(kind: Any) -> bool:
+    return kind in (abc.Sequence, abc.MutableSequence, abc.Iterable, abc.Collection)
+
+
+def _is_mapping(kind: Any) -> bool:
+    return kind in (abc.Mapping, abc.MutableMapping)
+
+
+def _holds(value: Any, kind: type) -> bool:
+    if isinstance(value, kind):
         return True
     if isinstance(value, list):
-        return any(_contains_node(v) for v in value)
+        return any(_holds(v, kind) for v in value)
     if isinstance(value, dict):
-        return any(_contains_node(v) for v in value.values())
+        return any(_holds(v, kind) for v in value.values())
+    return False
+
+
+def _holds_node_dict(value: Any) -> bool:
+    if is_node(value):
+        return True
+    if isinstance(value, list):
+        return any(_holds_node_dict(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_node_dict(v) for v in value.values())
     return False
 
 
@@ -350,6 +427,8 @@ def _produced_type(node: Node) -> Any:
         return functools.partial
     if inspect.isclass(node.target):
         return node.target
+    import typing
+
     try:
         returned = typing.get_type_hints(node.target).get("return")
     except Exception:
@@ -357,54 +436,26 @@ def _produced_type(node: Node) -> Any:
     return returned if isinstance(returned, type) else None
 
 
-def _accepts(annotation: Any, produced: Any) -> bool:
-    if annotation is Any:
-        return True
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return any(_accepts(option, produced) for option in typing.get_args(annotation))
-    import collections.abc as abc
-
-    if annotation is abc.Callable or origin is abc.Callable or annotation is typing.Callable:
-        return callable(produced)
-    if produced is functools.partial:
-        return annotation is functools.partial or origin is functools.partial
-    check = origin if isinstance(origin, type) else annotation
-    if isinstance(check, type):
-        try:
-            return issubclass(produced, check)
-        except TypeError:  # protocols without runtime support, exotic classes
-            return True
-    return True
-
-
-def _type_name(annotation: Any) -> str:
-    if isinstance(annotation, type) and not typing.get_args(annotation):
-        return annotation.__name__
-    text = repr(annotation).replace("typing.", "")
-    return re.sub(r"<class '([\w.]+)'>", lambda m: m.group(1).rsplit(".", 1)[-1], text)
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-# --- construction ----------------------------------------------------------------------
+# --- construction ---------------------------------------------------------------------
 def _instantiate(value: Any) -> Any:
     if isinstance(value, Node):
+        args = [_instantiate(v) for v in value.args]
         kwargs = {k: _instantiate(v) for k, v in value.kwargs.items()}
         assert value.target is not None  # set by validation, which passed
         if value.partial:
-            return functools.partial(value.target, **kwargs)
+            return functools.partial(value.target, *args, **kwargs)
         try:
-            return value.target(**kwargs)
+            return value.target(*args, **kwargs)
         except Exception as e:
             raise BuildError(
-                f"{value.path or '<root>'}: {value.target_name}(...) raised {type(e).__name__}: {e}"
+                f"{value.here}: {value.target_name}(...) raised {type(e).__name__}: {e}"
             ) from e
+    if isinstance(value, Unresolved):
+        return value.text  # a resolver nothing built uses: warned about, kept as written
     if isinstance(value, dict):
         return {k: _instantiate(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_instantiate(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_instantiate(v) for v in value)
     return value

@@ -11,7 +11,8 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-from xpkit.config.build import TARGET, signature_info
+from xpkit.config.nodes import TARGET
+from xpkit.config.signatures import is_library, signature_info
 from xpkit.config.targets import resolve_target
 
 _SCALARS = {int: "integer", float: "number", str: "string", bool: "boolean", type(None): "null"}
@@ -51,7 +52,7 @@ def _node_schema(target: Callable[..., Any], path: str, defs: dict[str, Any]) ->
             continue
         if param.kind not in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
             continue
-        prop = _type_schema(hints[name], defs) if name in hints else {}
+        prop = _type_schema(hints[name], defs) if name in hints else _untyped(target)
         if param.default is param.empty:
             required.append(name)
         elif _is_json(param.default):
@@ -60,6 +61,13 @@ def _node_schema(target: Callable[..., Any], path: str, defs: dict[str, Any]) ->
     schema.setdefault("additionalProperties", False)
     schema["required"] = [TARGET, *required]
     return schema
+
+
+def _untyped(target: Callable[..., Any]) -> dict[str, Any]:
+    """Why a parameter without a type hint has no schema, and what xp.build does with it."""
+    if is_library(target):
+        return {"description": "no type hint in this library: xp.build passes it unchecked"}
+    return {"description": "no type hint: xp.build refuses it (strict=True) until annotated"}
 
 
 def _class_ref(cls: type, defs: dict[str, Any]) -> dict[str, Any]:

@@ -95,6 +95,7 @@ def plan(settings: Settings, request: SweepRequest, preview: int | None = None) 
                 metrics_from=experiment.metrics_from,
                 resumable=experiment.resumable,
                 stop_signal=experiment.stop_signal,
+                app=experiment.app,
             )
             for spec in experiment.expand(request.params, request.sets, first=preview)
         ]
@@ -176,6 +177,7 @@ def plan_rerun(
         metrics_from=run.get("metrics_from") or {},
         resumable=bool(run.get("resumable")),
         stop_signal=run.get("stop_signal") or "SIGTERM",
+        app=run.get("app"),
     )
     provenance = Provenance(project, snapshot, capture_env(), cwd=run.get("cwd") or ".")
     return new, provenance

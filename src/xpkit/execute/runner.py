@@ -274,6 +274,8 @@ class Runner:
         if write_error and status == "finished":
             status, why = "failed", write_error
         self._unspool(spool)
+        if run.get("app"):
+            self._take_composed_config(str(run["app"]))
         try:
             harvester.finish()
         except OSError as e:
@@ -286,6 +288,24 @@ class Runner:
         info = self.run_dir.read_run()
         record_end(self.run_dir, end_changes(info, status, exit_code, started, ended, why, peak))
         return Outcome(status, exit_code)
+
+    def _take_composed_config(self, app: str) -> None:
+        """The config a Hydra/LightningCLI program composed becomes config.json."""
+        from xpkit import apps
+
+        config = apps.composed_config(app, self.run_dir.path)
+        if config is None:
+            print(
+                f"xp: warning: {self.run_dir.name}: the {app} program saved no config in its "
+                "run directory; config.json keeps the run's params",
+                file=sys.stderr,
+            )
+            return
+        try:
+            self.run_dir.write_json(rd.CONFIG_JSON, config)
+        except OSError as e:
+            print(f"xp: warning: {self.run_dir.name}: config.json not written: {e.strerror}",
+                  file=sys.stderr)  # fmt: skip
 
     def _mark_attempt(self, run: dict[str, Any]) -> None:
         """A later attempt begins with a boundary line in output.log and metrics.jsonl

@@ -55,6 +55,7 @@ class NewRun:
     metrics_from: dict[str, Any] = field(default_factory=dict)  # stdout patterns, tensorboard
     resumable: bool = False  # preempted: back to the queue as its next attempt
     stop_signal: str = "SIGTERM"  # what `stop` sends the process group first
+    app: str | None = None  # "hydra" / "lightning": it saves the config it composes (apps.py)
     priority: int = 0
     labels: list[str] = field(default_factory=list)
     requeue_of: str | None = None  # the run this one replaces in the queue (xp requeue)
@@ -142,6 +143,7 @@ def stage_run(
         "attempts": [],
         "resumable": new.resumable,
         "stop_signal": new.stop_signal,
+        "app": new.app,
         "priority": new.priority,
         "labels": new.labels,
         "requeue_of": new.requeue_of,
