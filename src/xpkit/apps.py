@@ -96,9 +96,14 @@ def composed_config(app: str, run_dir: Path) -> dict[str, Any] | None:
     if path is None:
         return None
     try:
-        return load_config(path)
+        config = load_config(path)
     except ConfigError:
         return None
+    trainer = config.get("trainer")
+    ours = isinstance(trainer, dict) and trainer.get("default_root_dir") == str(run_dir)
+    if app == "lightning" and ours:  # xpkit's own setting: never a difference between runs
+        del trainer["default_root_dir"]
+    return config
 
 
 def _text(value: Any) -> str:

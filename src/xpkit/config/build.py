@@ -179,7 +179,7 @@ def _resolve_short(node: Node, base: type | None, problems: _Problems) -> None:
         node.target, node.failed = found[0], False
         return
     if found:
-        names = ", ".join(f"{c.__module__}.{c.__qualname__}" for c in found)
+        names = ", ".join(sorted(f"{c.__module__}.{c.__qualname__}" for c in found))
         problems.errors.append(f"{node.here}: class_path '{node.target_name}' is ambiguous: "
                                f"{names}")  # fmt: skip
         return
