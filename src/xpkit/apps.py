@@ -100,10 +100,15 @@ def composed_config(app: str, run_dir: Path) -> dict[str, Any] | None:
     except ConfigError:
         return None
     trainer = config.get("trainer")
-    ours = isinstance(trainer, dict) and trainer.get("default_root_dir") == str(run_dir)
-    if app == "lightning" and ours:  # xpkit's own setting: never a difference between runs
-        del trainer["default_root_dir"]
+    if app == "lightning" and isinstance(trainer, dict):
+        _drop_own_root(trainer, run_dir)
     return config
+
+
+def _drop_own_root(trainer: dict[str, Any], run_dir: Path) -> None:
+    """xpkit's own --trainer.default_root_dir: it differs between any two runs."""
+    if trainer.get("default_root_dir") == str(run_dir):
+        del trainer["default_root_dir"]
 
 
 def _text(value: Any) -> str:
