@@ -394,7 +394,7 @@ def test_unannotated_parameters_of_libraries_pass_unchecked(
             {},
             r"_args_\[1\]: expected float, got str 'two'",
         ),
-        ({"seed": 1}, (), {"x": 1}, r"arguments given to build\(\) go to the root node"),
+        ([POINT_1_2], (), {"x": 1}, r"a top-level list of nodes takes no x"),
         ("buildable.Point", (), {}, r"a config is a mapping, a list or None, got str"),
         (
             {"_target_": 3.5},

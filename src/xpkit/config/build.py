@@ -12,7 +12,6 @@ on; the README's "Typed configs" lists each difference.
 from __future__ import annotations
 
 import collections.abc as abc
-import dataclasses
 import difflib
 import functools
 import inspect
@@ -24,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from xpkit.config import paths, typecheck
+from xpkit.config import inputs, paths, typecheck
 from xpkit.config.interpolate import MISSING, Unresolved, resolve_interpolations, resolve_tree
-from xpkit.config.nodes import ARGS, TARGET, Node, is_node, parse, walk
+from xpkit.config.nodes import RECURSIVE, TARGET, Node, is_node, parse, walk
 from xpkit.config.signatures import is_library, signature_info
 from xpkit.config.targets import resolve_target
 from xpkit.errors import BuildError
@@ -69,58 +68,23 @@ def validate(spec: Any, *, strict: bool = True) -> list[str]:
 
 def _checked(spec: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
              strict: bool) -> tuple[Any, _Problems]:  # fmt: skip
-    raw = _plain(spec)
-    omega = spec if raw is not spec and type(spec).__module__.startswith("omegaconf") else None
+    raw = inputs.plain(spec)
+    omega = spec if inputs.is_omegaconf(spec) else None
     if args or kwargs:
-        raw = _with_call_arguments(raw, args, kwargs)
+        raw = inputs.with_call_arguments(raw, args, kwargs)
         if omega is not None:  # the given values, where the node was: its interpolations see both
             from omegaconf import OmegaConf
 
             omega = OmegaConf.create(raw, parent=omega._get_parent(), flags={"allow_objects": True})
     problems = _Problems(strict)
-    tree = parse(resolve_tree(raw, omega), problems.errors)
+    resolved = resolve_tree(raw, omega)
+    if isinstance(raw, list) and kwargs.get(RECURSIVE) is False:
+        _check_data(resolved, "", problems)
+        return resolved, problems  # a list of configs, left for the caller to build
+    tree = parse(resolved, problems.errors)
     _check_data(tree, "", problems)
     _validate(tree, problems)
     return tree, problems
-
-
-# --- input ----------------------------------------------------------------------------
-def _plain(spec: Any) -> Any:
-    """Plain dicts and lists, interpolations still written out: OmegaConf's own types
-    (imported only when given one) and dataclass instances are converted."""
-    if type(spec).__module__.startswith("omegaconf"):
-        from omegaconf import OmegaConf, SCMode
-
-        return OmegaConf.to_container(
-            spec, resolve=False, throw_on_missing=False, structured_config_mode=SCMode.DICT
-        )
-    if dataclasses.is_dataclass(spec) and not isinstance(spec, type):
-        return dataclasses.asdict(spec)
-    if spec is None or isinstance(spec, (dict, list)):
-        return spec
-    if isinstance(spec, tuple):
-        return list(spec)
-    if hasattr(spec, "keys") and hasattr(spec, "__getitem__"):  # any other Mapping
-        return {k: spec[k] for k in spec}
-    raise BuildError(
-        f"a config is a mapping, a list or None, got {type(spec).__name__} {spec!r:.60}"
-    )
-
-
-def _with_call_arguments(raw: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    if not is_node(raw):
-        raise BuildError(
-            "arguments given to build() go to the root node, but the config's root has no "
-            "_target_ or class_path"
-        )
-    merged = dict(raw)
-    if "class_path" in merged:
-        merged["init_args"] = {**(merged.get("init_args") or {}), **kwargs}
-    else:
-        merged.update(kwargs)
-    if args:
-        merged[ARGS] = list(args)
-    return merged
 
 
 # --- validation -----------------------------------------------------------------------
@@ -197,11 +161,7 @@ def _validate_node(node: Node, problems: _Problems) -> None:
     if info is None:
         return  # a builtin without a signature: nothing to check against
     signature, hints = info
-    params = list(signature.parameters.values())
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    var_positional = next((p for p in params if p.kind is p.VAR_POSITIONAL), None)
-    var_keyword = next((p for p in params if p.kind is p.VAR_KEYWORD), None)
-    named = {p.name: p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    params, positional, var_positional, var_keyword, named = _parameters(signature)
     errors = problems.errors
     filled = _drop_missing(node, errors)  # said once: not "missing required" again
     for index, value in enumerate(node.args):
@@ -229,6 +189,20 @@ def _validate_node(node: Node, problems: _Problems) -> None:
         node.kwargs[key] = _check_argument(node, param, hints, node.kwargs[key], path, problems)
     if not node.partial:
         _missing_required(node, params, hints, filled, errors)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parameters(signature: inspect.Signature) -> tuple[
+    list[inspect.Parameter], list[inspect.Parameter], inspect.Parameter | None,
+    inspect.Parameter | None, dict[str, inspect.Parameter],
+]:  # fmt: skip
+    """A signature's parameters: all, positional, *args, **kwargs, by name."""
+    params = list(signature.parameters.values())
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    var_positional = next((p for p in params if p.kind is p.VAR_POSITIONAL), None)
+    var_keyword = next((p for p in params if p.kind is p.VAR_KEYWORD), None)
+    named = {p.name: p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return params, positional, var_positional, var_keyword, named
 
 
 def _missing_required(node: Node, params: list[inspect.Parameter], hints: dict[str, Any],
@@ -297,8 +271,13 @@ def _check_argument(node: Node, param: inspect.Parameter, hints: dict[str, Any],
     return _check_value(value, annotation, path, problems)
 
 
+_PLAIN = (int, float, str, bool, type(None))
+
+
 def _check_value(value: Any, annotation: Any, path: str, problems: _Problems) -> Any:
     errors = problems.errors
+    if type(value) in _PLAIN and (annotation is str or type(value) is not str):
+        return typecheck.check(value, annotation, path, errors)  # the common case, first
     if isinstance(value, Unresolved):
         errors.append(value.message(path))
         return value
@@ -307,7 +286,7 @@ def _check_value(value: Any, annotation: Any, path: str, problems: _Problems) ->
         return value
     if _holds(value, Node) or _holds(value, Unresolved):
         return _check_container(value, annotation, path, problems)
-    if isinstance(value, str) and annotation is not Any:
+    if isinstance(value, str) and annotation is not Any and annotation is not str:
         as_node = _class_path_string(value, annotation, path, problems)
         if as_node is not None:
             return as_node

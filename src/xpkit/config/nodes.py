@@ -123,7 +123,7 @@ def _parse_hydra(value: dict[str, Any], path: str, errors: list[str]) -> Node:
     for key, item in value.items():
         if key in HYDRA_KEYS:
             continue
-        if isinstance(key, str) and _RESERVED.match(key):
+        if isinstance(key, str) and key[:1] == "_" and _RESERVED.match(key):
             errors.append(f"{here}: '{key}' is not a Hydra key (they are {', '.join(HYDRA_KEYS)})")
             continue
         arg_paths[key] = paths.join(path, str(key))
