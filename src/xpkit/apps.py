@@ -20,6 +20,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from xpkit.values import parse_scalar
+
 APPS = ("hydra", "lightning")
 # A Hydra override: key=value, +key=value (add), ++key=value (add or set); ~key deletes.
 _HYDRA_OVERRIDE = re.compile(r"^\+{0,2}([A-Za-z_][\w.\-/@]*)=(.*)$", re.S)
@@ -49,8 +51,6 @@ def overrides_in(app: str, command: str) -> dict[str, Any]:
     """The overrides written in a (rendered) command, as params: Hydra's `key=value`
     tokens, LightningCLI's `--a.b=value` / `--a.b value` options; xpkit's own output
     option and Hydra's `hydra.*` settings are left out."""
-    from xpkit.experiment import parse_scalar
-
     try:
         tokens = shlex.split(command)
     except ValueError:

@@ -277,19 +277,6 @@ def render_command(template: str, params: dict[str, Scalar]) -> str:
     return "".join(out)
 
 
-def parse_scalar(text: str) -> Scalar:
-    """A `--param k=v` value: bool, int, float, or else the string itself."""
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
 def _line_of(source: str, key: str) -> str:
     pattern = re.compile(rf"^\s*{re.escape(key)}\s*=", re.MULTILINE)
     match = pattern.search(source)

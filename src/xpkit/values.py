@@ -33,3 +33,16 @@ def path_digest(path: Path, length: int = 16) -> str:
 def is_remote(destination: str) -> bool:
     """`host:path` (rsync/ssh) rather than a local path."""
     return ":" in destination.split("/", 1)[0]
+
+
+def parse_scalar(text: str) -> str | int | float | bool:
+    """A `--param k=v` value: bool, int, float, or else the string itself."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text

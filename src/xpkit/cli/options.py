@@ -9,7 +9,7 @@ from xpkit.errors import ConfigError
 
 
 def parse_params(pairs: tuple[str, ...]) -> dict[str, object]:
-    from xpkit.experiment import parse_scalar
+    from xpkit.values import parse_scalar
 
     params: dict[str, object] = {}
     for pair in pairs:

@@ -130,7 +130,7 @@ def parse_where(text: str, names_: Names | None = None, option: str = "--where")
             f"{option} {text!r} is not a condition. Write KEY OP VALUE with OP one of "
             "= != > >= < <=, e.g. --where 'lr=0.1' --where 'acc>0.9'"
         )
-    from xpkit.experiment import parse_scalar
+    from xpkit.values import parse_scalar
 
     key = names_.resolve(match[1], option) if names_ is not None else match[1]
     return Condition(key, match[2], parse_scalar(match[3]))
