@@ -229,6 +229,34 @@ class Run:
         self.config.update(config)
         self._run_dir.write_json(rd.CONFIG_JSON, self.config)
 
+    def log_checkpoint(self, path: str | os.PathLike[str], step: int | None = None,
+                       **info: Any) -> None:  # fmt: skip
+        """Record that a checkpoint was saved at `path` (at `step`): `xp show` lists
+        them, newest last. A path inside the run directory is kept relative to it."""
+        where = Path(path).absolute()
+        try:
+            shown = str(where.relative_to(self.dir.absolute()))
+        except ValueError:
+            shown = str(where)
+        entry = {"path": shown, "step": step, "time": rd.now(), "attempt": self.attempt}
+        entry.update({key: _checkpoint_value(value) for key, value in info.items()})
+        line = (json.dumps(entry, allow_nan=False, default=str) + "\n").encode()
+        try:  # one O_APPEND write: a kill leaves whole lines, at most a torn last one
+            fd = os.open(
+                self._run_dir.file(rd.CHECKPOINTS), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
+            )
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            _warn(f"xp: error: run {self.name}: cannot record checkpoint {shown}: {e.strerror}")
+
+    def mark_failed(self) -> None:
+        """The training failed (a framework reported it): a standalone run ends
+        `failed`; under `xp run` the program's exit status decides."""
+        self._failed = True
+
     def flush(self) -> None:
         """Append pending metric lines and rewrite summary.json if it changed."""
         with self._flush_lock:
@@ -380,6 +408,17 @@ class Run:
             os.killpg(os.getpgrp(), signal.SIGTERM)
         except OSError:
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _checkpoint_value(value: Any) -> Any:
+    """A checkpoint's extra info as JSON holds it (a monitored torch scalar, a nan)."""
+    if isinstance(value, (str, int, type(None))):  # bool is an int
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return number if number - number == 0.0 else str(number)
 
 
 def _warn(text: str) -> None:

@@ -165,6 +165,9 @@ def _print_rich_table(header: list[str], cells: list[list[str]]) -> None:
     Console().print(table)
 
 
+MAX_CHECKPOINTS_SHOWN = 10  # `xp show --json` has them all
+
+
 @click.command("show")
 @click.argument("run")
 @click.option("--json", "as_json", is_flag=True, help="Print all recorded metadata as JSON.")
@@ -186,6 +189,7 @@ def show_cmd(run: str, as_json: bool) -> None:
         "summary": run_dir.read_optional(rd.SUMMARY_JSON, {}),
         "git": run_dir.read_optional(rd.GIT_JSON, {}),
         "env": run_dir.read_optional(rd.ENV_JSON, {}),
+        "checkpoints": run_dir.read_checkpoints(),
         "dir": str(run_dir.path),
     }
     if as_json:
@@ -256,6 +260,17 @@ def _print_run(record: dict[str, Any]) -> None:
             console.print(f"[bold]{title}[/]")
             for key, val in table.items():
                 console.print(f"  {key:<20} {value(val)}")
+    checkpoints = record["checkpoints"]
+    if checkpoints:
+        shown = checkpoints[-MAX_CHECKPOINTS_SHOWN:]
+        more = len(checkpoints) - len(shown)
+        console.print(
+            f"[bold]checkpoints[/] ({len(checkpoints)}"
+            + (f", the last {len(shown)})" if more else ")")
+        )
+        for entry in shown:
+            step = "-" if entry.get("step") is None else entry["step"]
+            console.print(f"  step {step:<8} {_stamp(entry.get('time'))}  {entry['path']}")
 
 
 def _stamp(timestamp: float | None) -> str:

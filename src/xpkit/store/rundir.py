@@ -25,6 +25,7 @@ ENV_JSON = "env.json"
 OUTPUT_LOG = "output.log"
 METRICS = "metrics.jsonl"
 SUMMARY_JSON = "summary.json"
+CHECKPOINTS = "checkpoints.jsonl"  # one line per checkpoint the program saved
 ARTIFACTS = "artifacts"
 HEARTBEAT = ".heartbeat"
 
@@ -203,6 +204,23 @@ class RunDir:
             return read_json(self.file(name))
         except (OSError, ValueError):
             return default
+
+    def read_checkpoints(self) -> list[dict[str, Any]]:
+        """The checkpoints the program recorded, oldest first (a torn last line, from a
+        kill mid-write, is skipped)."""
+        try:
+            lines = self.file(CHECKPOINTS).read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return []
+        entries = []
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and isinstance(entry.get("path"), str):
+                entries.append(entry)
+        return entries
 
     def write_secrets(self, command: str, argv: list[str] | None) -> None:
         """The command as it is executed, when run.json shows it with secret values
