@@ -270,7 +270,12 @@ def _print_run(record: dict[str, Any]) -> None:
         )
         for entry in shown:
             step = "-" if entry.get("step") is None else entry["step"]
-            console.print(f"  step {step:<8} {_stamp(entry.get('time'))}  {entry['path']}")
+            path = Path(record["dir"], entry["path"])  # absolute paths stay as they are
+            gone = "" if path.exists() else " (removed)"
+            console.print(  # unwrapped: a path is for copying
+                f"  step {step:<8} {_stamp(entry.get('time'))}  {entry['path']}{gone}",
+                soft_wrap=True,
+            )
 
 
 def _stamp(timestamp: float | None) -> str:

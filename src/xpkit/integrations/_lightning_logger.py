@@ -26,10 +26,11 @@ def build_logger_class(package: Any) -> type:
 
         `Trainer(logger=XpLogger())`. Hyperparameters go to the run's config (flat,
         dotted keys), metrics to metrics.jsonl at Lightning's global step, checkpoints
-        into the run's record. `name` is the run's name and `version` its id, the same
-        on every attempt of a resumable run, so the default checkpoint folder, under
-        `save_dir` (`XP_CKPT_DIR` in a resumable run, else the run directory), is found
-        again by `trainer.fit(ckpt_path="last")`. Only rank zero records anything.
+        into the run's record. `name` is the run's experiment ID and `version` the run's
+        id (`XP_RUN_ID`), the same on every attempt of a resumable run, so the default
+        checkpoint folder `<save_dir>/<name>/<version>/checkpoints` (`save_dir`:
+        `XP_CKPT_DIR` in a resumable run, else the run directory), is found again by
+        `trainer.fit(ckpt_path="last")`. Only rank zero records anything.
         """
 
         def __init__(
@@ -38,20 +39,23 @@ def build_logger_class(package: Any) -> type:
             super().__init__()
             self._run = run
             self._save_dir = None if save_dir is None else str(save_dir)
+            # Lightning logs a batch's metrics after the checkpoint that holds the batch;
+            # those lines are written at once, or a resumed attempt would never log them.
+            self._flush_below = -1
 
         # --- where ------------------------------------------------------------------
         def _identity(self) -> tuple[str, str, str | None]:
             """(name, id, run directory) without starting a run on other ranks."""
-            if self._run is not None or rank_zero_only.rank == 0:
-                run = self.experiment
-                return run.name, run.run_id, str(run.dir)
+            run = self.experiment if rank_zero_only.rank == 0 else self._run
+            if run is not None:
+                return run.id, run.run_id, str(run.dir)
             run_dir = XP_RUN_DIR.get()
             if run_dir is None:
                 return "xpkit", "0", None
             from xpkit.store.rundir import RunDir
 
             info = RunDir(run_dir).read_run()
-            return info["name"], str(info.get("id") or info["name"]), str(run_dir)
+            return info["experiment_id"], str(info.get("id") or info["name"]), str(run_dir)
 
         @property
         def name(self) -> str:
@@ -103,7 +107,10 @@ def build_logger_class(package: Any) -> type:
         def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
             values = scalars(metrics)
             if values:
-                self.experiment.log(values, step=step)
+                run = self.experiment
+                run.log(values, step=step)
+                if step is not None and step < self._flush_below:
+                    run.flush()
 
         @rank_zero_only
         def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
@@ -120,7 +127,11 @@ def build_logger_class(package: Any) -> type:
                 info["monitor"] = monitor
                 info["score"] = getattr(checkpoint_callback, "current_score", None)
                 info["best"] = path == getattr(checkpoint_callback, "best_model_path", None)
-            self.experiment.log_checkpoint(path, step=step, **info)
+            run = self.experiment
+            run.flush()  # the metrics are never behind a checkpoint a later attempt resumes
+            run.log_checkpoint(path, step=step, **info)
+            if isinstance(step, int):
+                self._flush_below = step
 
         @rank_zero_only
         def save(self) -> None:

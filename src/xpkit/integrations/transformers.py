@@ -73,6 +73,7 @@ class XpCallback(TrainerCallback):  # type: ignore[misc]
         if state.best_model_checkpoint:
             info["best"] = os.path.abspath(state.best_model_checkpoint) == os.path.abspath(path)
             info["score"] = state.best_metric
+        self.run.flush()  # the metrics are never behind a checkpoint a later attempt resumes
         self.run.log_checkpoint(path, step=state.global_step, **info)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
