@@ -31,6 +31,9 @@ _WORDS = (
     r"password|passwd|pwd|pass|passphrase|credentials?|auth|dsn|webhook(?:_url)?|cookie"
 )
 SECRET_OPTION_NAME = re.compile(rf"(?:^|_)(?:{_WORDS})(?:$|_)")
+# ...unless the name ends in a word that says it holds a number about one:
+# `pad_token_id`, `max_token_count`, `auth_type`.
+NOT_SECRET_SUFFIX = re.compile(r"_(?:ids?|index|count|len|length|size|num|type)$")
 
 TOKEN_SHAPES = re.compile(
     "|".join(
@@ -61,7 +64,7 @@ def secret_env_name(name: str) -> bool:
 def secret_option_name(name: str) -> bool:
     """`--api-key`, `--hf_token`, `db.password`, `WANDB_KEY`: names that say secret."""
     word = re.sub(r"[^a-z0-9]+", "_", name.lower().lstrip("-").rsplit(".", 1)[-1])
-    return bool(SECRET_OPTION_NAME.search(word))
+    return bool(SECRET_OPTION_NAME.search(word)) and not NOT_SECRET_SUFFIX.search(word)
 
 
 def looks_secret(value: str) -> bool:
