@@ -45,11 +45,13 @@ FIELDS = {
     "app": "'hydra' or 'lightning': the program composes its own config (a @hydra.main app, "
     "a LightningCLI script); grid keys the command does not use are passed as its overrides "
     "and the config it saved becomes config.json",
-    "metrics_from": "list of extra metric sources: 'tensorboard' (event files the program writes)",
+    "metrics_from": "list of files the program's framework writes, read as metrics: "
+    "'tensorboard', 'lightning-csv', 'hf-trainer-state', 'keras-csv'",
     "metrics_from_stdout": "array of tables [[metrics_from_stdout]] with a regular expression "
     "`pattern` whose named groups are metrics (and `step`)",
 }
-METRIC_SOURCES = ("tensorboard",)  # for metrics_from
+# for metrics_from (execute/harvest_files.py reads them)
+METRIC_SOURCES = ("tensorboard", "lightning-csv", "hf-trainer-state", "keras-csv")
 STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2", "SIGHUP", "SIGQUIT")
 CONFIG_PLACEHOLDER = "config"  # {config} in a command: the path of the run's config.json
 
@@ -442,16 +444,19 @@ def _metrics_from(
     raw: dict[str, Any], fail: Callable[[str, str], ConfigError], where: str
 ) -> dict[str, Any]:
     sources = raw.get("metrics_from", [])
-    if not isinstance(sources, list) or any(s not in METRIC_SOURCES for s in sources):
-        raise fail(
-            "metrics_from",
-            f"'metrics_from' must be a list of {', '.join(METRIC_SOURCES)}; got {sources!r}",
-        )
+    valid = ", ".join(repr(s) for s in METRIC_SOURCES)
+    if not isinstance(sources, list):
+        raise fail("metrics_from", f"'metrics_from' must be a list of {valid}; got {sources!r}")
+    for index, source in enumerate(sources):
+        if source not in METRIC_SOURCES:
+            hint = did_you_mean(str(source), METRIC_SOURCES, "sources")
+            raise fail("metrics_from", f"metrics_from[{index}]: unknown source {source!r}{hint}")
     patterns = raw.get("metrics_from_stdout", [])
     if not isinstance(patterns, list):
         raise fail("metrics_from_stdout", "'metrics_from_stdout' must be [[metrics_from_stdout]]")
     stdout = validate_patterns(patterns, where)
-    return {"tensorboard": "tensorboard" in sources, "stdout": stdout} if sources or stdout else {}
+    files = list(dict.fromkeys(sources))  # each source once, in the order given
+    return {"files": files, "stdout": stdout} if files or stdout else {}
 
 
 def find_experiment_files(root: Path, skip: tuple[Path, ...] = ()) -> list[Path]:

@@ -144,7 +144,7 @@ class Run:
         self._should_stop = threading.Event()
         # A later attempt continues the steps of the earlier ones; a step logged again
         # (the program resumed from an older checkpoint) keeps its first value, as W&B does.
-        self._floor = _last_step(run_dir) if self.resumed else -1
+        self._floor = run_dir.last_step() if self.resumed else -1
         self._step = self._floor + 1
         self._warned_floor = False
         self._flush_interval = XP_FLUSH_INTERVAL.get()
@@ -427,31 +427,6 @@ def _warn(text: str) -> None:
         print(text, file=sys.__stderr__)
     except (OSError, ValueError):
         pass
-
-
-def _last_step(run_dir: RunDir) -> int:
-    """The highest step in metrics.jsonl (-1 if none), reading only its tail."""
-    try:
-        with open(run_dir.file(rd.METRICS), "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            chunk = 1 << 16
-            while True:
-                start = max(0, size - chunk)
-                f.seek(start)
-                lines = f.read(size - start).splitlines()
-                for line in reversed(lines[1:] if start else lines):
-                    try:
-                        step = json.loads(line).get("step")
-                    except (ValueError, AttributeError):
-                        continue
-                    if type(step) is int:
-                        return step
-                if not start:
-                    return -1
-                chunk *= 4
-    except OSError:
-        return -1
 
 
 def init(

@@ -18,7 +18,9 @@ args = parser.parse_args()
 keras.utils.set_random_seed(0)
 x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
 y = x.sum(axis=1, keepdims=True)
-model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(1)])
+model = keras.Sequential(
+    [keras.Input((4,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(1)]
+)
 model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.02), loss="mse", metrics=["mae"])
 if args.csv:
     callbacks = [keras.callbacks.CSVLogger(args.csv)]
@@ -27,4 +29,6 @@ else:
 
     freq = int(args.log_freq) if args.log_freq.isdigit() else args.log_freq
     callbacks = [XpCallback(log_freq=freq)]
-model.fit(x, y, batch_size=16, epochs=args.epochs, validation_split=0.25, verbose=0, callbacks=callbacks)
+model.fit(
+    x, y, batch_size=16, epochs=args.epochs, validation_split=0.25, verbose=0, callbacks=callbacks
+)

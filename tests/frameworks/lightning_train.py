@@ -18,13 +18,14 @@ else:
 
     from xpkit.integrations.lightning import XpLogger
 
-import xpkit as xp
+import xpkit as xp  # noqa: E402  (after the package choice above)
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--steps", type=int, default=30)
 parser.add_argument("--lr", type=float, default=0.05)
 parser.add_argument("--hidden", type=int, default=8)
 parser.add_argument("--die-at", type=int, default=-1)
+parser.add_argument("--logger", choices=["xp", "csv"], default="xp")  # csv: Lightning's own
 args = parser.parse_args()
 
 
@@ -32,7 +33,9 @@ class Tiny(L.LightningModule):
     def __init__(self, hidden: int, lr: float, optimizer: dict) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.net = torch.nn.Sequential(torch.nn.Linear(4, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 1))
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(4, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 1)
+        )
 
     def training_step(self, batch, index):
         x, y = batch
@@ -59,14 +62,22 @@ torch.manual_seed(0)
 x = torch.randn(64, 4)
 data = TensorDataset(x, x.sum(1, keepdim=True))
 run = xp.init()
-logger = XpLogger()
+logger = XpLogger() if args.logger == "xp" else L.loggers.CSVLogger("csv_logs")
 trainer = L.Trainer(
-    max_steps=args.steps, logger=logger, log_every_n_steps=1, val_check_interval=10,
-    check_val_every_n_epoch=None, enable_progress_bar=False, enable_model_summary=False,
+    max_steps=args.steps,
+    logger=logger,
+    log_every_n_steps=1,
+    val_check_interval=10,
+    check_val_every_n_epoch=None,
+    enable_progress_bar=False,
+    enable_model_summary=False,
     callbacks=[L.callbacks.ModelCheckpoint(every_n_train_steps=10, save_last=True), DieAt()],
     accelerator="cpu",
 )
 model = Tiny(args.hidden, args.lr, {"name": "sgd", "momentum": 0.0})
-trainer.fit(model, DataLoader(data, batch_size=8, shuffle=True), DataLoader(data, batch_size=32),
-            ckpt_path="last" if run.resumed else None)
-print("checkpoint dir", logger.checkpoint_dir, flush=True)
+trainer.fit(
+    model,
+    DataLoader(data, batch_size=8, shuffle=True),
+    DataLoader(data, batch_size=32),
+    ckpt_path="last" if run.resumed else None,
+)

@@ -24,7 +24,9 @@ def test_keras_epochs_under_xp_run(
     (run,) = runs_of(project / "runs")
     config = json.loads((run / "config.json").read_text())
     assert config["fit.epochs"] == 3 and config["fit.steps"] == 3
-    assert config["optimizer.name"] == "sgd" and config["optimizer.learning_rate"] == pytest.approx(0.02)
+    assert config["optimizer.name"] == "sgd" and config["optimizer.learning_rate"] == pytest.approx(
+        0.02
+    )
     assert steps_of(run, "loss") == [0, 1, 2] == steps_of(run, "val_loss")
     assert [line["epoch"] for line in metric_lines(run)] == [0, 1, 2]
     summary = json.loads((run / "summary.json").read_text())
@@ -35,7 +37,9 @@ def test_keras_every_2_batches_through_the_queue(
     framework_project: Callable[[str], Path], xp: Callable[..., Result]
 ) -> None:
     project = framework_project("keras_train.py")
-    (name,) = xp("submit", "--", "python", "train.py", "--log-freq", "2", cwd=project).stdout.split()
+    (name,) = xp(
+        "submit", "--", "python", "train.py", "--log-freq", "2", cwd=project
+    ).stdout.split()
     assert xp("worker", "--once", cwd=project, timeout=300).returncode == 0
     run = project / "runs" / name
     assert read_run(run)["status"] == "finished"
@@ -52,7 +56,7 @@ def test_keras_bad_log_freq_is_a_clear_error(
     assert result.returncode == 1
     (run,) = runs_of(project / "runs")
     log = (run / "output.log").read_text()
-    assert "XpCallback(log_freq='weekly'): use \"epoch\", \"batch\", a number of batches" in log
+    assert 'XpCallback(log_freq=\'weekly\'): use "epoch", "batch", a number of batches' in log
 
 
 def test_accelerate_tracker_under_xp_run(

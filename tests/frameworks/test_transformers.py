@@ -69,5 +69,7 @@ def test_enable_on_a_transformers_without_the_registry_is_a_clear_error(
     from xpkit.integrations import transformers as xp_hf
 
     monkeypatch.delattr(integration_utils, "INTEGRATION_TO_CALLBACK")
-    with pytest.raises(XpError, match=r"has no INTEGRATION_TO_CALLBACK .* callbacks=\[XpCallback\(\)\]"):
+    with pytest.raises(
+        XpError, match=r"has no INTEGRATION_TO_CALLBACK .* callbacks=\[XpCallback\(\)\]"
+    ):
         xp_hf.enable()

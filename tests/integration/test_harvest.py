@@ -142,9 +142,15 @@ def test_tensorboard_event_files_become_metrics(
             "has no named group for a metric",
         ),
         ("[[metrics_from_stdout]]\nregex = 'x'\n", "needs pattern = '...'"),
-        ('metrics_from = ["wandb"]\n', "'metrics_from' must be a list of tensorboard"),
+        (
+            'metrics_from = ["wandb"]\n',
+            "metrics_from[0]: unknown source 'wandb'; valid sources: "
+            "hf-trainer-state, keras-csv, lightning-csv, tensorboard",
+        ),
+        ('metrics_from = ["lightning_csv"]\n', "did you mean 'lightning-csv'?"),
+        ('metrics_from = "tensorboard"\n', "'metrics_from' must be a list of 'tensorboard', "),
     ],
-    ids=["bad-regex", "no-named-group", "no-pattern", "unknown-source"],
+    ids=["bad-regex", "no-named-group", "no-pattern", "unknown-source", "typo", "not-a-list"],
 )
 def test_bad_metric_sources(
     git_project: Path, xp: Callable[..., Result], body: str, fragment: str

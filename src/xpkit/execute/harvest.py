@@ -1,6 +1,7 @@
 """Metrics from programs that do not use the xpkit API: regular expressions over their
-output lines, and TensorBoard event files they write. Points land in metrics.jsonl
-and summary.json as if logged with run.log, while the run goes on and at its end."""
+output lines, and the files their frameworks write (execute/harvest_files.py). Points
+land in metrics.jsonl and summary.json as if logged with run.log, while the run goes on
+and at its end."""
 
 from __future__ import annotations
 
@@ -10,37 +11,38 @@ import re
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
+from xpkit.execute.harvest_files import SOURCES, walk
 from xpkit.store import rundir as rd
 from xpkit.store.rundir import RunDir
 
-EVENT_FILE = "events.out.tfevents"
 MAX_LINE = 64 * 1024  # bytes: a longer output line is not matched against the patterns
 
 
 class Harvester:
     """Collects metric points for one run and writes them in batches."""
 
-    def __init__(self, run_dir: RunDir, patterns: list[str], tensorboard: bool,
-                 search: list[Path]) -> None:  # fmt: skip
+    def __init__(self, run_dir: RunDir, patterns: list[str], files: list[str],
+                 search: list[Path], floor: int = -1) -> None:  # fmt: skip
         self.run_dir = run_dir
         self.patterns = [re.compile(p) for p in patterns]
         self.counters = [0] * len(self.patterns)
-        self.tensorboard = tensorboard
         self.search = search
+        self.floor = floor
         self.pending: list[str] = []
         self.last: dict[str, float] = {}
         self.lock = threading.Lock()
         self.partial = b""
         self.overlong = False  # the line being read is over MAX_LINE: it is skipped
-        self.loaders: dict[Path, Any] = {}
-        # Event files that existed before the run are another run's.
-        self.preexisting = set(self._event_files()) if tensorboard else set()
+        self.sources = [SOURCES[name]() for name in files]
+        if self.sources:  # what the files held before the run is another run's
+            existing = walk(search)
+            for source in self.sources:
+                source.start(existing)
 
     @property
     def active(self) -> bool:
-        return bool(self.patterns) or self.tensorboard
+        return bool(self.patterns or self.sources)
 
     # --- stdout ---------------------------------------------------------------------
     def feed(self, chunk: bytes) -> None:
@@ -82,46 +84,23 @@ class Harvester:
             self.counters[index] = step + 1
             self._add(step, values)
 
-    # --- tensorboard ------------------------------------------------------------------
-    def _event_files(self) -> list[Path]:
-        found = []
-        for root in self.search:
-            for folder, _, files in os.walk(root):
-                found += [Path(folder) / f for f in files if f.startswith(EVENT_FILE)]
-        return sorted(found)
-
-    def scan_tensorboard(self) -> None:
-        if not self.tensorboard:
+    # --- files the frameworks write ---------------------------------------------
+    def scan_files(self) -> None:
+        """New rows of the frameworks' own files, at their steps (a later attempt's
+        steps up to where the earlier ones ended keep their first values)."""
+        if not self.sources:
             return
-        try:
-            from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-            from tensorboard.util import tensor_util
-        except ImportError:
-            self.tensorboard = False
-            self._note("metrics_from = ['tensorboard'] needs `pip install 'xpkit[tensorboard]'`")
-            return
-        for path in self._event_files():
-            if path in self.preexisting:
-                continue
-            loader = self.loaders.get(path)
-            if loader is None:
-                loader = self.loaders[path] = EventFileLoader(str(path))
-            for event in loader.Load():
-                values = {}
-                for value in event.summary.value:
-                    kind = value.WhichOneof("value")
-                    if kind == "simple_value":
-                        values[value.tag] = float(value.simple_value)
-                    elif kind == "tensor" and value.metadata.plugin_data.plugin_name in (
-                        "scalars",
-                        "",
-                    ):
-                        try:
-                            values[value.tag] = float(tensor_util.make_ndarray(value.tensor).item())
-                        except (ValueError, TypeError):
-                            continue
-                if values:
-                    self._add(int(event.step), values)
+        files = walk(self.search)
+        for source in list(self.sources):
+            try:
+                for step, values in source.scan(files):
+                    if step > self.floor:
+                        self._add(step, values)
+            except ImportError:
+                self.sources.remove(source)
+                self._note(
+                    f"metrics_from = [{source.name!r}] needs `pip install 'xpkit[tensorboard]'`"
+                )
 
     # --- output -----------------------------------------------------------------------
     def _add(self, step: int, values: dict[str, float]) -> None:
@@ -153,5 +132,5 @@ class Harvester:
             self._match(self.partial.decode("utf-8", errors="replace"))
             self.partial = b""
         self.overlong = False  # the line being read is over MAX_LINE: it is skipped
-        self.scan_tensorboard()
+        self.scan_files()
         self.flush()

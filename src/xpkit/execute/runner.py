@@ -236,8 +236,10 @@ class Runner:
         harvester = Harvester(
             self.run_dir,
             sources.get("stdout", []),
-            bool(sources.get("tensorboard")),
+            # "tensorboard": true is how runs queued before the file sources say it
+            sources.get("files") or (["tensorboard"] if sources.get("tensorboard") else []),
             search=[self.run_dir.path, self.cwd],
+            floor=self.run_dir.last_step() if int(run.get("attempt") or 1) > 1 else -1,
         )
         spool = XP_CACHE_DIR.get() / "spool" / f"{self.run_dir.name}.output.log"
         with open(self.run_dir.file(rd.OUTPUT_LOG), "ab", buffering=0) as log:

@@ -112,7 +112,7 @@ class Monitor(threading.Thread):
             try:
                 if time.monotonic() - last_beat >= interval:
                     self.run_dir.beat()
-                    self.harvester.scan_tensorboard()
+                    self.harvester.scan_files()
                     last_beat = time.monotonic()
                 self.harvester.flush()
                 if self.run_dir.file(rd.CANCEL).exists():

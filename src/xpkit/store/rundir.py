@@ -222,6 +222,30 @@ class RunDir:
                 entries.append(entry)
         return entries
 
+    def last_step(self) -> int:
+        """The highest step in metrics.jsonl (-1 if none), reading only its tail."""
+        try:
+            with open(self.file(METRICS), "rb") as f:
+                f.seek(0, os.SEEK_END)
+                size = f.tell()
+                chunk = 1 << 16
+                while True:
+                    start = max(0, size - chunk)
+                    f.seek(start)
+                    lines = f.read(size - start).splitlines()
+                    for line in reversed(lines[1:] if start else lines):
+                        try:
+                            step = json.loads(line).get("step")
+                        except (ValueError, AttributeError):
+                            continue
+                        if type(step) is int:
+                            return step
+                    if not start:
+                        return -1
+                    chunk *= 4
+        except OSError:
+            return -1
+
     def write_secrets(self, command: str, argv: list[str] | None) -> None:
         """The command as it is executed, when run.json shows it with secret values
         masked: readable by its owner only, never backed up, shown or sent home."""
