@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from xpkit.tracking import Run
 
 
-class XpTracker(GeneralTracker):  # type: ignore[misc]
+class XpTracker(GeneralTracker):
     """An Accelerate tracker over the current xpkit run: `accelerator.init_trackers(
     name, config=...)` records the config, `accelerator.log(values, step=...)` the
     metrics, `accelerator.end_training()` flushes. Main process only."""

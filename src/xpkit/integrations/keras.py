@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 LOG_FREQS = ('"epoch"', '"batch"', "a number of batches")
 
 
-class XpCallback(keras.callbacks.Callback):  # type: ignore[misc]
+class XpCallback(keras.callbacks.Callback):
     """Logs `model.fit` into the current xpkit run.
 
     `log_freq="epoch"` (default) logs each epoch's metrics at step = epoch, so a fit
@@ -38,6 +38,7 @@ class XpCallback(keras.callbacks.Callback):  # type: ignore[misc]
                 f"XpCallback(log_freq={log_freq!r}): use {', '.join(LOG_FREQS)} (a positive int)"
             )
         self.log_freq = log_freq
+        self._every = None if log_freq == "epoch" else int(log_freq)  # batches
         self._run = run
         self._batch_step = 0
 
@@ -60,14 +61,14 @@ class XpCallback(keras.callbacks.Callback):  # type: ignore[misc]
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self._batch_step += 1
-        if self.log_freq != "epoch" and self._batch_step % self.log_freq == 0 and logs:
+        if self._every and self._batch_step % self._every == 0 and logs:
             self.run.log(scalars(logs), step=self._batch_step)
         if self.run.should_stop:
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         values = {**scalars(logs or {}), "epoch": epoch}
-        step = epoch if self.log_freq == "epoch" else self._batch_step
+        step = self._batch_step if self._every else epoch
         self.run.log(values, step=step)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:

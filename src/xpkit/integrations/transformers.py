@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 REPORT_NAME = "xpkit"
 
 
-class XpCallback(TrainerCallback):  # type: ignore[misc]
+class XpCallback(TrainerCallback):
     """Logs a Trainer into the current xpkit run, from the main process only.
 
     At train begin the model's config and then the TrainingArguments (which win on a
@@ -91,12 +91,12 @@ class XpCallback(TrainerCallback):  # type: ignore[misc]
 def enable() -> None:
     """Make `TrainingArguments(report_to="xpkit")` add an `XpCallback` to the Trainer."""
     try:
-        from transformers.integrations import integration_utils
+        from transformers.integrations import integration_utils as table_module
     except ImportError:
-        integration_utils = None
-    registry = getattr(integration_utils, "INTEGRATION_TO_CALLBACK", None)
+        table_module = None  # type: ignore[assignment]
+    registry = getattr(table_module, "INTEGRATION_TO_CALLBACK", None)
     if not isinstance(registry, dict) or not callable(
-        getattr(integration_utils, "get_reporting_integration_callbacks", None)
+        getattr(table_module, "get_reporting_integration_callbacks", None)
     ):
         raise XpError(
             f"xpkit.integrations.transformers.enable(): transformers {transformers.__version__} "
