@@ -322,11 +322,11 @@ def test_a_waiting_worker_says_what_it_waits_for(
                   cwd=git_project).returncode == 0  # fmt: skip
     assert xp("submit", "--gpus", "4", "--", "python", "-c", "pass",
               cwd=git_project).returncode == 0  # fmt: skip
-    done = xp("worker", "--once", cwd=git_project, env={"XP_GPU_GRACE": "3"}, timeout=120)
+    done = xp("worker", "--once", cwd=git_project, env={"XP_GPU_GRACE": "6"}, timeout=120)
     assert done.returncode == 0, done.output
     assert "waits: needs 1 free GPU(s); GPU 0 held by" in done.stdout, done.stdout
     assert "GPU 1 process 77 on it" in done.stdout
-    assert "just handed out (free again 3 s after: XP_GPU_GRACE)" in done.stdout
+    assert "just handed out (free again 6 s after: XP_GPU_GRACE)" in done.stdout
     assert (
         "left in the queue:" in done.stdout and "(needs 4 GPU(s), this worker has 2)" in done.stdout
     )
