@@ -71,8 +71,9 @@ seed = [0, 1, 2]
 # [config]
 # optim = {{_target_ = "torch.optim.SGD", _partial_ = true, lr = 0.1}}
 
-# Metrics of a program that does not use the xpkit API: TensorBoard event files it
-# writes, and/or output lines matched by a regular expression (named groups = metrics).
+# Metrics of a program that does not use the xpkit API: files its framework writes
+# ("tensorboard", "lightning-csv", "hf-trainer-state", "keras-csv"), and/or output
+# lines matched by a regular expression (named groups = metrics).
 # metrics_from = ["tensorboard"]
 # [[metrics_from_stdout]]
 # pattern = 'step (?P<step>\\d+) .* loss (?P<loss>[0-9.e+-]+)'
