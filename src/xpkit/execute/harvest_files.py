@@ -133,30 +133,39 @@ def _header(path: Path) -> list[str] | None:
     return next(csv.reader([line]), [])
 
 
-class LightningCsv(FileSource):
-    """`metrics.csv` of Lightning's CSVLogger: a `step` column, empty cells for metrics
-    not logged at that row."""
+class CsvSource(FileSource):
+    """A CSV file with a header; its STEP_COLUMN gives each row's step, the other
+    numeric cells are the metrics (empty cells: not logged at that row)."""
 
-    name = "lightning-csv"
-
-    def claims(self, path: Path) -> bool:
-        return path.name == "metrics.csv"
+    STEP_COLUMN = ""
 
     def rows(self, path: Path) -> list[dict[str, Any]]:
         return _csv_rows(path)
 
     def point(self, row: dict[str, Any]) -> Point | None:
-        step = _number(row.get("step"))
-        values = {k: v for k, v in ((k, _number(t)) for k, t in row.items() if k != "step")
-                  if v is not None and k}  # fmt: skip
+        step = _number(row.get(self.STEP_COLUMN))
+        values = {k: v for k, v in ((k, _number(t)) for k, t in row.items()
+                                    if k != self.STEP_COLUMN) if v is not None and k}  # fmt: skip
         return (int(step), values) if step is not None and values else None
 
 
-class KerasCsv(FileSource):
+class LightningCsv(CsvSource):
+    """`metrics.csv` of Lightning's CSVLogger: a `step` column, empty cells for metrics
+    not logged at that row."""
+
+    name = "lightning-csv"
+    STEP_COLUMN = "step"
+
+    def claims(self, path: Path) -> bool:
+        return path.name == "metrics.csv"
+
+
+class KerasCsv(CsvSource):
     """Keras's CSVLogger file (any name ending .csv, .log or .txt) whose header starts
     with `epoch` and has no `step` column: step = epoch."""
 
     name = "keras-csv"
+    STEP_COLUMN = "epoch"
     SUFFIXES = (".csv", ".log", ".txt")
 
     def claims(self, path: Path) -> bool:
@@ -172,15 +181,6 @@ class KerasCsv(FileSource):
             self.not_mine.add(path)
             return False
         return True
-
-    def rows(self, path: Path) -> list[dict[str, Any]]:
-        return _csv_rows(path)
-
-    def point(self, row: dict[str, Any]) -> Point | None:
-        epoch = _number(row.get("epoch"))
-        values = {k: v for k, v in ((k, _number(t)) for k, t in row.items() if k != "epoch")
-                  if v is not None and k}  # fmt: skip
-        return (int(epoch), values) if epoch is not None and values else None
 
 
 class HfTrainerState(FileSource):
