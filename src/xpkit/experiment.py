@@ -7,6 +7,7 @@ random ID, a command template, a parameter grid and explicit extra runs.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import math
 import os
@@ -21,6 +22,7 @@ from typing import Any
 from xpkit import names
 from xpkit.apps import APPS
 from xpkit.errors import ConfigError
+from xpkit.search import Search, check_search_fits, parse_search
 from xpkit.settings import read_toml
 from xpkit.suggest import did_you_mean
 
@@ -49,6 +51,8 @@ FIELDS = {
     "'tensorboard', 'lightning-csv', 'hf-trainer-state', 'keras-csv'",
     "metrics_from_stdout": "array of tables [[metrics_from_stdout]] with a regular expression "
     "`pattern` whose named groups are metrics (and `step`)",
+    "search": "a [search] table: what `xp sweep` searches (method, metric, goal, trials, "
+    "[search.params]); [grid] keys then give fixed values",
 }
 # for metrics_from (execute/harvest_files.py reads them)
 METRIC_SOURCES = ("tensorboard", "lightning-csv", "hf-trainer-state", "keras-csv")
@@ -83,6 +87,19 @@ class Experiment:
     resumable: bool = False
     stop_signal: str = "SIGTERM"
     app: str | None = None  # see apps.py
+    search: Search | None = None  # `xp sweep` (search.py); then the grid is fixed values
+
+    def trial_spec(self, suggested: dict[str, Scalar]) -> RunSpec:
+        """The run of one sweep trial: the grid's fixed values with the suggested ones;
+        its slug names the suggested values."""
+        fixed = {k: v[0] for k, v in self.grid.items()}
+        single = dataclasses.replace(self, grid={k: [v] for k, v in {**fixed, **suggested}.items()},
+                                     runs=[], search=None)  # fmt: skip
+        spec = single.expand()[0]
+        shown: dict[str, object] = {
+            k: float(f"{v:.3g}") if isinstance(v, float) else v for k, v in suggested.items()
+        }
+        return dataclasses.replace(spec, slug=names.params_slug(self.name, shown))
 
     def _grid(self, overrides: dict[str, Scalar]) -> dict[str, list[Scalar]]:
         self._check_overrides(overrides)
@@ -371,6 +388,10 @@ def load_experiment(path: Path, root: Path | None = None) -> Experiment:
         raise fail("config", f"a {app} app composes its own config: remove 'config' (or 'app')")
     config, config_source = _experiment_config(raw.get("config"), path, root, fail)
     metrics_from = _metrics_from(raw, fail, f"{path}{_line_of(source, 'metrics_from_stdout')}")
+    search = None
+    if "search" in raw:
+        search = parse_search(raw["search"], fail)
+        check_search_fits(search, grid, runs_raw, template_fields(raw["command"]), fail)
     experiment = Experiment(
         path=path,
         id=raw["id"],
@@ -387,6 +408,7 @@ def load_experiment(path: Path, root: Path | None = None) -> Experiment:
         resumable=resumable,
         stop_signal=stop_signal,
         app=app,
+        search=search,
     )
     try:
         template_fields(experiment.command)

@@ -14,6 +14,7 @@ STATUS_COLOR = {
     "failed": "red",
     "killed": "magenta",
     "cancelled": "magenta",
+    "pruned": "blue",
     "lost": "red",
 }
 

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "submit": ("xpkit.cli.queue", "submit_cmd", "Queue runs for xp worker."),
     "worker": ("xpkit.cli.queue", "worker_cmd", "Execute queued runs on free GPUs."),
     "cluster": ("xpkit.cli.cluster", "cluster_cmd", "Start or stop Ray nodes for the queue."),
+    "sweep": ("xpkit.cli.sweep", "sweep_cmd", "Search a [search] with Optuna over the queue."),
     "queue": ("xpkit.cli.queue", "queue_cmd", "Show queued and running runs."),
     "status": ("xpkit.cli.queue", "status_cmd", "Show live workers and their GPUs."),
     "cancel": ("xpkit.cli.queue", "cancel_cmd", "Cancel queued runs, stop running ones."),

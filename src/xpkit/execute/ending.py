@@ -35,6 +35,15 @@ def end_changes(
     return changes
 
 
+def stopped_by(intent: dict[str, Any]) -> tuple[str, str]:
+    """The status and reason of a run stopped by a `.cancel` intent: `pruned` when a
+    sweep's pruner asked (with its reason), else `cancelled` and by whom."""
+    if intent.get("prune"):
+        return "pruned", str(intent.get("reason") or "pruned by the sweep's pruner")
+    who = " ".join(str(intent[k]) for k in ("user", "by") if intent.get(k))
+    return "cancelled", f"cancelled (xp cancel{' by ' + who if who else ''})"
+
+
 def record_end(run_dir: RunDir, changes: dict[str, Any]) -> None:
     """Write `changes`; on a full disk retry a while, then keep them locally."""
     deadline = time.monotonic() + min(END_WRITE_RETRY, XP_GONE_WAIT.get())

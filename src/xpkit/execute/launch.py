@@ -60,7 +60,17 @@ def count_runs(settings: Settings, request: SweepRequest) -> int:
     """How many runs `plan` would give, without expanding the grid."""
     if request.experiment_file is None:
         return 1
-    return load_experiment(request.experiment_file, settings.root).count(request.params)
+    experiment = load_experiment(request.experiment_file, settings.root)
+    _not_a_search(experiment)
+    return experiment.count(request.params)
+
+
+def _not_a_search(experiment: Experiment) -> None:
+    if experiment.search is not None:
+        raise ConfigError(
+            f"{experiment.where} has a [search]: its runs are the trials of a search; start it "
+            f"with `xp sweep {experiment.where}` (workers run the trials)"
+        )
 
 
 def plan(settings: Settings, request: SweepRequest, preview: int | None = None) -> list[NewRun]:
@@ -69,6 +79,7 @@ def plan(settings: Settings, request: SweepRequest, preview: int | None = None) 
     sweep = os.urandom(4).hex()
     if request.experiment_file is not None:
         experiment = load_experiment(request.experiment_file, settings.root)
+        _not_a_search(experiment)
         check_unique_id(
             experiment,
             find_experiment_files(settings.root, skip=(settings.runs, settings.workdir)),
@@ -88,7 +99,7 @@ def plan(settings: Settings, request: SweepRequest, preview: int | None = None) 
                 argv=None,
                 params=spec.params,
                 config=spec.config,
-                experiment=_experiment_ref(settings, experiment),
+                experiment=experiment_ref(settings, experiment),
                 tags=[*experiment.tags, *request.tags],
                 gpus=experiment.gpus,
                 sweep=sweep,
@@ -183,7 +194,7 @@ def plan_rerun(
     return new, provenance
 
 
-def _experiment_ref(settings: Settings, experiment: Experiment) -> dict[str, Any]:
+def experiment_ref(settings: Settings, experiment: Experiment) -> dict[str, Any]:
     assert experiment.path is not None
     try:
         file = str(experiment.path.resolve().relative_to(settings.root))

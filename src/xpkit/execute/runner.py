@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from xpkit.errors import RunError, StoreError
-from xpkit.execute.ending import end_changes, keep_end, record_end
+from xpkit.execute.ending import end_changes, keep_end, record_end, stopped_by
 from xpkit.execute.harvest import Harvester
 from xpkit.execute.supervise import Monitor, OutputTee
 from xpkit.names import META_DIR
@@ -262,10 +262,8 @@ class Runner:
             status = "killed"
         why = _reason(status, exit_code)
         intent = self.run_dir.read_optional(rd.CANCEL) if status == "killed" else None
-        if isinstance(intent, dict):  # `xp cancel` stopped it: say so, and who
-            status = "cancelled"
-            who = " ".join(str(intent[k]) for k in ("user", "by") if intent.get(k))
-            why = f"cancelled (xp cancel{' by ' + who if who else ''})"
+        if isinstance(intent, dict):  # `xp cancel` (or a sweep's pruner) stopped it
+            status, why = stopped_by(intent)
         if not self._wait_for_run_dir(status):
             changes = end_changes(run, status, exit_code, started, ended, why)
             keep_end(self.run_dir, changes, "its folder is gone")
@@ -324,10 +322,12 @@ class Runner:
 
     def _cancelled_before_start(self) -> Outcome:
         # The intent stays: its holder reads it (a `--requeue` puts the run back).
-        self.run_dir.update_run(
-            status="cancelled", ended=rd.now(), reason="cancelled before the program started"
-        )
-        return Outcome("cancelled", None)
+        intent = self.run_dir.read_optional(rd.CANCEL)
+        status, why = stopped_by(intent) if isinstance(intent, dict) else ("cancelled", "")
+        if status == "cancelled":
+            why = "cancelled before the program started"
+        self.run_dir.update_run(status=status, ended=rd.now(), reason=why)
+        return Outcome(status, None)
 
     def _wait_for_run_dir(self, status: str) -> bool:
         """The run has ended; to record how, its directory must be reachable. Wait a

@@ -94,8 +94,15 @@ def run_event(settings: Settings, run_dir: RunDir, kind: str) -> None:
 
 
 def run_ended(settings: Settings, run_dir: RunDir) -> None:
-    """The event for how a run ended (killed and cancelled count as failed)."""
-    status = rd.status_of(run_dir, run_dir.read_run())
+    """The event for how a run ended (killed and cancelled count as failed; a trial a
+    sweep pruned is no failure and says nothing, but may end its sweep)."""
+    info = run_dir.read_run()
+    status = rd.status_of(run_dir, info)
+    if status == "pruned":
+        specs = specs_of(settings)
+        if specs and info.get("sweep"):
+            _maybe_sweep_finished(settings, specs, info["sweep"])
+        return
     kind = {"finished": "run.finished", "lost": "run.lost"}.get(status, "run.failed")
     if status not in rd.ACTIVE:
         run_event(settings, run_dir, kind)

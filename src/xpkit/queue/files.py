@@ -142,13 +142,10 @@ def cancel_intent(run_dir: RunDir) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else {}
 
 
-def write_cancel_intent(run_dir: RunDir, *, requeue: bool) -> None:
-    write_json_atomic(
-        run_dir.file(rd.CANCEL),
-        {
-            "requeue": requeue,
-            "time": time.time(),
-            "by": me("cancel").worker,
-            "user": getpass.getuser(),
-        },
-    )
+def write_cancel_intent(run_dir: RunDir, *, requeue: bool, prune: str | None = None) -> None:
+    """`prune`: a sweep's pruner stops the run, for this reason (recorded `pruned`)."""
+    intent = {"requeue": requeue, "time": time.time(), "by": me("cancel").worker,
+              "user": getpass.getuser()}  # fmt: skip
+    if prune is not None:
+        intent.update(prune=True, reason=prune)
+    write_json_atomic(run_dir.file(rd.CANCEL), intent)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from xpkit.errors import QueueError, XpError
+from xpkit.execute.ending import stopped_by
 from xpkit.execute.runner import REQUEUE_EXIT_CODE
 from xpkit.hooks import events
 from xpkit.hooks.outbox import start_background
@@ -253,7 +254,9 @@ class Scheduler:
             return False
         intent = files.cancel_intent(run_dir)
         if intent is not None and not intent.get("requeue"):
-            run_dir.update_run(status="cancelled", ended=rd.now(), reason="cancelled while queued")
+            status, why = stopped_by(intent)
+            why = why if status == "pruned" else "cancelled while queued"
+            run_dir.update_run(status=status, ended=rd.now(), reason=why)
             run_dir.file(rd.CANCEL).unlink(missing_ok=True)
             self._say(f"cancelled {item.name}")
             return True
@@ -268,6 +271,12 @@ class Scheduler:
     def _ended(self, ended: Ended) -> None:
         self.running.pop(ended.name, None)
         run_dir = RunDir(self.runs_root / ended.name)
+        intent = files.cancel_intent(run_dir)
+        if intent is not None and ended.status == "killed" and not intent.get("requeue"):
+            # A runner that could not see the intent (a Ray node) recorded `killed`.
+            status, why = stopped_by(intent)
+            run_dir.update_run(status=status, reason=why)
+            ended.status = status
         if ended.lost:
             run_dir.update_run(status="lost", ended=rd.now(), reason=ended.lost)
             self._say(f"lost {ended.name}: {ended.lost}")
@@ -276,7 +285,6 @@ class Scheduler:
             self._say(f"{ended.status} {ended.name}")
         events.run_ended(self.settings, run_dir)
         info = run_dir.read_optional(rd.RUN_JSON, {}) or {}
-        intent = files.cancel_intent(run_dir)
         run_dir.file(rd.CANCEL).unlink(missing_ok=True)
         again = (
             (ended.name in self.preempted and ended.status in ("killed", "cancelled"))

@@ -63,10 +63,12 @@ def submit_request(settings: Settings, request: SweepRequest, queue: QueueReques
 
 
 def submit(
-    settings: Settings, planned: list[NewRun], provenance: Provenance, request: QueueRequest
-) -> list[RunDir]:
+    settings: Settings, planned: list[NewRun], provenance: Provenance, request: QueueRequest,
+    *, announce: bool = True,
+) -> list[RunDir]:  # fmt: skip
     """Create the runs as `queued` and put them in the queue. The snapshot is also
-    stored as a bundle, for workers on other machines."""
+    stored as a bundle, for workers on other machines. `announce`: tell the hooks a
+    sweep was submitted (`xp sweep` announces its own, trial by trial)."""
     ensure_runs_root(settings.runs)
     if request.gpus is not None and request.gpus < 0:
         raise QueueError(f"--gpus must be 0 or more, got {request.gpus}")
@@ -84,7 +86,7 @@ def submit(
         staged = stage_run(settings.runs, new, provenance, claim=holder.to_json())
         created.append(publish_run(settings.runs, staged))
     sweep = planned[0].sweep if planned else None
-    if sweep and events.specs_of(settings):
+    if sweep and announce and events.specs_of(settings):
         events.remember_runs(settings, sweep, [r.name for r in created], planned=len(created))
         events.sweep_submitted(settings, created)
     for run_dir in created:
@@ -203,6 +205,8 @@ def _new_trial(
     planned.labels = list(info.get("labels") or ())
     planned.gpus = int(info.get("gpus_requested") or 0)
     planned.requeue_of = original.name
+    planned.search = info.get("search")  # a sweep's trial stays that trial
+    planned.sweep = info.get("sweep") or planned.sweep
     holder = files.me("requeue")
     staged = stage_run(settings.runs, planned, provenance, claim=holder.to_json())
     record = {"copy": staged.name, "by": holder.to_json(), "time": time.time()}

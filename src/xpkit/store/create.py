@@ -59,6 +59,7 @@ class NewRun:
     priority: int = 0
     labels: list[str] = field(default_factory=list)
     requeue_of: str | None = None  # the run this one replaces in the queue (xp requeue)
+    search: dict[str, Any] | None = None  # a sweep trial: {"study": expid, "trial": key}
 
 
 def ensure_runs_root(runs_root: Path) -> None:
@@ -147,6 +148,7 @@ def stage_run(
         "priority": new.priority,
         "labels": new.labels,
         "requeue_of": new.requeue_of,
+        "search": new.search,
     }
     # Write everything into a hidden staging folder first, then rename: a crash
     # never leaves a run directory without its metadata.

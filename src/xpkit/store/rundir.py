@@ -34,8 +34,9 @@ SECRETS = ".secrets.json"  # the real values of a command's masked secrets, mode
 CANCEL = ".cancel"  # a request to stop a running run, polled by its worker
 
 ACTIVE = ("queued", "running")
-ENDED = ("finished", "failed", "killed", "cancelled")
-STATUSES = ("queued", "running", "finished", "failed", "killed", "cancelled", "lost")
+# `pruned`: a sweep's pruner stopped the trial early (its values so far are kept)
+ENDED = ("finished", "failed", "killed", "cancelled", "pruned")
+STATUSES = ("queued", "running", "finished", "failed", "killed", "cancelled", "pruned", "lost")
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -1,0 +1,234 @@
+"""Optuna is the engine: a `Search` (search.py) as Optuna's distributions, sampler and
+pruner, and the study kept in Optuna's JournalStorage on the controller's local disk.
+
+The journal is a cache of the study: the controller is its only writer, so no lock is
+shared over NFS; a journal that is lost or unreadable is rebuilt from the trials' runs
+(`trials.py`), which are the truth.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from xpkit.errors import ConfigError
+from xpkit.search import Search, Space
+from xpkit.settings import XP_CACHE_DIR
+from xpkit.values import path_digest
+
+if TYPE_CHECKING:
+    import optuna
+
+KEY = "key"  # the trial's number as its runs record it (search.trial in run.json)
+
+
+def import_optuna() -> Any:
+    try:
+        import optuna
+    except ImportError:
+        raise ConfigError(
+            "xp sweep needs Optuna: pip install 'xpkit[sweep]' (optuna, cmaes, scikit-learn)"
+        ) from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # multivariate TPE and the constant liar are "experimental" in Optuna's words only
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    return optuna
+
+
+def distribution(space: Space) -> Any:
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    if space.kind == "values":
+        return CategoricalDistribution(list(space.values))
+    if space.kind == "int":
+        return IntDistribution(
+            int(space.low or 0), int(space.high or 0), log=space.log, step=int(space.step or 1)
+        )
+    step = float(space.step) if space.step is not None else None
+    high = float(space.high or 0)
+    if step is not None:  # Optuna wants high on the step grid
+        low = float(space.low or 0)
+        high = low + math.floor((high - low) / step + 1e-9) * step
+    return FloatDistribution(float(space.low or 0), high, log=space.log, step=step)
+
+
+def distributions(search: Search) -> dict[str, Any]:
+    return {name: distribution(space) for name, space in search.params.items()}
+
+
+def sampler(search: Search) -> Any:
+    optuna = import_optuna()
+    samplers = optuna.samplers
+    seed = search.seed
+    if search.method == "random":
+        return samplers.RandomSampler(seed=seed)
+    if search.method == "grid":
+        grid = {name: space.grid() for name, space in search.params.items()}
+        return samplers.GridSampler(grid, seed=seed)
+    if search.method == "qmc":
+        return samplers.QMCSampler(seed=seed)
+    if search.method == "cmaes":
+        try:
+            import cmaes  # type: ignore[import-untyped]  # noqa: F401 - Optuna's CMA-ES needs it
+        except ImportError:
+            raise ConfigError(
+                "method = 'cmaes' needs the cmaes package: pip install 'xpkit[sweep]'"
+            ) from None
+        return samplers.CmaEsSampler(seed=seed)
+    # Trials run in parallel: the constant liar keeps TPE from proposing the same
+    # point to every free slot.
+    return samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+
+
+def pruner(search: Search) -> Any:
+    pruners = import_optuna().pruners
+    options = search.pruner
+    kind = options["type"]
+    if kind == "median":
+        return pruners.MedianPruner(
+            n_startup_trials=options.get("startup_trials", 5),
+            n_warmup_steps=options.get("min_steps", 0),
+        )
+    if kind == "asha":
+        return pruners.SuccessiveHalvingPruner(
+            min_resource=options.get("min_steps", "auto"),
+            reduction_factor=options.get("reduction_factor", 3),
+        )
+    if kind == "hyperband":
+        return pruners.HyperbandPruner(
+            min_resource=options.get("min_steps", 1),
+            max_resource=options.get("max_steps", "auto"),
+            reduction_factor=options.get("reduction_factor", 3),
+        )
+    return pruners.NopPruner()
+
+
+def journal_path(runs_root: Path, expid: str) -> Path:
+    """On the controller's local disk, one per runs root and experiment."""
+    return XP_CACHE_DIR.get() / "sweeps" / path_digest(runs_root) / f"{expid}.journal"
+
+
+def repair_journal(path: Path) -> None:
+    """What a controller killed mid-write left: a last line without its newline (the
+    next append would glue onto it), and Optuna's lock file. Only the controller, which
+    holds the sweep's controller lock, calls this."""
+    Path(f"{path}.lock").unlink(missing_ok=True)
+    try:
+        with open(path, "rb+") as f:
+            data = f.read()
+            if data and not data.endswith(b"\n"):
+                f.truncate(data.rfind(b"\n") + 1)
+    except FileNotFoundError:
+        pass
+
+
+def open_study(search: Search, path: Path, name: str, *, load_only: bool = False) -> Any:
+    """The study in the journal at `path` (created unless `load_only`); ValueError
+    when the journal cannot be read."""
+    optuna = import_optuna()
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    repair_journal(path)
+    storage = JournalStorage(JournalFileBackend(str(path)))
+    direction = search.goal
+    if load_only:
+        return optuna.load_study(
+            study_name=name, storage=storage, sampler=sampler(search), pruner=pruner(search)
+        )
+    return optuna.create_study(
+        study_name=name,
+        storage=storage,
+        direction=direction,
+        sampler=sampler(search),
+        pruner=pruner(search),
+        load_if_exists=True,
+    )
+
+
+def memory_study(search: Search) -> Any:
+    """A study in memory, for reports (rebuilt from runs, never the journal)."""
+    optuna = import_optuna()
+    return optuna.create_study(direction=search.goal, sampler=optuna.samplers.RandomSampler())
+
+
+def set_aside(path: Path) -> Path | None:
+    """Move an unusable journal aside (kept, never deleted) before a rebuild."""
+    if not path.exists():
+        return None
+    aside = path.with_name(f"{path.name}.{int(os.path.getmtime(path))}.bad")
+    os.replace(path, aside)
+    return aside
+
+
+def frozen(
+    search: Search,
+    params: dict[str, Any],
+    *,
+    state: str,
+    value: float | None,
+    intermediate: dict[int, float],
+    attrs: dict[str, Any],
+) -> optuna.trial.FrozenTrial:
+    """A finished trial as a run recorded it, for `study.add_trial`."""
+    optuna = import_optuna()
+    dists = distributions(search)
+    return optuna.trial.create_trial(
+        params={k: params[k] for k in dists},
+        distributions=dists,
+        value=value if state == "COMPLETE" else None,
+        state=getattr(optuna.trial.TrialState, state),
+        intermediate_values=intermediate,
+        user_attrs=attrs,
+    )
+
+
+def fits(search: Search, params: dict[str, Any]) -> bool:
+    """Whether a run's params are a point of this search's space."""
+    try:
+        for name, dist in distributions(search).items():
+            if name not in params or not dist._contains(dist.to_internal_repr(params[name])):
+                return False
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def value_of(summary: dict[str, Any], metric: str) -> float | None:
+    value = summary.get(metric)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def metric_values(path: Path, metric: str, offset: int = 0) -> tuple[list[tuple[int, float]], int]:
+    """(step, value) of `metric` in metrics.jsonl from byte `offset`, and the offset after
+    the last complete line (a line being written is read next time)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except FileNotFoundError:
+        return [], offset
+    end = data.rfind(b"\n") + 1
+    found = []
+    for line in data[:end].splitlines():
+        if metric.encode() not in line:
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        step, value = record.get("step"), value_of(record, metric)
+        if isinstance(step, int) and not isinstance(step, bool) and value is not None:
+            found.append((step, value))
+    return found, offset + end

@@ -1,0 +1,109 @@
+"""`xp sweep FILE --status` and the sweep part of reports: where a search stands, read
+from its runs (the truth; the journal lives only on the controller's machine)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from xpkit.experiment import Experiment
+from xpkit.search import Search
+from xpkit.settings import Settings
+from xpkit.sweep import engine, trials
+from xpkit.sweep.lock import holder, lock_path
+
+
+@dataclass
+class TrialRow:
+    key: int
+    run: str
+    status: str
+    value: float | None
+    params: dict[str, Any]
+    reason: str
+    runs: int  # runs of this trial (a lost one retried has two)
+
+
+@dataclass
+class SweepStatus:
+    search: Search
+    rows: list[TrialRow]  # by trial key
+    controller: dict[str, Any] | None  # the live controller, or None
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for row in self.rows:
+            counts[row.status] = counts.get(row.status, 0) + 1
+        return counts
+
+    def ranked(self) -> list[TrialRow]:
+        """Finished trials with a value, best first."""
+        sign = 1.0 if self.search.goal == "minimize" else -1.0
+        done = [r for r in self.rows if r.status == "finished" and r.value is not None]
+        return sorted(done, key=lambda r: sign * (r.value or 0.0))
+
+    @property
+    def best(self) -> TrialRow | None:
+        ranked = self.ranked()
+        return ranked[0] if ranked else None
+
+    def to_json(self) -> dict[str, Any]:
+        best = self.best
+        return {
+            "metric": self.search.metric,
+            "goal": self.search.goal,
+            "method": self.search.method,
+            "planned": self.search.planned,
+            "controller": self.controller,
+            "counts": self.counts(),
+            "best": best.__dict__ if best else None,
+            "trials": [r.__dict__ for r in self.rows],
+        }
+
+
+def sweep_status(settings: Settings, experiment: Experiment) -> SweepStatus:
+    assert experiment.search is not None
+    search = experiment.search
+    rows = []
+    for key, history in sorted(trials.find(settings.runs, experiment.id).items()):
+        latest = history.latest
+        value = None
+        if latest.status == "finished":
+            value = engine.value_of(latest.summary(), search.metric)
+        elif latest.status == "pruned":
+            values = trials.intermediate(latest, search.metric)
+            value = values[max(values)] if values else None
+        rows.append(
+            TrialRow(
+                key,
+                latest.name,
+                latest.status,
+                value,
+                history.params(search),
+                str(latest.info.get("reason") or ""),
+                len(history.runs),
+            )
+        )
+    return SweepStatus(search, rows, holder(lock_path(settings.runs, experiment.id)))
+
+
+def study_from_runs(status: SweepStatus) -> Any:
+    """An in-memory Optuna study of the ended trials, for importances and plots."""
+    study = engine.memory_study(status.search)
+    for row in status.rows:
+        state = trials.TOLD.get(row.status)
+        if state is None or not engine.fits(status.search, row.params):
+            continue
+        if state == "COMPLETE" and row.value is None:
+            state = "FAIL"
+        study.add_trial(
+            engine.frozen(
+                status.search,
+                row.params,
+                state=state,
+                value=row.value,
+                intermediate={},
+                attrs={engine.KEY: row.key, "run": row.run},
+            )
+        )
+    return study
