@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TypeGuard
 
 from xpkit.errors import ConfigError
-from xpkit.suggest import did_you_mean
+from xpkit.suggest import close_to, did_you_mean
 
 METHODS = ("tpe", "random", "cmaes", "grid", "qmc")
 GOALS = ("minimize", "maximize")
@@ -128,18 +128,16 @@ def parse_search(raw: Any, fail: Fail) -> Search:
         raise fail("search", f"'search' must be a table [search], got {raw!r}")
     unknown = [k for k in raw if k not in FIELDS]
     if unknown:
-        valid = "; ".join(f"{k} ({v})" for k, v in FIELDS.items())
         raise fail(
             unknown[0],
-            f"search.{unknown[0]}: unknown key{did_you_mean(unknown[0], FIELDS, 'keys')}. "
-            f"Valid keys: {valid}",
+            f"search.{unknown[0]}: unknown key{did_you_mean(unknown[0], FIELDS, 'keys')}",
         )
     method = raw.get("method", "tpe")
     if method not in METHODS:
         raise fail(
             "method",
             f"search.method must be one of {', '.join(METHODS)}, got {method!r}"
-            + did_you_mean(str(method), METHODS, "methods"),
+            + _close(str(method), METHODS),
         )
     metric = raw.get("metric")
     if not isinstance(metric, str) or not metric.strip():
@@ -196,6 +194,11 @@ def parse_search(raw: Any, fail: Fail) -> Search:
     if search.planned is None and budget is None:
         raise fail("search", "[search] needs trials = N and/or budget = '2h' (when to stop)")
     return search
+
+
+def _close(name: str, known: tuple[str, ...]) -> str:
+    close = close_to(name, known)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def _budget(value: Any, fail: Fail) -> float | None:
@@ -279,7 +282,7 @@ def _pruner(value: Any, fail: Fail) -> dict[str, Any]:
         raise fail(
             "pruner",
             f"search.pruner must be one of {', '.join(PRUNERS)} (or a table "
-            f"with type = ...), got {shown!r}" + did_you_mean(str(shown), PRUNERS, "pruners"),
+            f"with type = ...), got {shown!r}" + _close(str(shown), PRUNERS),
         )
     kind = value["type"]
     for key, item in value.items():

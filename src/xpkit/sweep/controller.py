@@ -408,8 +408,9 @@ class Controller:
         if self.failed_in_a_row >= FAILURES_TO_HALT and not self.halted:
             self.halted = why
             self.say(
-                f"{self.failed_in_a_row} trials in a row failed (last: {why}); no new trials. "
-                f"Fix the program, then `xp sweep {self.file}` continues the study"
+                f"{self.failed_in_a_row} trials in a row failed (last: {why}; `xp logs {name}` "
+                f"shows why); no new trials. Fix the program, then `xp sweep {self.file}` "
+                "continues the study"
             )
 
     def _count(self, state: str) -> None:
@@ -418,7 +419,8 @@ class Controller:
     def _finish(self) -> None:
         from xpkit.hooks import events
 
-        counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(self.told.items()))
+        words = {"COMPLETE": "finished", "PRUNED": "pruned", "FAIL": "failed"}
+        counts = ", ".join(f"{n} {words.get(s, s)}" for s, n in sorted(self.told.items()))
         self.say(f"done: {sum(self.told.values())} trial(s) ({counts or 'none'})")
         completed = [t for t in self.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
         if completed:

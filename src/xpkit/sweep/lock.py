@@ -38,12 +38,20 @@ def holder(path: Path) -> dict[str, Any] | None:
     if data.get("host") == socket.gethostname():
         pid = int(data.get("pid") or 0)
         started = data.get("pid_start")
-        if not pid_alive(pid):
+        if not pid_alive(pid) or _zombie(pid):
             return None
         if started is not None and abs((process_start(pid) or 0) - float(started)) > 1.0:
             return None  # the pid was reused
         return data
     return data if age < STALE else None
+
+
+def _zombie(pid: int) -> bool:
+    """A controller killed whose parent has not reaped it yet holds nothing."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 class ControllerLock:
