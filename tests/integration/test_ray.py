@@ -180,7 +180,9 @@ def test_cancel_status_and_a_node_killed_mid_run(
         follow = xp("logs", other, cwd=git_project).stdout  # streamed from the node
         assert "CVD=" in follow
         assert "stopping" in xp("cancel", other, cwd=git_project).stdout
-        wait_for(lambda: read_run(runs_root / other)["status"] == "killed", timeout=60)
+        # The node's runner cannot see the intent; the dispatcher records who stopped it.
+        wait_for(lambda: read_run(runs_root / other)["status"] == "cancelled", timeout=60)
+        assert "xp cancel" in read_run(runs_root / other)["reason"]
         (node,) = [n for n in _nodes() if n["node_ip"] == NODE]
         victims = []
         for pid in node["pids"]:  # type: ignore[union-attr]
@@ -233,3 +235,30 @@ def test_join_watch_re_offers_gpus_as_their_use_changes(
         except subprocess.TimeoutExpired:
             watcher.kill()
         _stop_cluster(xp, git_project, temp)
+
+
+def test_xp_sweep_over_the_ray_backend(
+    cluster: str, git_project: Path, runs_root: Path, xp: Callable[..., Result]
+) -> None:
+    """The same controller over a Ray dispatcher: trials land on both nodes, a pruned
+    trial is stopped on its node and recorded `pruned`, the count is exact."""
+    pytest.importorskip("optuna")
+    from sweeps import check_complete, prune_delays, sweep_file
+
+    path = sweep_file(git_project, expid="raysw1", trials=8, parallel=3, steps=12, pause=0.25,
+                      method="random", pruner='{ type = "median", startup_trials = 2 }')  # fmt: skip
+    dispatcher = subprocess.Popen([*XP, "worker", "--ray", cluster, "--node-ip", HEAD],
+                                  cwd=git_project, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        result = xp("sweep", str(path), cwd=git_project, timeout=600)
+    finally:
+        dispatcher.send_signal(signal.SIGTERM)
+        dispatcher.wait(timeout=60)
+    assert result.returncode == 0, result.output
+    found = check_complete(runs_root, "raysw1", 8)
+    latest = [runs[-1] for runs in found.values()]
+    assert {info["node"] for info in latest} == {HEAD, NODE}
+    assert [info["status"] for info in latest].count("pruned") >= 1, result.stdout
+    assert max(prune_delays(runs_root, "raysw1")) <= 5.0
+    assert _connections_are_loopback() == []
