@@ -23,12 +23,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from xpkit.errors import ConfigError
 from xpkit.suggest import close_to, did_you_mean
+
+if TYPE_CHECKING:
+    import optuna
 
 METHODS = ("tpe", "random", "cmaes", "grid", "qmc")
 GOALS = ("minimize", "maximize")
@@ -327,3 +331,77 @@ def check_search_fits(
                 f"the command uses {{{name}}}, which neither [grid] nor "
                 "[search.params] gives" + did_you_mean(name, known - {"config"}, "parameters"),
             )
+
+
+# --- Optuna's form of a search (Optuna imported only when one is used) ---------------
+
+
+def import_optuna() -> Any:
+    try:
+        import optuna
+    except ImportError:
+        raise ConfigError(
+            "xp sweep needs Optuna: pip install 'xpkit[sweep]' (optuna, cmaes, scikit-learn)"
+        ) from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # multivariate TPE and the constant liar are "experimental" in Optuna's words only
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    return optuna
+
+
+def distribution(space: Space) -> Any:
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    if space.kind == "values":
+        return CategoricalDistribution(list(space.values))
+    if space.kind == "int":
+        return IntDistribution(
+            int(space.low or 0), int(space.high or 0), log=space.log, step=int(space.step or 1)
+        )
+    step = float(space.step) if space.step is not None else None
+    high = float(space.high or 0)
+    if step is not None:  # Optuna wants high on the step grid
+        low = float(space.low or 0)
+        high = low + math.floor((high - low) / step + 1e-9) * step
+    return FloatDistribution(float(space.low or 0), high, log=space.log, step=step)
+
+
+def distributions(search: Search) -> dict[str, Any]:
+    return {name: distribution(space) for name, space in search.params.items()}
+
+
+def frozen(
+    search: Search,
+    params: dict[str, Any],
+    *,
+    state: str,
+    value: float | None,
+    intermediate: dict[int, float],
+    attrs: dict[str, Any],
+) -> optuna.trial.FrozenTrial:
+    """A finished trial as a run recorded it, for `study.add_trial`."""
+    optuna = import_optuna()
+    dists = distributions(search)
+    return optuna.trial.create_trial(
+        params={k: params[k] for k in dists},
+        distributions=dists,
+        value=value if state == "COMPLETE" else None,
+        state=getattr(optuna.trial.TrialState, state),
+        intermediate_values=intermediate,
+        user_attrs=attrs,
+    )
+
+
+def fits(search: Search, params: dict[str, Any]) -> bool:
+    """Whether a run's params are a point of this search's space."""
+    try:
+        for name, dist in distributions(search).items():
+            if name not in params or not dist._contains(dist.to_internal_repr(params[name])):
+                return False
+    except (TypeError, ValueError):
+        return False
+    return True

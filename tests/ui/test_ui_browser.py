@@ -228,3 +228,46 @@ def test_the_token_leaves_the_address_bar_and_is_in_no_link(ui_project: Path, br
     finally:
         context.close()
         stop(proc)
+
+
+def test_a_search_report_and_its_interactive_charts(
+    git_project: Path, browser: Any, page: Any
+) -> None:
+    """`xp report` of a sweep has its best trial, top trials, history, parallel
+    coordinates and importances; the experiment page draws the trials with Plotly."""
+    from sweeps import sweep_file
+
+    path = sweep_file(git_project, expid="uisrch", trials=6, parallel=2, gpus=0, steps=3,
+                      pause=0.0, pruner='"none"', method="random")  # fmt: skip
+    worker = subprocess.Popen([*XP, "worker", "--max-jobs", "2"], cwd=git_project,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        swept = subprocess.run([*XP, "sweep", str(path)], cwd=git_project, capture_output=True,
+                               text=True, timeout=300)  # fmt: skip
+    finally:
+        worker.kill()
+        worker.wait()
+    assert swept.returncode == 0, swept.stdout + swept.stderr
+    made = subprocess.run([*XP, "report", str(path)], cwd=git_project, capture_output=True,
+                          text=True)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    markdown = path.with_name("05_uisrch.md").read_text()
+    assert "## Search" in markdown and "6 of 6 trials (6 finished)" in markdown
+    assert "### Top trials" in markdown and "### Parameter importances (fANOVA)" in markdown
+    for image in ("search-history.png", "search-parallel.png"):
+        assert f"(05_uisrch.assets/{image})" in markdown
+        assert (path.parent / "05_uisrch.assets" / image).stat().st_size > 1000
+    proc, url = start_ui(git_project)
+    try:
+        page.goto(f"{url.split('?')[0].rstrip('/')}/experiments/uisrch/")
+        page.wait_for_selector("#search-parallel[data-ready='1']", timeout=15_000)
+        page.wait_for_selector("#search-history[data-ready='1']", timeout=15_000)
+        drawn = page.eval_on_selector("#search-parallel", "el => el.data.map(t => t.x)")
+        assert drawn == [["x", "y", "loss"]] * 6  # one line per finished trial
+        assert page.locator("#search-parallel path.js-line").count() == 6
+        points = page.eval_on_selector("#search-history", "el => el.data[0].x.length")
+        assert points == 6
+        assert "Top trials" in page.inner_text("#report")
+        screenshot(page, "search")
+    finally:
+        stop(proc)

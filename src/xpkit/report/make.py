@@ -96,10 +96,17 @@ def experiment_report(
         warnings.warn(problem, stacklevel=2)
     runs = [_report_run(r) for r in rows]
     curves = load_curves(settings.runs, [r.name for r in runs if r.status in options.statuses])
+    search: dict[str, Any] | None = None
+    search_images: dict[str, bytes] = {}
+    if experiment.search is not None:
+        from xpkit.report.search import search_section
+
+        search, search_images = search_section(settings.runs, runs, experiment.search, assets.name)
     report = render_report(
         _experiment_dict(experiment, settings), runs, curves, options,
-        assets=assets.name, template=template if template.is_file() else None,
+        assets=assets.name, template=template if template.is_file() else None, search=search,
     )  # fmt: skip
+    report.images.update(search_images)
     report.markdown = _options_line(options) + report.markdown
     return report, markdown
 

@@ -55,6 +55,9 @@ CONTEXT_DOC = {
     "plot(metric)": "path of the curve PNG of metric, relative to the report; creates it",
     "cell(value)": "a value escaped for a Markdown table cell",
     "duration(seconds)": "a duration as 12.3s / 4m05s / 1h02m",
+    "search": "None, or for an experiment with [search]: dict method, metric, goal, planned, "
+    "pruner, counts, params, trials (key, run, status, value, params), best, top, "
+    "importances ((param, importance) pairs), importance_method, images (PNG paths)",
 }
 
 
@@ -71,6 +74,7 @@ class ReportOptions:
 class Report:
     markdown: str
     images: dict[str, bytes] = field(default_factory=dict)  # path relative to the report
+    search: dict[str, Any] | None = None  # the `search` of the context (the dashboard draws it)
 
 
 def summary_metrics(runs: list[ReportRun], chosen: tuple[str, ...]) -> list[str]:
@@ -120,6 +124,7 @@ def render_report(
     *,
     assets: str | None,
     template: Path | None = None,
+    search: dict[str, Any] | None = None,
 ) -> Report:
     """The Markdown (and PNGs under `assets`, a folder name relative to the report;
     None: no plots, e.g. for stdout)."""
@@ -177,9 +182,10 @@ def render_report(
         "plot": plot,
         "cell": _cell,
         "duration": format_duration,
+        "search": search,
     }  # fmt: skip
     markdown = render_template(template or DEFAULT_TEMPLATE, context)
-    return Report(markdown=markdown, images=images)
+    return Report(markdown=markdown, images=images, search=search)
 
 
 def _best(groups: list[Group], best: dict[str, int | None], metric: str) -> Group | None:

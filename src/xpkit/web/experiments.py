@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from threading import Lock
+from typing import Any
 
 from xpkit.errors import XpError
 from xpkit.experiment import Experiment, find_experiment_files, load_experiment, read_id
@@ -40,6 +41,7 @@ class RenderedReport:
     images: dict[str, bytes]  # path relative to the report -> PNG
     error: str
     made: float
+    search: dict[str, Any] | None = None  # a search's trials, drawn with Plotly
 
 
 class ReportCache:
@@ -70,12 +72,12 @@ def _render(settings: Settings, file: ExperimentFile) -> RenderedReport:
     from xpkit.report.render import ReportOptions
 
     experiment = load_experiment(file.path, settings.root)
-    html, images, error = "", {}, ""
+    html, images, error, search = "", {}, "", None
     try:
         report, _ = experiment_report(settings, file.path, ReportOptions())
         # html=False: anything HTML-like in run names or params is shown as text.
         html = MarkdownIt("commonmark", {"html": False}).enable("table").render(report.markdown)
-        images = report.images
+        images, search = report.images, report.search
     except (XpError, ImportError) as e:
         error = str(e)
-    return RenderedReport(experiment, file, html, images, error, time.time())
+    return RenderedReport(experiment, file, html, images, error, time.time(), search)

@@ -159,7 +159,51 @@ function lazyDiffs() {
   });
 }
 
+// Experiment page of a search: parallel coordinates of the finished trials (each axis
+// scaled to its range, best trials darkest) and every trial's value by trial number.
+// Drawn as SVG lines: Plotly's parcoords needs WebGL through regl, which compiles its
+// shaders with `new Function`, and this dashboard's CSP forbids eval.
+function searchCharts() {
+  const data = document.getElementById("search-data");
+  if (!data || !window.Plotly) return;
+  const search = JSON.parse(data.textContent);
+  const names = search.parallel.axes.map((a) => a.name);
+  const lines = search.parallel.lines;
+  const shade = (rank) => {  // dark blue (best) to yellow (worst)
+    const t = lines.length > 1 ? rank / (lines.length - 1) : 0;
+    const mix = (a, b) => Math.round(a + (b - a) * t);
+    return `rgb(${mix(68, 253)}, ${mix(1, 231)}, ${mix(84, 37)})`;
+  };
+  const traces = lines.map((line, rank) => ({
+    x: names, y: line.y, type: "scatter", mode: "lines+markers", showlegend: false,
+    line: { color: shade(rank), width: rank === 0 ? 3 : 1.5 }, marker: { size: 5 },
+    name: `trial ${line.key}`,
+    hovertemplate: `trial ${line.key} (${line.run})<br>${search.metric} ${line.value}<extra></extra>`,
+  })).reverse();
+  const label = (v) => (typeof v === "number" ? Number(v.toPrecision(3)) : v);
+  const annotations = search.parallel.axes.flatMap((axis) => [
+    { x: axis.name, y: 0, text: String(label(axis.low)), showarrow: false, yshift: -12 },
+    { x: axis.name, y: 1, text: String(label(axis.high)), showarrow: false, yshift: 12 },
+  ]);
+  const config = { responsive: true, displaylogo: false };
+  const mark = (id) => () => { document.getElementById(id).dataset.ready = "1"; };
+  Plotly.newPlot("search-parallel", traces, {
+    margin: { l: 30, r: 30, t: 30, b: 35 }, height: 320, hovermode: "closest", annotations,
+    yaxis: { visible: false, range: [-0.1, 1.1] }, xaxis: { type: "category" },
+  }, config).then(mark("search-parallel"));
+  const shown = (status) => {
+    const trials = search.trials.filter((t) => t.status === status && t.value !== null);
+    return { x: trials.map((t) => t.key), y: trials.map((t) => t.value), text: trials.map((t) => t.run),
+             mode: "markers", type: "scatter", name: status };
+  };
+  Plotly.newPlot("search-history", [shown("finished"), shown("pruned")], {
+    margin: { l: 50, r: 10, t: 10, b: 35 }, height: 280, hovermode: "closest",
+    xaxis: { title: { text: "trial" } }, yaxis: { title: { text: search.metric } },
+  }, config).then(mark("search-history"));
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  searchCharts();
   followStatuses();
   compareSelection();
   followLog();
