@@ -39,7 +39,7 @@ QUAD_PY = textwrap.dedent(
 def sweep_file(
     project: Path, *, expid: str, trials: int, parallel: int, steps: int = 8,
     pause: float = 0.1, pruner: str = '{ type = "median", startup_trials = 4, min_steps = 2 }',
-    method: str = "tpe", gpus: int = 1,
+    method: str = "tpe", gpus: int = 1, command: str = "python quad.py", extra: str = "",
 ) -> Path:  # fmt: skip
     """Write quad.py and an experiment file searching it; commit both."""
     (project / "quad.py").write_text(QUAD_PY)
@@ -49,8 +49,9 @@ def sweep_file(
             f"""\
             id = "{expid}"
             name = "quad"
-            command = "python quad.py --x {{x}} --y {{y}} --steps {{steps}} --pause {{pause}}"
+            command = "{command} --x {{x}} --y {{y}} --steps {{steps}} --pause {{pause}}"
             gpus = {gpus}
+            {extra}
 
             [grid]
             steps = {steps}

@@ -172,3 +172,74 @@ def test_states_a_killed_controller_leaves_are_finished_by_the_next(
     assert forced.returncode == 0 and "the old journal is kept as" in forced.stdout
     assert len(list(journal.parent.glob("state1.journal.*.bad"))) == 1
     check_study("state1", 4)
+
+
+KILLS_ITS_WORKER = """\
+import json, os, signal, time
+claim = json.load(open(os.path.join(os.environ["XP_RUN_DIR"], ".claim")))
+time.sleep(0.5)
+os.kill(claim["pid"], signal.SIGKILL)
+time.sleep(1)
+"""
+
+
+def test_a_trial_lost_twice_fails_and_the_sweep_ends(
+    git_project: Path, runs_root: Path, xp: Callable[..., Result],
+    workers: Callable[..., subprocess.Popen[bytes]],
+) -> None:  # fmt: skip
+    """Fault: a trial whose every run kills its worker with SIGKILL.
+    Promise: the trial is retried once, then told FAIL ("lost twice"); the controller
+    ends; no run of it is left queued or running."""
+    (git_project / "killer.py").write_text(KILLS_ITS_WORKER)
+    path = sweep_file(git_project, expid="lost02", trials=1, parallel=1, gpus=0,
+                      command="python killer.py", pruner='"none"')  # fmt: skip
+    controller = subprocess.Popen([*XP, "sweep", str(path)], cwd=git_project,
+                                  env={**os.environ, **FAST_LIVENESS}, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        worker = workers("--max-jobs", "1", cwd=git_project)
+        deadline = time.monotonic() + 180
+        while controller.poll() is None and time.monotonic() < deadline:
+            if worker.poll() is not None:  # killed by its run: the next worker recovers it
+                worker = workers("--max-jobs", "1", cwd=git_project)
+            time.sleep(0.2)
+        output, _ = controller.communicate(timeout=30)
+    finally:
+        if controller.poll() is None:
+            controller.kill()
+    assert controller.returncode == 0, output
+    (runs,) = trial_runs(runs_root, "lost02").values()
+    assert [r["status"] for r in runs] == ["lost", "lost"], runs
+    assert "lost twice" in output and "done: 1 trial(s) (1 failed)" in output, output
+    (trial,) = study_of("lost02").trials
+    assert trial.state.name == "FAIL" and "lost twice" in trial.user_attrs["reason"]
+
+
+def test_a_preempted_resumable_trial_stays_the_same_trial(
+    git_project: Path, runs_root: Path, xp: Callable[..., Result],
+    workers: Callable[..., subprocess.Popen[bytes]],
+) -> None:  # fmt: skip
+    """Fault: a running trial of a resumable experiment preempted (`xp cancel --requeue`).
+    Promise: it goes back to the queue as its next attempt and finishes as the same
+    trial: one run, attempt 2, told COMPLETE, never FAIL in between."""
+    path = sweep_file(git_project, expid="resume", trials=2, parallel=2, gpus=0, steps=20,
+                      pause=0.1, pruner='"none"', extra="resumable = true")  # fmt: skip
+    workers("--max-jobs", "2", cwd=git_project)
+    controller = subprocess.Popen([*XP, "sweep", str(path)], cwd=git_project,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        wait_for(lambda: any(r[-1]["status"] == "running"
+                             for r in trial_runs(runs_root, "resume").values()), timeout=60)  # fmt: skip
+        (name,) = [r[-1]["name"] for r in trial_runs(runs_root, "resume").values()
+                   if r[-1]["status"] == "running"][:1]  # fmt: skip
+        assert xp("cancel", "--requeue", name, cwd=git_project).returncode == 0
+        output, _ = controller.communicate(timeout=240)
+    finally:
+        if controller.poll() is None:
+            controller.kill()
+    assert controller.returncode == 0, output
+    found = check_complete(runs_root, "resume", 2)
+    preempted = next(runs for runs in found.values() if runs[-1]["name"] == name)
+    assert len(preempted) == 1 and preempted[0]["attempt"] == 2, preempted
+    assert preempted[0]["status"] == "finished" and "failed" not in output, output
+    assert {t.state.name for t in study_of("resume").trials} == {"COMPLETE"}

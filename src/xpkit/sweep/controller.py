@@ -35,6 +35,7 @@ from xpkit.sweep.lock import ControllerLock
 from xpkit.sweep.trials import TrialHistory, TrialRun
 
 POLL = 0.5  # seconds between looks at the trials' runs
+SETTLE = 3.0  # seconds an ended run may still be requeued by its worker (see _settled)
 FAILURES_TO_HALT = 5  # trials failing in a row: stop asking, the program is broken
 
 
@@ -46,6 +47,7 @@ class Live:
     history: TrialHistory | None = None  # None: asked, its run not created yet
     offset: int = 0  # bytes of metrics.jsonl read
     reported: set[int] = field(default_factory=set)
+    ended_seen: tuple[str, float] | None = None  # (run, when) its end was first seen
 
 
 class Controller:
@@ -102,7 +104,7 @@ class Controller:
                 self._report(key, live)
             elif run.status == "lost":
                 self._lost(key, live)
-            elif run.status not in rd.ACTIVE:
+            elif run.status not in rd.ACTIVE and self._settled(live):
                 self._tell(key, live)
         for name, run in list(self.stopping.items()):
             run.refresh()
@@ -335,18 +337,12 @@ class Controller:
         """Retried once (as the queue requeues: the next attempt of a resumable run, else
         a new run of the experiment with this trial's key), then FAIL."""
         from xpkit.errors import QueueError
-        from xpkit.queue.submit import requeue, requeued_as
+        from xpkit.queue.submit import requeue
 
         assert live.history is not None
         run = live.history.latest
-        attempt = int(run.info.get("attempt") or 1)
-        record = requeued_as(run.run_dir, attempt) or {}
-        copy = run.info.get("requeued_as") or record.get("copy")
-        if copy and copy != run.name and (self.settings.runs / copy).is_dir():
-            self._follow(live, copy)  # a worker (--requeue-lost) retried it
-            return
-        if record.get("attempt"):
-            return  # requeued as its next attempt: queued again at the next look
+        if self._requeued(live):
+            return  # a worker (--requeue-lost) retried it
         if live.history.losses() >= trials.MAX_LOSSES:
             self._finish_trial(
                 key,
@@ -365,6 +361,37 @@ class Controller:
         self.say(f"trial {key}: {run.name} was lost; retried as {new}")
         if new != run.name:
             self._follow(live, new)
+
+    def _requeued(self, live: Live) -> bool:
+        """Whether the trial's latest run was put back in the queue: as its next attempt
+        (seen queued at the next look) or as a new run carrying the trial (followed)."""
+        from xpkit.queue.submit import requeued_as
+
+        assert live.history is not None
+        run = live.history.latest
+        record = requeued_as(run.run_dir, int(run.info.get("attempt") or 1)) or {}
+        copy = run.info.get("requeued_as") or record.get("copy")
+        if copy and copy != run.name and (self.settings.runs / copy).is_dir():
+            self._follow(live, copy)
+            return True
+        return bool(record.get("attempt"))
+
+    def _settled(self, live: Live) -> bool:
+        """A run that ended killed, cancelled or failed may be on its way back to the
+        queue (a preempted resumable run, exit code 75, a worker's second SIGTERM): its
+        worker requeues it right after recording the end. Told once SETTLE seconds went
+        by without that; a pruned or finished run at once."""
+        assert live.history is not None
+        run = live.history.latest
+        if run.status in ("finished", "pruned"):
+            return True
+        if self._requeued(live):
+            live.ended_seen = None
+            return False
+        now = time.monotonic()
+        if live.ended_seen is None or live.ended_seen[0] != run.name:
+            live.ended_seen = (run.name, now)
+        return now - live.ended_seen[1] >= SETTLE
 
     def _follow(self, live: Live, name: str) -> None:
         assert live.history is not None
