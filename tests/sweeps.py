@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -111,3 +112,47 @@ def prune_delays(runs_root: Path, expid: str) -> list[float]:
         logged = next(r["time"] for r in records if r.get("step") == step)
         delays.append(info["ended"] - logged)
     return delays
+
+
+class ActiveCount(threading.Thread):
+    """The most trial runs queued or running at once, seen every 0.05 s."""
+
+    def __init__(self, runs_root: Path, expid: str) -> None:
+        super().__init__(daemon=True)
+        self.runs_root, self.expid = runs_root, expid
+        self.most = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.05):
+            active = 0
+            for run in self.runs_root.glob(f"{self.expid}_*/run.json"):
+                try:
+                    active += json.loads(run.read_text())["status"] in ("queued", "running")
+                except (OSError, ValueError):
+                    continue
+            self.most = max(self.most, active)
+
+
+def check_tpe_sweep(runs_root: Path, expid: str, watcher: ActiveCount) -> str:
+    """What every 30-trial TPE sweep of quad.py (parallel 3, median pruner) must show,
+    whatever the backend; returns the best run's name."""
+    found = check_complete(runs_root, expid, 30)
+    assert all(len(runs) == 1 for runs in found.values())  # nothing was lost, nothing doubled
+    statuses = [runs[-1]["status"] for runs in found.values()]
+    assert statuses.count("pruned") >= 3, statuses  # clearly worse curves were stopped
+    assert "failed" not in statuses
+    # The best trial is within distance 1 of the optimum (2, -1): loss <= 1.
+    losses = {
+        runs[-1]["name"]: json.loads((runs_root / runs[-1]["name"] / "summary.json").read_text())[
+            "loss"
+        ]
+        for runs in found.values()
+        if runs[-1]["status"] == "finished"
+    }
+    best = min(losses, key=losses.__getitem__)
+    assert losses[best] <= 1.0, sorted(losses.values())[:3]
+    assert watcher.most <= 3, watcher.most  # never more than `parallel` queued or running
+    delays = prune_delays(runs_root, expid)
+    assert max(delays) <= 5.0, delays
+    return best

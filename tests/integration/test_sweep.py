@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import XP, FakeGpus, Result, git, wait_for
-from sweeps import check_complete, prune_delays, sweep_file, trial_runs
+from sweeps import ActiveCount, check_complete, check_tpe_sweep, sweep_file, trial_runs
 
 pytestmark = pytest.mark.integration
 optuna = pytest.importorskip("optuna", reason="xp sweep needs optuna (pip install 'xpkit[sweep]')")
@@ -39,26 +38,6 @@ def workers(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
         proc.wait()
 
 
-class ActiveCount(threading.Thread):
-    """The most trial runs queued or running at once, seen every 0.05 s."""
-
-    def __init__(self, runs_root: Path, expid: str) -> None:
-        super().__init__(daemon=True)
-        self.runs_root, self.expid = runs_root, expid
-        self.most = 0
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.wait(0.05):
-            active = 0
-            for run in self.runs_root.glob(f"{self.expid}_*/run.json"):
-                try:
-                    active += json.loads(run.read_text())["status"] in ("queued", "running")
-                except (OSError, ValueError):
-                    continue
-            self.most = max(self.most, active)
-
-
 def test_tpe_sweep_on_two_local_workers_finds_the_optimum_and_prunes(
     git_project: Path, runs_root: Path, gpu_file: FakeGpus, xp: Callable[..., Result],
     workers: Callable[..., subprocess.Popen[bytes]],
@@ -71,22 +50,8 @@ def test_tpe_sweep_on_two_local_workers_finds_the_optimum_and_prunes(
     result = xp("sweep", str(path), cwd=git_project, timeout=900)
     watcher.done.set()
     assert result.returncode == 0, result.output
-    found = check_complete(runs_root, "tpe030", 30)
-    assert all(len(runs) == 1 for runs in found.values())  # nothing was lost, nothing doubled
-    statuses = [runs[-1]["status"] for runs in found.values()]
-    assert statuses.count("pruned") >= 3, statuses  # clearly worse curves were stopped
-    assert "failed" not in statuses
-    # The best trial is within distance 1 of the optimum (2, -1): loss <= 1.
-    finished = [runs[-1] for runs in found.values() if runs[-1]["status"] == "finished"]
-    losses = {
-        info["name"]: json.loads((runs_root / info["name"] / "summary.json").read_text())["loss"]
-        for info in finished
-    }
-    best = min(losses, key=losses.__getitem__)
-    assert losses[best] <= 1.0, sorted(losses.values())[:3]
-    assert watcher.most <= 3, watcher.most
-    delays = prune_delays(runs_root, "tpe030")
-    assert max(delays) <= 5.0, delays
+    best = check_tpe_sweep(runs_root, "tpe030", watcher)
+    found = trial_runs(runs_root, "tpe030")
     # Every trial ran on a fake GPU of one of the two workers, one GPU each.
     assert {tuple(runs[-1]["gpus"]) for runs in found.values()} <= {(0,), (2,), (3,)}
     assert "done: 30 trial(s)" in result.stdout and "best: trial" in result.stdout
