@@ -53,6 +53,11 @@ def sweep_cmd(file: str, show_status: bool, detach: bool, rebuild: bool, as_json
     from xpkit.experiment import load_experiment
     from xpkit.settings import load_settings
 
+    if as_json and not show_status:
+        raise click.UsageError("--json goes with --status")
+    if show_status and (detach or rebuild):
+        raise click.UsageError("--status starts nothing: it does not go with --detach or --rebuild")
+
     settings = load_settings()
     experiment = load_experiment(Path(file), settings.root)
     if experiment.search is None:
@@ -99,7 +104,9 @@ def sweep_cmd(file: str, show_status: bool, detach: bool, rebuild: bool, as_json
 def _detach(runs_root: Path, expid: str, file: str, rebuild: bool) -> None:
     from xpkit import names
     from xpkit.errors import QueueError
+    from xpkit.store.create import ensure_runs_root
 
+    ensure_runs_root(runs_root)
     log = runs_root / names.META_DIR / "sweeps" / f"{expid}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     start = log.stat().st_size if log.exists() else 0

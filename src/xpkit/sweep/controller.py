@@ -82,6 +82,9 @@ class Controller:
     # --- the loop ------------------------------------------------------------------------
     def run(self) -> dict[str, int]:
         """Run the search until it is done; returns the trials told, by state."""
+        from xpkit.store.create import ensure_runs_root
+
+        ensure_runs_root(self.settings.runs)  # a clear error when it cannot be written
         with ControllerLock(self.settings.runs, self.expid, self.file) as lock, self.held:
             self._open()
             while True:
