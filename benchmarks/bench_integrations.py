@@ -21,6 +21,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from bench_proc import splice
+
 LIGHTNING = textwrap.dedent("""\
     import os, sys, time
     import torch
@@ -172,16 +174,6 @@ def render_integrations(r: dict[str, Any]) -> list[str]:
     return lines
 
 
-def splice(document: str, section: list[str]) -> str:
-    """BENCHMARKS.md with this section replaced (or added before the final command)."""
-    text = "\n".join(section)
-    pattern = re.compile(r"^## 9\. Framework integrations.*?(?=^## |^Command: |\Z)", re.S | re.M)
-    if pattern.search(document):
-        return pattern.sub(lambda _: text, document, count=1)
-    at = document.rfind("Command: `make bench`.")
-    return document[:at] + text + document[at:] if at >= 0 else document + "\n" + text
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--reps", type=int, default=3)
@@ -194,7 +186,7 @@ def main() -> None:
     section = render_integrations(results)
     print("\n".join(section))
     if args.out:
-        args.out.write_text(splice(args.out.read_text(), section))
+        args.out.write_text(splice(args.out.read_text(), section, "## 9. Framework integrations"))
 
 
 if __name__ == "__main__":

@@ -15,3 +15,16 @@ def run_timed(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> t
     if proc.returncode != 0:
         raise SystemExit(f"benchmark command failed: {cmd}\n{proc.stdout}\n{proc.stderr}")
     return elapsed, proc.stdout.strip()
+
+
+def splice(document: str, section: list[str], heading: str) -> str:
+    """BENCHMARKS.md with the section that starts with `heading` replaced by `section`
+    (or added before the final command line), for scripts that write one section."""
+    import re
+
+    text = "\n".join(section)
+    pattern = re.compile(rf"^{re.escape(heading)}.*?(?=^## |^Command: |\Z)", re.S | re.M)
+    if pattern.search(document):
+        return pattern.sub(lambda _: text, document, count=1)
+    at = document.rfind("Command: `make bench`.")
+    return document[:at] + text + document[at:] if at >= 0 else document + "\n" + text

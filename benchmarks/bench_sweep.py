@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,8 @@ import textwrap
 import time
 from pathlib import Path
 from typing import Any
+
+from bench_proc import splice
 
 WORKER = textwrap.dedent("""\
     import sys, time, warnings
@@ -224,15 +225,6 @@ def render_sweep(r: dict[str, Any]) -> list[str]:
     ]
 
 
-def splice(document: str, section: list[str]) -> str:
-    text = "\n".join(section)
-    pattern = re.compile(r"^## 10\. Sweeps.*?(?=^## |^Command: |\Z)", re.S | re.M)
-    if pattern.search(document):
-        return pattern.sub(lambda _: text, document, count=1)
-    at = document.rfind("Command: `make bench`.")
-    return document[:at] + text + document[at:] if at >= 0 else document + "\n" + text
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--reps", type=int, default=3)
@@ -252,7 +244,7 @@ def main() -> None:
     section = render_sweep(results)
     print("\n".join(section))
     if out:
-        out.write_text(splice(out.read_text(), section))
+        out.write_text(splice(out.read_text(), section, "## 10. Sweeps"))
 
 
 if __name__ == "__main__":

@@ -209,3 +209,26 @@ def gpu_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeGpus:
     monkeypatch.setenv("XP_GPU_PROBE", "nvidia-smi")
     monkeypatch.setenv("XP_GPU_GRACE", "0.5")
     return fake
+
+
+@pytest.fixture
+def worker_procs(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start `xp worker` processes, each in its own session with its output in a file
+    under tmp_path; at the end each one and its runs are killed by process group."""
+    import signal
+
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        with open(tmp_path / f"worker{len(started)}.log", "wb") as log:
+            proc = subprocess.Popen([*XP, "worker", *args], cwd=cwd, stdout=log,
+                                    stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                                    start_new_session=True)  # fmt: skip
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

@@ -7,44 +7,25 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from conftest import XP, FakeGpus, Result, git, wait_for
+from conftest import FakeGpus, Result, git, wait_for
 from sweeps import ActiveCount, check_complete, check_tpe_sweep, sweep_file, trial_runs
 
 pytestmark = pytest.mark.integration
 optuna = pytest.importorskip("optuna", reason="xp sweep needs optuna (pip install 'xpkit[sweep]')")
 
 
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """`xp worker` processes writing to files; every one is stopped by PID at the end."""
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        log = open(tmp_path / f"worker{len(started)}.log", "wb")  # noqa: SIM115 - closed below
-        proc = subprocess.Popen([*XP, "worker", *args], cwd=cwd, stdout=log,
-                                stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})  # fmt: skip
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-
-
 def test_tpe_sweep_on_two_local_workers_finds_the_optimum_and_prunes(
     git_project: Path, runs_root: Path, gpu_file: FakeGpus, xp: Callable[..., Result],
-    workers: Callable[..., subprocess.Popen[bytes]],
+    worker_procs: Callable[..., subprocess.Popen[bytes]],
 ) -> None:  # fmt: skip
     path = sweep_file(git_project, expid="tpe030", trials=30, parallel=3, steps=12, pause=0.25)
-    workers("--gpus", "0,2", cwd=git_project)
-    workers("--gpus", "3", cwd=git_project)
+    worker_procs("--gpus", "0,2", cwd=git_project)
+    worker_procs("--gpus", "3", cwd=git_project)
     watcher = ActiveCount(runs_root, "tpe030")
     watcher.start()
     result = xp("sweep", str(path), cwd=git_project, timeout=900)
@@ -77,14 +58,14 @@ def test_tpe_sweep_on_two_local_workers_finds_the_optimum_and_prunes(
 
 def test_a_failing_program_stops_the_search_and_a_fix_continues_it(
     git_project: Path, runs_root: Path, xp: Callable[..., Result],
-    workers: Callable[..., subprocess.Popen[bytes]],
+    worker_procs: Callable[..., subprocess.Popen[bytes]],
 ) -> None:  # fmt: skip
     path = sweep_file(git_project, expid="broken", trials=8, parallel=2, gpus=0, steps=2,
                       pause=0.0, pruner='"none"')  # fmt: skip
     good = (git_project / "quad.py").read_text()
     (git_project / "quad.py").write_text("raise SystemExit('bug')\n")
     git(git_project, "commit", "-qam", "a bug")
-    workers("--max-jobs", "2", cwd=git_project)
+    worker_procs("--max-jobs", "2", cwd=git_project)
     stopped = xp("sweep", str(path), cwd=git_project, timeout=300)
     assert stopped.returncode == 0, stopped.output
     assert "5 trials in a row failed" in stopped.stdout, stopped.stdout
@@ -102,7 +83,7 @@ def test_a_failing_program_stops_the_search_and_a_fix_continues_it(
 
 def test_a_second_controller_is_refused_and_detach_and_status_work(
     git_project: Path, runs_root: Path, xp: Callable[..., Result],
-    workers: Callable[..., subprocess.Popen[bytes]],
+    worker_procs: Callable[..., subprocess.Popen[bytes]],
 ) -> None:  # fmt: skip
     path = sweep_file(git_project, expid="detach", trials=4, parallel=2, gpus=0, steps=3,
                       pause=0.2, pruner='"none"')  # fmt: skip
@@ -118,7 +99,7 @@ def test_a_second_controller_is_refused_and_detach_and_status_work(
         status = xp("sweep", str(path), "--status", cwd=git_project).stdout
         assert f"controller: running, pid {pid}" in status and "2 queued" in status, status
         assert len(trial_runs(runs_root, "detach")) == 2  # parallel = 2: no more queued
-        workers("--max-jobs", "2", cwd=git_project)
+        worker_procs("--max-jobs", "2", cwd=git_project)
         wait_for(lambda: not _alive(pid), timeout=120)
     finally:
         if _alive(pid):

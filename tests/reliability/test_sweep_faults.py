@@ -9,7 +9,7 @@ import random
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,25 +21,6 @@ from sweeps import check_complete, sweep_file, trial_runs
 pytestmark = pytest.mark.integration
 optuna = pytest.importorskip("optuna", reason="xp sweep needs optuna (pip install 'xpkit[sweep]')")
 FAST_LIVENESS = {"XP_HEARTBEAT_INTERVAL": "0.2", "XP_HEARTBEAT_TIMEOUT": "2"}
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(*args: str, cwd: Path) -> subprocess.Popen[bytes]:
-        log = open(tmp_path / f"worker{len(started)}.log", "wb")  # noqa: SIM115 - the child holds it
-        proc = subprocess.Popen([*XP, "worker", *args], cwd=cwd, stdout=log,
-                                stderr=subprocess.STDOUT, env={**os.environ, **FAST_LIVENESS},
-                                start_new_session=True)  # fmt: skip
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def study_of(expid: str) -> optuna.Study:
@@ -61,14 +42,14 @@ def check_study(expid: str, trials: int) -> None:
 
 def test_controller_killed_9_at_random_moments_then_continued(
     git_project: Path, runs_root: Path, xp: Callable[..., Result],
-    workers: Callable[..., subprocess.Popen[bytes]],
+    worker_procs: Callable[..., subprocess.Popen[bytes]],
 ) -> None:  # fmt: skip
     """Fault: `xp sweep` killed with SIGKILL at seeded random moments (0.05-2.5 s after
     each start, 3 kills per sweep), then started again until it ends.
     Promise: the sweep ends with exactly `trials` trials, each with one run (none lost,
     none duplicated), no trial left RUNNING in the study, never more than `parallel`
     trials queued or running."""
-    workers("--max-jobs", "3", cwd=git_project)
+    worker_procs("--max-jobs", "3", cwd=git_project, env=FAST_LIVENESS)
     for index in range(iterations(2, 30)):
         rng = random.Random(1000 + index)
         expid = f"kill{index:02d}"
@@ -93,7 +74,7 @@ def test_controller_killed_9_at_random_moments_then_continued(
 
 def test_worker_killed_9_turns_its_trial_into_a_retry(
     git_project: Path, runs_root: Path, xp: Callable[..., Result],
-    workers: Callable[..., subprocess.Popen[bytes]],
+    worker_procs: Callable[..., subprocess.Popen[bytes]],
 ) -> None:  # fmt: skip
     """Fault: the worker running a sweep's trials killed with SIGKILL (its programs too).
     Promise: each trial it held is retried once by the controller as a run carrying the
@@ -101,7 +82,7 @@ def test_worker_killed_9_turns_its_trial_into_a_retry(
     trials and nothing left running."""
     path = sweep_file(git_project, expid="wkill9", trials=4, parallel=2, gpus=0, steps=30,
                       pause=0.1, pruner='"none"')  # fmt: skip
-    victim = workers("--max-jobs", "2", cwd=git_project)
+    victim = worker_procs("--max-jobs", "2", cwd=git_project, env=FAST_LIVENESS)
     controller = subprocess.Popen([*XP, "sweep", str(path)], cwd=git_project,
                                   env={**os.environ, **FAST_LIVENESS}, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True)  # fmt: skip
@@ -110,7 +91,7 @@ def test_worker_killed_9_turns_its_trial_into_a_retry(
                              for r in trial_runs(runs_root, "wkill9").values()) == 2, timeout=60)  # fmt: skip
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait()
-        workers("--max-jobs", "2", cwd=git_project)
+        worker_procs("--max-jobs", "2", cwd=git_project, env=FAST_LIVENESS)
         output, _ = controller.communicate(timeout=300)
     finally:
         if controller.poll() is None:
@@ -128,7 +109,7 @@ def test_worker_killed_9_turns_its_trial_into_a_retry(
 
 def test_states_a_killed_controller_leaves_are_finished_by_the_next(
     git_project: Path, runs_root: Path, xp: Callable[..., Result],
-    workers: Callable[..., subprocess.Popen[bytes]],
+    worker_procs: Callable[..., subprocess.Popen[bytes]],
 ) -> None:  # fmt: skip
     """Fault: the controller killed between ask and submit (a RUNNING trial with no run),
     mid-write of its journal (a last line without its newline), holding Optuna's journal
@@ -151,7 +132,7 @@ def test_states_a_killed_controller_leaves_are_finished_by_the_next(
     with open(journal, "ab") as f:
         f.write(b'{"op_code": 5, "worker_id": "x", "trial_id": 2, "us')  # cut mid-write
     os.symlink(journal, f"{journal}.lock")  # Optuna's lock, never released
-    workers("--max-jobs", "2", cwd=git_project)
+    worker_procs("--max-jobs", "2", cwd=git_project, env=FAST_LIVENESS)
     started = time.monotonic()
     again = xp("sweep", str(path), cwd=git_project, timeout=300)
     assert again.returncode == 0, again.output
@@ -185,7 +166,7 @@ time.sleep(1)
 
 def test_a_trial_lost_twice_fails_and_the_sweep_ends(
     git_project: Path, runs_root: Path, xp: Callable[..., Result],
-    workers: Callable[..., subprocess.Popen[bytes]],
+    worker_procs: Callable[..., subprocess.Popen[bytes]],
 ) -> None:  # fmt: skip
     """Fault: a trial whose every run kills its worker with SIGKILL.
     Promise: the trial is retried once, then told FAIL ("lost twice"); the controller
@@ -197,11 +178,11 @@ def test_a_trial_lost_twice_fails_and_the_sweep_ends(
                                   env={**os.environ, **FAST_LIVENESS}, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True)  # fmt: skip
     try:
-        worker = workers("--max-jobs", "1", cwd=git_project)
+        worker = worker_procs("--max-jobs", "1", cwd=git_project, env=FAST_LIVENESS)
         deadline = time.monotonic() + 180
         while controller.poll() is None and time.monotonic() < deadline:
             if worker.poll() is not None:  # killed by its run: the next worker recovers it
-                worker = workers("--max-jobs", "1", cwd=git_project)
+                worker = worker_procs("--max-jobs", "1", cwd=git_project, env=FAST_LIVENESS)
             time.sleep(0.2)
         output, _ = controller.communicate(timeout=30)
     finally:
@@ -217,14 +198,14 @@ def test_a_trial_lost_twice_fails_and_the_sweep_ends(
 
 def test_a_preempted_resumable_trial_stays_the_same_trial(
     git_project: Path, runs_root: Path, xp: Callable[..., Result],
-    workers: Callable[..., subprocess.Popen[bytes]],
+    worker_procs: Callable[..., subprocess.Popen[bytes]],
 ) -> None:  # fmt: skip
     """Fault: a running trial of a resumable experiment preempted (`xp cancel --requeue`).
     Promise: it goes back to the queue as its next attempt and finishes as the same
     trial: one run, attempt 2, told COMPLETE, never FAIL in between."""
     path = sweep_file(git_project, expid="resume", trials=2, parallel=2, gpus=0, steps=20,
                       pause=0.1, pruner='"none"', extra="resumable = true")  # fmt: skip
-    workers("--max-jobs", "2", cwd=git_project)
+    worker_procs("--max-jobs", "2", cwd=git_project, env=FAST_LIVENESS)
     controller = subprocess.Popen([*XP, "sweep", str(path)], cwd=git_project,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     try:
