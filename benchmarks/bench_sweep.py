@@ -179,9 +179,11 @@ def scenario_sweep(work: Path, reps: int, trials: int, workers: int) -> dict[str
         journal.append(optuna_per_trial(rep_dir, "journal", trials, workers))
         memory.append(optuna_per_trial(rep_dir, "memory", trials, 1))
         idle.append(xp_idle_cpu(rep_dir, 10.0))
+    import optuna
+
     med = statistics.median
     return {
-        "reps": reps, "trials": trials, "workers": workers,
+        "reps": reps, "trials": trials, "workers": workers, "optuna": optuna.__version__,
         "xp_first_ask": med(r["first_ask"] for r in xp_runs),
         "xp_ask": med(r["ask"] for r in xp_runs),
         "xp_ask_last_tenth": med(r["ask_last_tenth"] for r in xp_runs),
@@ -219,7 +221,8 @@ def render_sweep(r: dict[str, Any]) -> list[str]:
         "the storage and the sampler only. Both are milliseconds against trials that train for "
         "minutes; what xp buys with them is no shared database, no lock over NFS, and trials "
         "that are ordinary runs.",
-        f"- Median of {r['reps']} repetitions; Optuna figures are worker-seconds per trial.",
+        f"- Optuna {r['optuna']}. Median of {r['reps']} repetitions; Optuna figures are "
+        "worker-seconds per trial.",
         "- Command: `python benchmarks/bench_sweep.py --out BENCHMARKS.md` (part of `make bench`).",
         "",
     ]

@@ -22,6 +22,7 @@ from typing import Any
 from xpkit import names
 from xpkit.apps import APPS
 from xpkit.errors import ConfigError
+from xpkit.metrics_from import parse_metrics_from
 from xpkit.search import Search, check_search_fits, parse_search
 from xpkit.settings import read_toml
 from xpkit.suggest import did_you_mean
@@ -54,8 +55,6 @@ FIELDS = {
     "search": "a [search] table: what `xp sweep` searches (method, metric, goal, trials, "
     "[search.params]); [grid] keys then give fixed values",
 }
-# for metrics_from (execute/harvest_files.py reads them)
-METRIC_SOURCES = ("tensorboard", "lightning-csv", "hf-trainer-state", "keras-csv")
 STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2", "SIGHUP", "SIGQUIT")
 CONFIG_PLACEHOLDER = "config"  # {config} in a command: the path of the run's config.json
 
@@ -387,7 +386,7 @@ def load_experiment(path: Path, root: Path | None = None) -> Experiment:
     if app is not None and "config" in raw:
         raise fail("config", f"a {app} app composes its own config: remove 'config' (or 'app')")
     config, config_source = _experiment_config(raw.get("config"), path, root, fail)
-    metrics_from = _metrics_from(raw, fail, f"{path}{_line_of(source, 'metrics_from_stdout')}")
+    metrics_from = parse_metrics_from(raw, fail, f"{path}{_line_of(source, 'metrics_from_stdout')}")
     search = None
     if "search" in raw:
         search = parse_search(raw["search"], fail)
@@ -432,53 +431,6 @@ def _experiment_config(
     if not config_path.is_file():
         raise fail("config", f"config file '{value}' not found (looked for {config_path})")
     return load_config(config_path), str(config_path)
-
-
-def validate_patterns(patterns: list[Any], where: str) -> list[str]:
-    """`[[metrics_from_stdout]] pattern = '...'` entries: compiled, with named groups."""
-    result = []
-    for index, entry in enumerate(patterns):
-        if not isinstance(entry, dict) or not isinstance(entry.get("pattern"), str):
-            raise ConfigError(f"{where}: metrics_from_stdout[{index}] needs pattern = '...'")
-        unknown = set(entry) - {"pattern"}
-        if unknown:
-            raise ConfigError(
-                f"{where}: metrics_from_stdout[{index}]: unknown key {sorted(unknown)[0]!r} "
-                "(valid: pattern)"
-            )
-        try:
-            compiled = re.compile(entry["pattern"])
-        except re.error as e:
-            raise ConfigError(
-                f"{where}: metrics_from_stdout[{index}].pattern is not a valid regular "
-                f"expression: {e}"
-            ) from None
-        if not set(compiled.groupindex) - {"step"}:
-            raise ConfigError(
-                f"{where}: metrics_from_stdout[{index}].pattern has no named group for a "
-                "metric; write e.g. 'loss (?P<loss>[0-9.e+-]+)' (and optionally (?P<step>\\d+))"
-            )
-        result.append(entry["pattern"])
-    return result
-
-
-def _metrics_from(
-    raw: dict[str, Any], fail: Callable[[str, str], ConfigError], where: str
-) -> dict[str, Any]:
-    sources = raw.get("metrics_from", [])
-    valid = ", ".join(repr(s) for s in METRIC_SOURCES)
-    if not isinstance(sources, list):
-        raise fail("metrics_from", f"'metrics_from' must be a list of {valid}; got {sources!r}")
-    for index, source in enumerate(sources):
-        if source not in METRIC_SOURCES:
-            hint = did_you_mean(str(source), METRIC_SOURCES, "sources")
-            raise fail("metrics_from", f"metrics_from[{index}]: unknown source {source!r}{hint}")
-    patterns = raw.get("metrics_from_stdout", [])
-    if not isinstance(patterns, list):
-        raise fail("metrics_from_stdout", "'metrics_from_stdout' must be [[metrics_from_stdout]]")
-    stdout = validate_patterns(patterns, where)
-    files = list(dict.fromkeys(sources))  # each source once, in the order given
-    return {"files": files, "stdout": stdout} if files or stdout else {}
 
 
 def find_experiment_files(root: Path, skip: tuple[Path, ...] = ()) -> list[Path]:
