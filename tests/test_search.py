@@ -172,3 +172,39 @@ def test_search_with_grid_runs_and_command(
     with pytest.raises(ConfigError) as caught:
         load_experiment(path)
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize("method", ["tpe", "random", "cmaes", "qmc", "grid"])
+def test_every_method_asks_points_of_its_space(tmp_path: Path, method: str) -> None:
+    """Each sampler, driven the controller's way (ask with the space, tell), proposes
+    only points of the space; a grid search visits each point once."""
+    optuna = pytest.importorskip("optuna")
+    from xpkit.sweep import engine
+
+    text = HEAD.replace(
+        "--lr {lr} --layers {layers}", "--lr {lr} --depth {depth}"
+    ) + textwrap.dedent(
+        f"""\
+        [search]
+        method = "{method}"
+        metric = "loss"
+        goal = "minimize"
+        seed = 1
+        {"" if method == "grid" else "trials = 12"}
+        [search.params]
+        lr = {{ low = 0.1, high = 0.5, step = 0.1 }}
+        depth = {{ low = 1, high = 3 }}
+        """
+    )
+    search = load_experiment(write(tmp_path, text)).search
+    assert search is not None
+    study = optuna.create_study(direction="minimize", sampler=engine.sampler(search),
+                                pruner=engine.pruner(search))  # fmt: skip
+    seen = []
+    for _ in range(search.planned or 0):
+        trial = study.ask(fixed_distributions=engine.distributions(search))
+        assert engine.fits(search, trial.params), trial.params
+        seen.append((round(trial.params["lr"], 6), trial.params["depth"]))
+        engine.tell(study, trial, (trial.params["lr"] - 0.3) ** 2 + trial.params["depth"])
+    if method == "grid":
+        assert search.planned == 15 and len(set(seen)) == 15

@@ -420,14 +420,14 @@ class Controller:
         if why:
             live.trial.set_user_attr("reason", why[:500])
         if state == "COMPLETE":
-            self.study.tell(live.trial, value)
+            engine.tell(self.study, live.trial, value)
             best = self.study.best_trial.user_attrs.get(engine.KEY) == key
             self.say(
                 f"trial {key}: {name} finished: {self.search.metric} {value:.6g}"
                 + (" (best so far)" if best else "")
             )
         else:
-            self.study.tell(live.trial, state=getattr(optuna.trial.TrialState, state))
+            engine.tell(self.study, live.trial, state=getattr(optuna.trial.TrialState, state))
             self.say(
                 f"trial {key}: {name} {'pruned' if state == 'PRUNED' else 'failed'}"
                 + (f": {why}" if why else "")

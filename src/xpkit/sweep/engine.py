@@ -75,6 +75,16 @@ def pruner(search: Search) -> Any:
     return pruners.NopPruner()
 
 
+def tell(study: Any, trial: Any, value: float | None = None, state: Any = None) -> None:
+    """`study.tell`, where a GridSampler whose grid is exhausted asks the study to stop
+    (an `optimize()` notion that raises under ask-and-tell, after the tell was stored)."""
+    try:
+        study.tell(trial, value, state=state)
+    except RuntimeError as e:
+        if "Study.stop" not in str(e):
+            raise
+
+
 def journal_path(runs_root: Path, expid: str) -> Path:
     """On the controller's local disk, one per runs root and experiment."""
     return XP_CACHE_DIR.get() / "sweeps" / path_digest(runs_root) / f"{expid}.journal"
