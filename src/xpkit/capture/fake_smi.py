@@ -3,11 +3,12 @@
     XP_FAKE_GPUS=gpus.json python -m xpkit.capture.fake_smi --query-gpu=...
 
 gpus.json: {"driver": "550.54.15", "cuda": "12.4", "gpus": [{"name": "NVIDIA A100",
-"memory_total_mib": 40960, "memory_used_mib": 0, "processes": [{"pid": 4242,
-"used_mib": 20000}]}, ...]}. Put a script that runs this module on PATH as
-`nvidia-smi` and set XP_GPU_PROBE=nvidia-smi (`--install DIR` writes that script and
-a gpus.json of 4 GPUs, one busy, and prints what to export). Edit the file to simulate
-a colleague starting or stopping a job. Answers what the probe asks, as nvidia-smi would.
+"memory_total_mib": 40960, "memory_used_mib": 0, "utilization_pct": 35, "temperature_c": 61,
+"processes": [{"pid": 4242, "used_mib": 20000}]}, ...]}. Put a script that runs this
+module on PATH as `nvidia-smi` and set XP_GPU_PROBE=nvidia-smi (`--install DIR` writes
+that script and a gpus.json of 4 GPUs, one busy, and prints what to export). Edit the file
+to simulate a colleague starting or stopping a job. Answers what the probe asks (the
+fields of --query-gpu in the order asked), as nvidia-smi would.
 """
 
 from __future__ import annotations
@@ -61,10 +62,16 @@ def main(argv: list[str]) -> int:
     driver = data.get("driver", "550.54.15")
     query = next((a for a in argv if a.startswith("--query-")), "")
     if query.startswith("--query-gpu="):
+        fields = query.removeprefix("--query-gpu=").split(",")
         for index, gpu in enumerate(gpus):
-            name = gpu.get("name", "NVIDIA Fake GPU")
-            memory = f"{gpu.get('memory_total_mib', 16384)}, {gpu.get('memory_used_mib', 0)}"
-            print(f"{index}, {_uuid(index)}, {name}, {memory}, {driver}")
+            values = {
+                "index": index, "uuid": _uuid(index), "name": gpu.get("name", "NVIDIA Fake GPU"),
+                "memory.total": gpu.get("memory_total_mib", 16384),
+                "memory.used": gpu.get("memory_used_mib", 0), "driver_version": driver,
+                "utilization.gpu": gpu.get("utilization_pct", "[N/A]"),
+                "temperature.gpu": gpu.get("temperature_c", "[N/A]"),
+            }  # fmt: skip
+            print(", ".join(str(values.get(f, "[N/A]")) for f in fields))
     elif query.startswith("--query-compute-apps="):
         for index, gpu in enumerate(gpus):
             for proc in gpu.get("processes", []):

@@ -39,6 +39,8 @@ class Gpu:
     memory_total_mib: int
     memory_used_mib: int
     processes: list[GpuProcess] = field(default_factory=list)
+    utilization_pct: int | None = None  # None where the board does not say
+    temperature_c: int | None = None
 
 
 @dataclass
@@ -79,12 +81,28 @@ def _driver_present() -> bool:
 
 
 def probe_nvml() -> GpuReport:
+    pynvml = _nvml_init()
+    try:
+        return nvml_report(pynvml)
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:
+            pass
+
+
+def _nvml_init() -> Any:
     try:
         import pynvml  # nvidia-ml-py
 
         pynvml.nvmlInit()
     except Exception as e:  # the library raises its own types, or ImportError
         raise GpuProbeError(f"NVML is not available: {e}") from e
+    return pynvml
+
+
+def nvml_report(pynvml: Any) -> GpuReport:
+    """The GPUs as an initialised NVML sees them."""
     try:
         driver = _text(pynvml.nvmlSystemGetDriverVersion())
         cuda_int = pynvml.nvmlSystemGetCudaDriverVersion_v2()
@@ -106,16 +124,70 @@ def probe_nvml() -> GpuReport:
                         GpuProcess(pid=p.pid, used_mib=int(p.usedGpuMemory or 0) // 2**20)
                         for p in procs
                     ],
+                    utilization_pct=_optional(
+                        lambda h=handle: pynvml.nvmlDeviceGetUtilizationRates(h).gpu, pynvml
+                    ),
+                    temperature_c=_optional(
+                        lambda h=handle: pynvml.nvmlDeviceGetTemperature(
+                            h, pynvml.NVML_TEMPERATURE_GPU
+                        ),
+                        pynvml,
+                    ),
                 )
             )
         return report
     except pynvml.NVMLError as e:
         raise GpuProbeError(f"NVML query failed: {e}") from e
-    finally:
-        try:
-            pynvml.nvmlShutdown()
-        except Exception:
-            pass
+
+
+def _optional(read: Any, pynvml: Any) -> int | None:
+    """A reading some boards do not support (NVMLError_NotSupported): None."""
+    try:
+        return int(read())
+    except pynvml.NVMLError:
+        return None
+
+
+class GpuMonitor:
+    """This machine's GPUs, probed again and again (a worker's snapshot every few
+    seconds): NVML initialised once and kept open; without NVML the probe's fallback
+    (`nvidia-smi`, a process per look) at most every `slow_every` seconds."""
+
+    def __init__(self, slow_every: float = 5.0) -> None:
+        self.slow_every = slow_every
+        self._nvml: Any = None
+        self._tried = False
+        self._last: tuple[float, GpuReport] | None = None
+
+    def report(self) -> GpuReport:
+        import time
+
+        if not self._tried and XP_GPU_PROBE.get() in ("auto", "nvml") and _driver_present():
+            self._tried = True
+            try:
+                self._nvml = _nvml_init()
+            except GpuProbeError:
+                self._nvml = None
+        if self._nvml is not None:
+            try:
+                return nvml_report(self._nvml)
+            except GpuProbeError:
+                pass  # a GPU fell off the bus: say it through the fallback
+        now = time.monotonic()
+        if self._last is None or now - self._last[0] >= self.slow_every:
+            try:
+                self._last = (now, probe())
+            except GpuProbeError:
+                self._last = (now, GpuReport(source="none"))
+        return self._last[1]
+
+    def close(self) -> None:
+        if self._nvml is not None:
+            try:
+                self._nvml.nvmlShutdown()
+            except Exception:
+                pass
+            self._nvml = None
 
 
 def _text(value: str | bytes) -> str:
@@ -146,6 +218,13 @@ def _csv_rows(text: str) -> list[list[str]]:
     return [[c.strip() for c in line.split(",")] for line in text.splitlines() if line.strip()]
 
 
+def _maybe_int(text: str) -> int | None:
+    try:
+        return int(float(text))
+    except ValueError:
+        return None  # "[N/A]", "[Not Supported]"
+
+
 def _int(text: str) -> int:
     try:
         return int(float(text))
@@ -154,7 +233,10 @@ def _int(text: str) -> int:
 
 
 def probe_nvidia_smi() -> GpuReport:
-    fields = "index,uuid,name,memory.total,memory.used,driver_version"
+    # The last two are optional: boards (and older fakes) may not answer them.
+    fields = (
+        "index,uuid,name,memory.total,memory.used,driver_version,utilization.gpu,temperature.gpu"
+    )
     gpus_csv = _smi(f"--query-gpu={fields}", "--format=csv,noheader,nounits")
     apps_csv = _smi(
         "--query-compute-apps=gpu_uuid,pid,used_memory", "--format=csv,noheader,nounits"
@@ -175,6 +257,8 @@ def probe_nvidia_smi() -> GpuReport:
             name=row[2],
             memory_total_mib=_int(row[3]),
             memory_used_mib=_int(row[4]),
+            utilization_pct=_maybe_int(row[6]) if len(row) > 6 else None,
+            temperature_c=_maybe_int(row[7]) if len(row) > 7 else None,
         )
         report.driver = row[5]
         report.gpus.append(gpu)

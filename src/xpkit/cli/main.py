@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "hooks": ("xpkit.cli.hooks", "hooks_cmd", "Check, test and flush notification hooks."),
     "report": ("xpkit.cli.report", "report_cmd", "Write Markdown reports with tables and curves."),
     "ui": ("xpkit.cli.ui", "ui_cmd", "Serve a read-only dashboard of runs in the browser."),
+    "top": ("xpkit.cli.top", "top_cmd", "The lab's GPUs, queue and runs, live in a terminal."),
 }
 
 

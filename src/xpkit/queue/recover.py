@@ -211,6 +211,7 @@ HOLDERS = {
     "submit": "submitter",
     "requeue": "`xp requeue`",
     "cancel": "`xp cancel`",
+    "priority": "`xp top` priority change",
 }
 
 

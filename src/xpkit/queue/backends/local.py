@@ -13,6 +13,7 @@ from xpkit.execute.prepared import execute_prepared, project_tree
 from xpkit.execute.runner import Runner
 from xpkit.queue.allocate import GpuAllocator, GpuState
 from xpkit.queue.files import QueuedRun
+from xpkit.queue.hostview import HostView
 from xpkit.queue.scheduler import LATER, NEVER, NOW, Backend, Ended
 from xpkit.settings import Settings
 from xpkit.store.rundir import RunDir
@@ -41,6 +42,7 @@ class LocalBackend(Backend):
         self.jobs: dict[str, _Job] = {}
         self.done: queue.Queue[Ended] = queue.Queue()
         self.states_cache: tuple[float, list[GpuState]] = (0.0, [])
+        self.host = HostView(settings.runs)
 
     def fits(self, item: QueuedRun) -> str:
         if item.gpus > self.gpu_total:
@@ -126,8 +128,13 @@ class LocalBackend(Backend):
                 job.runner.stop()
 
     def describe(self) -> dict[str, Any]:
+        running = {n: j.gpus for n, j in self.jobs.items()}
         return {
             "gpus": self.gpu_total,
             "max_jobs": self.max_jobs,
-            "running": {n: j.gpus for n, j in self.jobs.items()},
+            "running": running,
+            "host_view": self.host.snapshot(running),  # what `xp top` shows of this host
         }
+
+    def close(self) -> None:
+        self.host.monitor.close()

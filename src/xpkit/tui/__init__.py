@@ -1,0 +1,1 @@
+"""`xp top`: the lab's GPUs, queue and runs, live in a terminal (Textual, an extra)."""
