@@ -40,7 +40,7 @@ def top_cmd(once: bool, interval: float, metric: str | None) -> None:
     if once or not (sys.stdin.isatty() and sys.stdout.isatty()):
         from xpkit.tui.plain import render
 
-        model.refresh()
+        model.refresh(complete=True)
         click.echo(render(model, width=shutil.get_terminal_size((100, 24)).columns), nl=False)
         return
     try:

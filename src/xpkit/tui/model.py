@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -132,10 +133,13 @@ class TopModel:
         self.queue: list[QueueRow] = []
         self.problems: list[str] = []
         self.sweeps: dict[str, dict[str, Any]] = {}
-        self._seeded = False
+        self._seed: list[str] | None = None  # recently ended runs, found in the background
+        self._seeder: threading.Thread | None = None
 
     # --- reading --------------------------------------------------------------------------
-    def refresh(self) -> None:
+    def refresh(self, complete: bool = False) -> None:
+        """Look again. `complete`: also wait for the first look at recently ended runs
+        (the live screen shows them when they are found; `--once` waits)."""
         records = self._worker_records()
         self.workers = [_worker_info(r, age) for r, age in records]
         self.gpus = [row for record, _ in records for row in _gpu_rows(record)]
@@ -147,8 +151,7 @@ class TopModel:
             for i, q in enumerate(queued)
         ]  # fmt: skip
         running = {name for r, _ in records for name in _running_names(r)}
-        if not self._seeded:
-            self._seed_recent()
+        self._seed_recent(running, wait=complete)
         for name in running:
             self.runs.setdefault(name, RunView(name))
         for name in list(self.runs):
@@ -194,26 +197,29 @@ class TopModel:
             del self.worker_files[gone]
         return sorted(found, key=lambda r: (str(r[0].get("host")), int(r[0].get("pid") or 0)))
 
-    def _seed_recent(self) -> None:
-        """At the first look, the runs that ended lately, from the run index as it is
-        (not refreshed: a cache is enough for what scrolls by)."""
-        self._seeded = True
-        from xpkit.store.index import RunIndex
+    def _seed_recent(self, running: set[str], wait: bool) -> None:
+        """The runs that ended lately, from the run index, refreshed once in a thread so
+        that the first screen does not wait for it."""
+        if self._seeder is None:
+            self._seeder = threading.Thread(target=self._find_recent, daemon=True)
+            self._seeder.start()
+        if wait:
+            self._seeder.join()
+        found, self._seed = self._seed, None
+        for name in found or []:
+            if name not in self.recent and name not in self.runs and name not in running:
+                self.recent.append(name)
+                self.runs[name] = RunView(name)
+
+    def _find_recent(self) -> None:
+        from xpkit.store.index import load_rows
 
         try:
-            index = RunIndex(self.runs_root)
-        except Exception:
-            return
-        try:
-            rows = index.rows(statuses=rd.ENDED + ("lost",))
+            rows, _ = load_rows(self.runs_root, statuses=(*rd.ENDED, "lost"))
         except Exception:
             rows = []
-        finally:
-            index.close()
         rows.sort(key=lambda r: r.ended or r.created or 0, reverse=True)
-        for row in rows[:RECENT]:
-            self.recent.append(row.name)
-            self.runs[row.name] = RunView(row.name)
+        self._seed = [row.name for row in rows[:RECENT]]
 
     def _group_sweeps(self) -> None:
         """The trials of each sweep on screen, with the best value so far."""
