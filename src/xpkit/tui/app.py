@@ -77,6 +77,7 @@ class MainScreen(Screen[None]):
         self.settings, self.model, self.interval = settings, model, interval
         self.text = ""
         self.sort = SORTS[0]
+        self.shown: dict[str, dict[str, list[str]]] = {}  # table -> the cells on screen
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -110,18 +111,32 @@ class MainScreen(Screen[None]):
         self._fill("runs", runs, f"Runs: running and recently ended (sorted by {self.sort})")
 
     def _fill(self, table_id: str, rows: list[tuple[str, list[str]]], title: str) -> None:
+        """Show `rows`; when the same rows are listed as last time, only the cells that
+        changed are redrawn (a thousand queued runs cost nothing while nothing moves)."""
         table = self.query_one(f"#{table_id}", DataTable)
         self.query_one(f"#{table_id}-title", Static).update(title)
-        selected = self._key(table)
-        table.clear()
+        keyed: list[tuple[str, list[str]]] = []
         seen: set[str] = set()
         for key, cells in rows:
             if key in seen:  # one run on two GPUs: one row key
                 key = f"{key}#{len(seen)}"
             seen.add(key)
-            table.add_row(*cells, key=key)
-        if selected is not None and selected in seen:
-            table.move_cursor(row=table.get_row_index(selected))
+            keyed.append((key, cells))
+        before = self.shown.get(table_id, {})
+        if list(before) == [key for key, _ in keyed]:
+            columns = list(table.columns)
+            for key, cells in keyed:
+                for column, (old, new) in enumerate(zip(before[key], cells)):
+                    if old != new:
+                        table.update_cell(key, columns[column], new)
+        else:
+            selected = self._key(table)
+            table.clear()
+            for key, cells in keyed:
+                table.add_row(*cells, key=key)
+            if selected is not None and selected in seen:
+                table.move_cursor(row=table.get_row_index(selected))
+        self.shown[table_id] = dict(keyed)
 
     @staticmethod
     def _key(table: DataTable[Any]) -> str | None:

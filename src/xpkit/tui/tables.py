@@ -11,13 +11,14 @@ def _mib(value: int) -> str:
 
 
 def _age(seconds: float | None) -> str:
+    """Coarse past a minute, so that a long queue's ages change once a minute."""
     if seconds is None:
         return "-"
     seconds = max(0, int(seconds))
     if seconds < 60:
         return f"{seconds}s"
     if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
+        return f"{seconds // 60}m"
     if seconds < 86400:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
     return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
