@@ -78,6 +78,7 @@ class MainScreen(Screen[None]):
         self.text = ""
         self.sort = SORTS[0]
         self.shown: dict[str, dict[str, list[str]]] = {}  # table -> the cells on screen
+        self.titles: dict[str, str] = {}
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -114,7 +115,9 @@ class MainScreen(Screen[None]):
         """Show `rows`; when the same rows are listed as last time, only the cells that
         changed are redrawn (a thousand queued runs cost nothing while nothing moves)."""
         table = self.query_one(f"#{table_id}", DataTable)
-        self.query_one(f"#{table_id}-title", Static).update(title)
+        if self.titles.get(table_id) != title:
+            self.query_one(f"#{table_id}-title", Static).update(title)
+            self.titles[table_id] = title
         keyed: list[tuple[str, list[str]]] = []
         seen: set[str] = set()
         for key, cells in rows:

@@ -62,6 +62,7 @@ class RunView:
     info: dict[str, Any] = field(default_factory=dict)
     mtime: int = -1
     offset: int = 0
+    size: int = -1  # metrics.jsonl's size at the last look
     latest: dict[str, float] = field(default_factory=dict)
     series: dict[str, deque[float]] = field(default_factory=dict)
 
@@ -89,7 +90,12 @@ class RunView:
         except (OSError, rd.StoreError):
             return
         try:
-            with open(run_dir.file(rd.METRICS), "rb") as f:
+            path = run_dir.file(rd.METRICS)
+            size = path.stat().st_size
+            if size == self.size:
+                return  # nothing new
+            self.size = size
+            with open(path, "rb") as f:
                 f.seek(self.offset)
                 data = f.read()
         except OSError:
@@ -134,6 +140,8 @@ class TopModel:
         self.problems: list[str] = []
         self.sweeps: dict[str, dict[str, Any]] = {}
         self._seed: list[str] | None = None  # recently ended runs, found in the background
+        self.looks = 0
+        self._queue_seen: tuple[int, list[files.QueuedRun]] | None = None
         self._seeder: threading.Thread | None = None
 
     # --- reading --------------------------------------------------------------------------
@@ -143,15 +151,22 @@ class TopModel:
         records = self._worker_records()
         self.workers = [_worker_info(r, age) for r, age in records]
         self.gpus = [row for record, _ in records for row in _gpu_rows(record)]
-        queued, self.problems = files.queued_runs(self.runs_root, self.markers, tidy=False)
+        queued = self._queued()
         now = time.time()
-        self.queue = [
-            QueueRow(i + 1, q.name, q.priority, q.gpus, q.labels, now - q.submitted,
-                     why_waiting(q, self.workers))
-            for i, q in enumerate(queued)
-        ]  # fmt: skip
+        reasons: dict[tuple[int, tuple[str, ...]], str] = {}  # the same for the same needs
+        self.queue = []
+        for position, item in enumerate(queued, 1):
+            needs = (item.gpus, tuple(item.labels))
+            if needs not in reasons:
+                reasons[needs] = why_waiting(item, self.workers)
+            age = now - item.submitted
+            self.queue.append(QueueRow(position, item.name, item.priority, item.gpus,
+                                       item.labels, age, reasons[needs]))  # fmt: skip
         running = {name for r, _ in records for name in _running_names(r)}
-        self._seed_recent(running, wait=complete)
+        # Ended runs are looked for once the first screen is up (`complete`: at once).
+        if complete or self.looks:
+            self._seed_recent(running, wait=complete)
+        self.looks += 1
         for name in running:
             self.runs.setdefault(name, RunView(name))
         for name in list(self.runs):
@@ -164,6 +179,18 @@ class TopModel:
             self.runs.pop(name, None)
         del self.recent[RECENT:]
         self._group_sweeps()
+
+    def _queued(self) -> list[files.QueuedRun]:
+        """The queue in order; listed again only when its folder changed (a marker added,
+        removed or rewritten)."""
+        try:
+            mtime = files.queue_dir(self.runs_root).stat().st_mtime_ns
+        except OSError:
+            mtime = -1
+        if self._queue_seen is None or self._queue_seen[0] != mtime:
+            queued, self.problems = files.queued_runs(self.runs_root, self.markers, tidy=False)
+            self._queue_seen = (mtime, queued)
+        return self._queue_seen[1]
 
     def _worker_records(self) -> list[tuple[dict[str, Any], float]]:
         folder = files.workers_dir(self.runs_root)
