@@ -28,6 +28,9 @@ from xpkit.tui.tables import (
 )
 
 SORTS = ("status", "name", "elapsed", "metric")
+# Queued runs listed: the head of the queue is what one looks at, and a table measures
+# every cell it holds (a thousand rows would cost the first screen 0.4 s).
+QUEUE_ROWS = 200
 
 
 class TopApp(App[None]):
@@ -107,7 +110,9 @@ class MainScreen(Screen[None]):
         hosts = len({w.host for w in model.workers})
         self._fill("gpus", gpu_cells(model, self.text),
                    f"GPUs: {len(model.workers)} worker(s) on {hosts} host(s)")  # fmt: skip
-        self._fill("queue", queue_cells(model, self.text), f"Queue: {len(model.queue)} queued")
+        queued = queue_cells(model, self.text)
+        more = f" (the first {QUEUE_ROWS} shown; / filters)" if len(queued) > QUEUE_ROWS else ""
+        self._fill("queue", queued[:QUEUE_ROWS], f"Queue: {len(model.queue)} queued{more}")
         runs = run_cells(model, self.text, self.sort)
         self._fill("runs", runs, f"Runs: running and recently ended (sorted by {self.sort})")
 
