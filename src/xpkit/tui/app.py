@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
@@ -31,6 +32,7 @@ SORTS = ("status", "name", "elapsed", "metric")
 # Queued runs listed: the head of the queue is what one looks at, and a table measures
 # every cell it holds (a thousand rows would cost the first screen 0.4 s).
 QUEUE_ROWS = 200
+FIRST_QUEUE_ROWS = 60
 
 
 class TopApp(App[None]):
@@ -110,9 +112,11 @@ class MainScreen(Screen[None]):
         hosts = len({w.host for w in model.workers})
         self._fill("gpus", gpu_cells(model, self.text),
                    f"GPUs: {len(model.workers)} worker(s) on {hosts} host(s)")  # fmt: skip
-        queued = queue_cells(model, self.text)
-        more = f" (the first {QUEUE_ROWS} shown; / filters)" if len(queued) > QUEUE_ROWS else ""
-        self._fill("queue", queued[:QUEUE_ROWS], f"Queue: {len(model.queue)} queued{more}")
+        # The first screen lists what a screen shows; the rest come at the next refresh.
+        limit = QUEUE_ROWS if self.titles else FIRST_QUEUE_ROWS
+        queued, matching = queue_cells(model, self.text, limit)
+        more = f" (the first {len(queued)} shown; / filters)" if matching > len(queued) else ""
+        self._fill("queue", queued, f"Queue: {len(model.queue)} queued{more}")
         runs = run_cells(model, self.text, self.sort)
         self._fill("runs", runs, f"Runs: running and recently ended (sorted by {self.sort})")
 
@@ -136,12 +140,12 @@ class MainScreen(Screen[None]):
             for key, cells in keyed:
                 for column, (old, new) in enumerate(zip(before[key], cells)):
                     if old != new:
-                        table.update_cell(key, columns[column], new)
+                        table.update_cell(key, columns[column], _text(new))
         else:
             selected = self._key(table)
             table.clear()
             for key, cells in keyed:
-                table.add_row(*cells, key=key)
+                table.add_row(*map(_text, cells), key=key)
             if selected is not None and selected in seen:
                 table.move_cursor(row=table.get_row_index(selected))
         self.shown[table_id] = dict(keyed)
@@ -261,3 +265,9 @@ class MainScreen(Screen[None]):
         except XpError as e:
             self.notify(str(e), severity="error", timeout=8)
         self.refresh_view()
+
+
+def _text(cell: str) -> Text:
+    """A cell as plain text: a command or run name with brackets is not Rich markup
+    (as a plain str it would be parsed as such, and could even fail to parse)."""
+    return Text(cell, no_wrap=True, end="")

@@ -50,7 +50,7 @@ class QueueRow:
     priority: int
     gpus: int
     labels: list[str]
-    age: float
+    submitted: float
     why: str
 
 
@@ -63,6 +63,7 @@ class RunView:
     mtime: int = -1
     offset: int = 0
     size: int = -1  # metrics.jsonl's size at the last look
+    stored: str = ""  # the status run.json holds (info's is the effective one)
     latest: dict[str, float] = field(default_factory=dict)
     series: dict[str, deque[float]] = field(default_factory=dict)
 
@@ -81,17 +82,21 @@ class RunView:
         return sparkline(list(self.series.get(metric, ())))
 
     def refresh(self, runs_root: Path) -> None:
-        run_dir = RunDir(runs_root / self.name)
+        folder = os.path.join(runs_root, self.name)
         try:
-            mtime = run_dir.file(rd.RUN_JSON).stat().st_mtime_ns
-            if mtime != self.mtime:
-                self.info, self.mtime = run_dir.read_run(), mtime
-                self.info["status"] = rd.status_of(run_dir, self.info)
+            mtime = os.stat(os.path.join(folder, rd.RUN_JSON)).st_mtime_ns
+            if mtime != self.mtime or self.stored == "running":
+                run_dir = RunDir(Path(folder))
+                if mtime != self.mtime:
+                    self.info, self.mtime = run_dir.read_run(), mtime
+                    self.stored = str(self.info.get("status"))
+                # a running run whose heartbeat stopped is lost
+                self.info["status"] = rd.status_of(run_dir, {**self.info, "status": self.stored})
         except (OSError, rd.StoreError):
             return
         try:
-            path = run_dir.file(rd.METRICS)
-            size = path.stat().st_size
+            path = os.path.join(folder, rd.METRICS)
+            size = os.stat(path).st_size
             if size == self.size:
                 return  # nothing new
             self.size = size
@@ -142,6 +147,7 @@ class TopModel:
         self._seed: list[str] | None = None  # recently ended runs, found in the background
         self.looks = 0
         self._queue_seen: tuple[int, list[files.QueuedRun]] | None = None
+        self._queue_basis: tuple[int, list[Any]] | None = None
         self._seeder: threading.Thread | None = None
 
     # --- reading --------------------------------------------------------------------------
@@ -152,16 +158,18 @@ class TopModel:
         self.workers = [_worker_info(r, age) for r, age in records]
         self.gpus = [row for record, _ in records for row in _gpu_rows(record)]
         queued = self._queued()
-        now = time.time()
-        reasons: dict[tuple[int, tuple[str, ...]], str] = {}  # the same for the same needs
-        self.queue = []
-        for position, item in enumerate(queued, 1):
-            needs = (item.gpus, tuple(item.labels))
-            if needs not in reasons:
-                reasons[needs] = why_waiting(item, self.workers)
-            age = now - item.submitted
-            self.queue.append(QueueRow(position, item.name, item.priority, item.gpus,
-                                       item.labels, age, reasons[needs]))  # fmt: skip
+        capacity = [(w.host, w.pid, tuple(w.labels), w.gpus, w.draining) for w in self.workers]
+        if (id(queued), capacity) != self._queue_basis:  # the queue or the workers changed
+            self._queue_basis = (id(queued), capacity)
+            reasons: dict[tuple[int, tuple[str, ...]], str] = {}  # the same for the same needs
+            self.queue = []
+            for position, item in enumerate(queued, 1):
+                needs = (item.gpus, tuple(item.labels))
+                if needs not in reasons:
+                    reasons[needs] = why_waiting(item, self.workers)
+                row = QueueRow(position, item.name, item.priority, item.gpus, item.labels,
+                               item.submitted, reasons[needs])  # fmt: skip
+                self.queue.append(row)
         running = {name for r, _ in records for name in _running_names(r)}
         # Ended runs are looked for once the first screen is up (`complete`: at once).
         if complete or self.looks:

@@ -46,9 +46,9 @@ def render(model: TopModel, width: int = 100) -> str:
         table("GPUs", GPU_COLUMNS, gpus)
     else:
         console.print("GPUs: none reported (no live worker, or workers without GPUs)")
-    queued = [cells for _, cells in queue_cells(model)]
-    more = len(queued) - MAX_QUEUED
-    table(f"Queue ({len(queued)} queued)", QUEUE_COLUMNS, queued[:MAX_QUEUED])
+    rows, total = queue_cells(model, limit=MAX_QUEUED)
+    more = total - MAX_QUEUED
+    table(f"Queue ({total} queued)", QUEUE_COLUMNS, [cells for _, cells in rows])
     if more > 0:
         console.print(f"… and {more} more (`xp queue` lists them all)")
     table("Runs (running and recently ended)", RUN_COLUMNS,

@@ -3,6 +3,8 @@ plain `--once` view."""
 
 from __future__ import annotations
 
+import time
+
 from xpkit.tui.model import TopModel
 
 
@@ -45,13 +47,23 @@ def gpu_cells(model: TopModel, text: str = "") -> list[tuple[str, list[str]]]:
     return rows
 
 
-def queue_cells(model: TopModel, text: str = "") -> list[tuple[str, list[str]]]:
-    return [
-        (q.name, [str(q.position), q.name, str(q.priority), str(q.gpus),
-                  ",".join(q.labels) or "-", _age(q.age), q.why])
-        for q in model.queue
-        if text.lower() in q.name.lower()
-    ]  # fmt: skip
+def queue_cells(
+    model: TopModel, text: str = "", limit: int | None = None
+) -> tuple[list[tuple[str, list[str]]], int]:
+    """The first `limit` queued runs matching `text`, and how many match in all."""
+    now = time.time()
+    text = text.lower()
+    rows: list[tuple[str, list[str]]] = []
+    matching = 0
+    for q in model.queue:
+        if text and text not in q.name.lower():
+            continue
+        matching += 1
+        if limit is None or len(rows) < limit:
+            cells = [str(q.position), q.name, str(q.priority), str(q.gpus),
+                     ",".join(q.labels) or "-", _age(now - q.submitted), q.why]  # fmt: skip
+            rows.append((q.name, cells))
+    return rows, matching
 
 
 def run_cells(model: TopModel, text: str = "", sort: str = "status") -> list[tuple[str, list[str]]]:
