@@ -4,8 +4,8 @@ foreign process (user, pid, command, MiB) — so that `xp top` reads a file per 
 instead of running `nvidia-smi` on every host at every refresh.
 
 Written with the worker's heartbeat (every 2 s at most); NVML stays open between looks
-(capture/gpus.GpuMonitor). A process is named once (psutil; its command with secrets
-masked) and remembered while it lives.
+(capture/gpus.GpuMonitor). A process is named once (psutil: its user, its command with
+secrets masked, its ancestors) and remembered while it lives.
 """
 
 from __future__ import annotations
@@ -74,10 +74,7 @@ class HostView:
             self.owners = {k: v for k, v in self.owners.items() if psutil.pid_exists(k[0])}
             self.owners[key] = _describe(process)
         owner = dict(self.owners[key])
-        try:
-            lineage = [process.pid, *(p.pid for p in process.parents())]
-        except psutil.Error:
-            lineage = [pid]
+        lineage = owner.pop("lineage")
         run = next((runs[p] for p in lineage if p in runs), None)
         if run is not None:
             owner["run"] = run
@@ -98,4 +95,8 @@ def _describe(process: Any) -> dict[str, Any]:
     command = " ".join(redact_argv(argv))
     if len(command) > COMMAND_CHARS:
         command = command[: COMMAND_CHARS - 1] + "…"
-    return {"user": user, "command": command}
+    try:  # it and its ancestors: a run's program may start the process that holds the GPU
+        lineage = [process.pid, *(p.pid for p in process.parents())]
+    except psutil.Error:
+        lineage = [process.pid]
+    return {"user": user, "command": command, "lineage": lineage}
