@@ -21,7 +21,7 @@ from typing import Any
 
 from xpkit.queue import files
 from xpkit.queue.status import WorkerInfo, why_waiting
-from xpkit.settings import XP_HEARTBEAT_TIMEOUT
+from xpkit.settings import XP_GPU_FREE_MIB, XP_HEARTBEAT_TIMEOUT
 from xpkit.store import rundir as rd
 from xpkit.store.rundir import RunDir
 
@@ -337,6 +337,9 @@ def _gpu_rows(record: dict[str, Any]) -> list[GpuRow]:
         parts = [f"run {r}" for r in runs]
         parts += [f"{p.get('user', '?')} pid {p.get('pid')} {p.get('command', '')} "
                   f"({p.get('mib', 0)} MiB)" for p in foreign]  # fmt: skip
+        used = int(gpu.get("mem_used") or 0)
+        if not parts and used >= XP_GPU_FREE_MIB.get():  # what the free-GPU rule sees too
+            parts.append(f"{used} MiB used, no process visible from the worker")
         rows.append(GpuRow(host, int(gpu.get("index", 0)), str(gpu.get("name", "")),
                            gpu.get("util"), int(gpu.get("mem_used") or 0),
                            int(gpu.get("mem_total") or 0), gpu.get("temp"),
