@@ -58,6 +58,17 @@ def write_json_atomic(path: Path, data: Any) -> None:
         raise
 
 
+def new_lines(path: str | Path, offset: int) -> tuple[bytes, int]:
+    """The complete lines an append-only file (output.log, metrics.jsonl) gained since
+    byte `offset`, and the offset after them: a line still being written is left for the
+    next look. OSError when the file cannot be read."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read()
+    end = data.rfind(b"\n") + 1
+    return data[:end], offset + end
+
+
 def read_json(path: Path) -> Any:
     """A JSON file; ValueError for one that is not JSON or too deeply nested to read."""
     with path.open(encoding="utf-8") as f:

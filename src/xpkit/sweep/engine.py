@@ -23,6 +23,7 @@ from xpkit.search import (  # noqa: F401 - the engine's view of a search
     import_optuna,
 )
 from xpkit.settings import XP_CACHE_DIR
+from xpkit.store.rundir import new_lines
 from xpkit.values import path_digest
 
 KEY = "key"  # the trial's number as its runs record it (search.trial in run.json)
@@ -104,9 +105,9 @@ def repair_journal(path: Path) -> None:
         pass
 
 
-def open_study(search: Search, path: Path, name: str, *, load_only: bool = False) -> Any:
-    """The study in the journal at `path` (created unless `load_only`); ValueError
-    when the journal cannot be read."""
+def open_study(search: Search, path: Path, name: str) -> Any:
+    """The study in the journal at `path`, created if new; ValueError (or KeyError) when
+    the journal cannot be read."""
     optuna = import_optuna()
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -114,25 +115,14 @@ def open_study(search: Search, path: Path, name: str, *, load_only: bool = False
     path.parent.mkdir(parents=True, exist_ok=True)
     repair_journal(path)
     storage = JournalStorage(JournalFileBackend(str(path)))
-    direction = search.goal
-    if load_only:
-        return optuna.load_study(
-            study_name=name, storage=storage, sampler=sampler(search), pruner=pruner(search)
-        )
     return optuna.create_study(
         study_name=name,
         storage=storage,
-        direction=direction,
+        direction=search.goal,
         sampler=sampler(search),
         pruner=pruner(search),
         load_if_exists=True,
     )
-
-
-def memory_study(search: Search) -> Any:
-    """A study in memory, for reports (rebuilt from runs, never the journal)."""
-    optuna = import_optuna()
-    return optuna.create_study(direction=search.goal, sampler=optuna.samplers.RandomSampler())
 
 
 def set_aside(path: Path) -> Path | None:
@@ -155,14 +145,11 @@ def metric_values(path: Path, metric: str, offset: int = 0) -> tuple[list[tuple[
     """(step, value) of `metric` in metrics.jsonl from byte `offset`, and the offset after
     the last complete line (a line being written is read next time)."""
     try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            data = f.read()
+        data, after = new_lines(path, offset)
     except FileNotFoundError:
         return [], offset
-    end = data.rfind(b"\n") + 1
     found = []
-    for line in data[:end].splitlines():
+    for line in data.splitlines():
         if metric.encode() not in line:
             continue
         try:
@@ -172,4 +159,4 @@ def metric_values(path: Path, metric: str, offset: int = 0) -> tuple[list[tuple[
         step, value = record.get("step"), value_of(record, metric)
         if isinstance(step, int) and not isinstance(step, bool) and value is not None:
             found.append((step, value))
-    return found, offset + end
+    return found, after

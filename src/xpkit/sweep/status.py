@@ -1,5 +1,5 @@
-"""`xp sweep FILE --status` and the sweep part of reports: where a search stands, read
-from its runs (the truth; the journal lives only on the controller's machine)."""
+"""`xp sweep FILE --status`: where a search stands, read from its runs (the truth; the
+journal lives only on the controller's machine, and is not needed to look)."""
 
 from __future__ import annotations
 
@@ -85,25 +85,3 @@ def sweep_status(settings: Settings, experiment: Experiment) -> SweepStatus:
             )
         )
     return SweepStatus(search, rows, holder(lock_path(settings.runs, experiment.id)))
-
-
-def study_from_runs(status: SweepStatus) -> Any:
-    """An in-memory Optuna study of the ended trials, for importances and plots."""
-    study = engine.memory_study(status.search)
-    for row in status.rows:
-        state = trials.TOLD.get(row.status)
-        if state is None or not engine.fits(status.search, row.params):
-            continue
-        if state == "COMPLETE" and row.value is None:
-            state = "FAIL"
-        study.add_trial(
-            engine.frozen(
-                status.search,
-                row.params,
-                state=state,
-                value=row.value,
-                intermediate={},
-                attrs={engine.KEY: row.key, "run": row.run},
-            )
-        )
-    return study

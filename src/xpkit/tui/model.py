@@ -100,14 +100,10 @@ class RunView:
             if size == self.size:
                 return  # nothing new
             self.size = size
-            with open(path, "rb") as f:
-                f.seek(self.offset)
-                data = f.read()
+            data, self.offset = rd.new_lines(path, self.offset)
         except OSError:
             return
-        end = data.rfind(b"\n") + 1
-        self.offset += end
-        for line in data[:end].splitlines():
+        for line in data.splitlines():
             try:
                 record = json.loads(line)
             except ValueError:

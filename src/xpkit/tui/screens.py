@@ -153,15 +153,11 @@ class RunScreen(Screen[None]):
     def _follow_log(self) -> None:
         path = self.runs_root / self.run_name / rd.OUTPUT_LOG
         try:
-            with open(path, "rb") as f:
-                f.seek(self.log_offset)
-                data = f.read()
+            data, self.log_offset = rd.new_lines(path, self.log_offset)
         except OSError:
             return
-        end = data.rfind(b"\n") + 1
-        if end:
-            self.log_offset += end
-            self.query_one("#log", Log).write(data[:end].decode(errors="replace"))
+        if data:
+            self.query_one("#log", Log).write(data.decode(errors="replace"))
 
     def action_logs(self) -> None:
         facts = self.query_one("#facts")
