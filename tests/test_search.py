@@ -208,3 +208,32 @@ def test_every_method_asks_points_of_its_space(tmp_path: Path, method: str) -> N
         engine.tell(study, trial, (trial.params["lr"] - 0.3) ** 2 + trial.params["depth"])
     if method == "grid":
         assert search.planned == 15 and len(set(seen)) == 15
+
+
+def test_importances_in_a_report_with_and_without_optuna(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fANOVA ranks the param that matters first; without Optuna the report is still
+    made and says how to get importances."""
+    pytest.importorskip("optuna")
+    from xpkit.report import search as report_search
+
+    text = HEAD + SEARCH.replace("lr = { low = 1e-5, high = 1e-1, log = true }\n", "")
+    search = load_experiment(write(tmp_path, text.replace(" --lr {lr}", ""))).search
+    assert search is not None
+    points = [
+        report_search.TrialPoint(k, f"srch01_{k:03d}", "finished", (depth - 5) ** 2 + 0.01 * k,
+                                 {"layers": 4, "dropout": 0.1 * (k % 5), "depth": depth})
+        for k, depth in enumerate([1, 3, 5, 7, 9, 1, 3, 5, 7, 9, 3, 5])
+    ]  # fmt: skip
+    found, how = report_search.importances(points, search)
+    assert how == "fANOVA" and found[0][0] == "depth", found
+
+    def missing() -> None:
+        raise ConfigError("xp sweep needs Optuna: pip install 'xpkit[sweep]'")
+
+    monkeypatch.setattr(report_search, "import_optuna", missing)
+    assert report_search.importances(points, search) == (
+        [],
+        "xp sweep needs Optuna: pip install 'xpkit[sweep]'",
+    )

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from xpkit.errors import ConfigError
 from xpkit.report.plots import DPI, FIGSIZE
 from xpkit.report.table import ReportRun
 from xpkit.search import Search, fits, frozen, import_optuna
@@ -54,14 +55,14 @@ def ranked(points: list[TrialPoint], search: Search) -> list[TrialPoint]:
 
 def importances(points: list[TrialPoint], search: Search) -> tuple[list[tuple[str, float]], str]:
     """(param, importance) by importance, and how they were computed (or why not)."""
+    try:
+        optuna = import_optuna()
+    except ConfigError as e:  # a report is still made without the sweep extra
+        return [], str(e)
     finished = [p for p in ranked(points, search) if fits(search, p.params)]
     varied = [n for n in search.params if len({repr(p.params.get(n)) for p in finished}) > 1]
     if len(finished) < 3 or not varied:
         return [], "needs 3 finished trials that vary their params"
-    try:
-        optuna = import_optuna()
-    except Exception as e:
-        return [], str(e)
     from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator
 
     evaluator: Any = FanovaImportanceEvaluator(seed=0)
