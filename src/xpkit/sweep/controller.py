@@ -84,6 +84,7 @@ class Controller:
         """Run the search until it is done; returns the trials told, by state."""
         from xpkit.store.create import ensure_runs_root
 
+        engine.import_optuna()  # without the extra: say so before anything else
         ensure_runs_root(self.settings.runs)  # a clear error when it cannot be written
         with ControllerLock(self.settings.runs, self.expid, self.file) as lock, self.held:
             self._open()
