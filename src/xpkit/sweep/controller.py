@@ -170,7 +170,7 @@ class Controller:
             raise self._changed(len(stored))
         if "fingerprint" not in attrs:
             first = min(histories.values(), key=lambda h: h.key, default=None)
-            self.sweep = str(first.runs[0].info.get("sweep")) if first else self.sweep
+            self.sweep = str((first.runs[0].info.get("sweep") if first else None) or self.sweep)
             self.study.set_user_attr("fingerprint", self.fingerprint)
             self.study.set_user_attr("sweep", self.sweep)
             self.study.set_user_attr("started", time.time())
