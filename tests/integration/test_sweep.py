@@ -174,3 +174,33 @@ def test_files_without_search_and_searches_run_by_hand_are_refused(
     assert "its [search] (params, method, metric, goal or seed) changed" in changed.stderr
     assert f"xp new NEW --from {path}" in changed.stderr
     assert time.time() - started < 60
+
+
+def test_a_trial_moved_to_the_trash_is_told_failed_not_queued_again(
+    git_project: Path, runs_root: Path, xp: Callable[..., Result],
+    worker_procs: Callable[..., subprocess.Popen[bytes]],
+) -> None:  # fmt: skip
+    path = sweep_file(git_project, expid="trash1", trials=3, parallel=2, gpus=0, steps=2,
+                      pause=0.0, pruner='"none"')  # fmt: skip
+    first = xp("sweep", str(path), "--detach", cwd=git_project)
+    assert first.returncode == 0, first.output
+    pid = int(first.stdout.split("pid ")[1].split(")")[0])
+    wait_for(lambda: sorted(trial_runs(runs_root, "trash1")) == [0, 1], timeout=60)
+    # While the controller watches: `xp rm` of a queued trial fails that trial.
+    gone = trial_runs(runs_root, "trash1")[0][0]["name"]
+    assert xp("rm", "--yes", gone, cwd=git_project).returncode == 0
+    wait_for(lambda: sorted(trial_runs(runs_root, "trash1")) == [1, 2], timeout=30)
+    assert _alive(pid)
+    os.kill(pid, 9)
+    # While no controller runs: the next one finds the trial's run in the trash.
+    also = trial_runs(runs_root, "trash1")[1][0]["name"]
+    assert xp("rm", "--yes", also, cwd=git_project).returncode == 0
+    worker_procs("--max-jobs", "2", cwd=git_project)
+    again = xp("sweep", str(path), cwd=git_project, timeout=120)
+    assert again.returncode == 0, again.output
+    assert f"{also} was moved to the trash" in again.stdout
+    assert "done: 3 trial(s) (1 finished, 2 failed)" in again.stdout, again.stdout
+    assert sorted(trial_runs(runs_root, "trash1")) == [2]  # nothing queued again
+    log = (runs_root / ".xp" / "sweeps" / "trash1.log").read_text()
+    assert f"{gone} was moved to the trash" in log
+    assert {p.name for p in (runs_root / ".xp" / "trash").iterdir() if p.is_dir()} == {gone, also}

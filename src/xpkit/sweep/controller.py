@@ -30,6 +30,7 @@ from xpkit.experiment import Experiment
 from xpkit.search import Search
 from xpkit.settings import Settings
 from xpkit.store import rundir as rd
+from xpkit.store.trash import trash_dir
 from xpkit.sweep import engine, trials
 from xpkit.sweep.lock import ControllerLock
 from xpkit.sweep.trials import TrialHistory, TrialRun
@@ -104,6 +105,12 @@ class Controller:
                 continue
             run = live.history.latest
             run.refresh()
+            if run.gone:
+                if run.trashed():  # `xp rm` of a queued trial: the user gave up on it
+                    self._finish_trial(
+                        key, live, "FAIL", None, f"{run.name} was moved to the trash"
+                    )
+                continue  # else out of reach for a moment: look again
             if run.status == "running":
                 self._report(key, live)
             elif run.status == "lost":
@@ -112,7 +119,7 @@ class Controller:
                 self._tell(key, live)
         for name, run in list(self.stopping.items()):
             run.refresh()
-            if run.status not in rd.ACTIVE or run.status == "lost":
+            if run.gone or run.status not in rd.ACTIVE or run.status == "lost":
                 del self.stopping[name]
         while self._may_ask():
             self._ask()
@@ -203,6 +210,7 @@ class Controller:
                 else:
                     self._watch(key, trial, history)
         running = optuna.trial.TrialState.RUNNING
+        trashed = trials.find(trash_dir(self.settings.runs), self.expid)
         for frozen in stored:
             key = frozen.user_attrs.get(engine.KEY)
             trial = optuna.trial.Trial(self.study, frozen._trial_id)
@@ -215,6 +223,11 @@ class Controller:
                 key = self.next_key
                 self.next_key += 1
                 trial.set_user_attr(engine.KEY, key)
+            if key not in histories and key in trashed:
+                live = self.live[key] = Live(trial, trashed[key])
+                why = f"{trashed[key].latest.name} was moved to the trash"
+                self._finish_trial(key, live, "FAIL", None, why)
+                continue
             self._watch(key, trial, histories.get(key))
         if stored or histories:
             self.say(

@@ -17,6 +17,7 @@ from xpkit.errors import XpError
 from xpkit.search import Search
 from xpkit.store import rundir as rd
 from xpkit.store.rundir import RunDir
+from xpkit.store.trash import trash_dir
 from xpkit.sweep import engine
 
 # How a trial's latest run ended, as the study is told.
@@ -35,6 +36,7 @@ class TrialRun:
     run_dir: RunDir
     info: dict[str, Any]
     status: str
+    gone: bool = False
 
     @property
     def name(self) -> str:
@@ -44,8 +46,18 @@ class TrialRun:
         return self.run_dir.read_optional(rd.SUMMARY_JSON, {}) or {}
 
     def refresh(self) -> None:
-        self.info = self.run_dir.read_run()
+        """Read run.json again; a run that cannot be read keeps what was known (`gone`
+        says so: moved to the trash, or its folder briefly out of reach)."""
+        try:
+            self.info = self.run_dir.read_run()
+        except (XpError, OSError):
+            self.gone = True
+            return
+        self.gone = False
         self.status = rd.status_of(self.run_dir, self.info)
+
+    def trashed(self) -> bool:
+        return (trash_dir(self.run_dir.path.parent) / self.name).is_dir()
 
 
 @dataclass
