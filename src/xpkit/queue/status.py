@@ -39,12 +39,16 @@ def live_workers(runs_root: Path) -> list[WorkerInfo]:
             continue
         if age > timeout:
             continue
-        found.append(WorkerInfo(record.get("host", "?"), int(record.get("pid", 0)),
-                                list(record.get("labels", [])), int(record.get("gpus", 0)),
-                                int(record.get("max_jobs", 1)), dict(record.get("running", {})),
-                                bool(record.get("draining")), age,
-                                list(record.get("nodes", []))))  # fmt: skip
+        found.append(worker_info(record, age))
     return found
+
+
+def worker_info(record: dict[str, Any], age: float) -> WorkerInfo:
+    """A worker as its registration file says, `age` seconds after it was written."""
+    return WorkerInfo(record.get("host", "?"), int(record.get("pid", 0)),
+                      list(record.get("labels", [])), int(record.get("gpus", 0)),
+                      int(record.get("max_jobs", 1)), dict(record.get("running", {})),
+                      bool(record.get("draining")), age, list(record.get("nodes", [])))  # fmt: skip
 
 
 def why_waiting(item: QueuedRun, workers: list[WorkerInfo]) -> str:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from xpkit.errors import ConfigError
 from xpkit.report.plots import DPI, FIGSIZE
@@ -20,6 +21,7 @@ from xpkit.store.rundir import RunDir
 from xpkit.values import is_finite_number
 
 TOP = 10
+Point = TypeVar("Point", bound="TrialPoint")
 
 
 @dataclass
@@ -47,7 +49,8 @@ def trial_points(runs_root: Path, runs: list[ReportRun], search: Search) -> list
     return [latest[k] for k in sorted(latest)]
 
 
-def ranked(points: list[TrialPoint], search: Search) -> list[TrialPoint]:
+def ranked(points: Sequence[Point], search: Search) -> list[Point]:
+    """Finished trials with a value, best first (ties: the earlier trial)."""
     sign = 1.0 if search.goal == "minimize" else -1.0
     done = [p for p in points if p.status == "finished" and p.value is not None]
     return sorted(done, key=lambda p: (sign * (p.value or 0.0), p.key))

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from xpkit.experiment import Experiment
+from xpkit.report.search import TrialPoint, ranked
 from xpkit.search import Search
 from xpkit.settings import Settings
 from xpkit.sweep import engine, trials
@@ -14,14 +15,12 @@ from xpkit.sweep.lock import holder, lock_path
 
 
 @dataclass
-class TrialRow:
-    key: int
-    run: str
-    status: str
-    value: float | None
-    params: dict[str, Any]
-    reason: str
-    runs: int  # runs of this trial (a lost one retried has two)
+class TrialRow(TrialPoint):
+    """A trial as the report has it, and why its latest run ended, and how many runs it
+    took (a lost one retried has two)."""
+
+    reason: str = ""
+    runs: int = 1
 
 
 @dataclass
@@ -38,9 +37,7 @@ class SweepStatus:
 
     def ranked(self) -> list[TrialRow]:
         """Finished trials with a value, best first."""
-        sign = 1.0 if self.search.goal == "minimize" else -1.0
-        done = [r for r in self.rows if r.status == "finished" and r.value is not None]
-        return sorted(done, key=lambda r: sign * (r.value or 0.0))
+        return ranked(self.rows, self.search)
 
     @property
     def best(self) -> TrialRow | None:

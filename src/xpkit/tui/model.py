@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from xpkit.queue import files
-from xpkit.queue.status import WorkerInfo, why_waiting
+from xpkit.queue.status import WorkerInfo, why_waiting, worker_info
 from xpkit.settings import XP_GPU_FREE_MIB, XP_HEARTBEAT_TIMEOUT
 from xpkit.store import rundir as rd
 from xpkit.store.rundir import RunDir
@@ -151,7 +151,7 @@ class TopModel:
         """Look again. `complete`: also wait for the first look at recently ended runs
         (the live screen shows them when they are found; `--once` waits)."""
         records = self._worker_records()
-        self.workers = [_worker_info(r, age) for r, age in records]
+        self.workers = [worker_info(r, age) for r, age in records]
         self.gpus = [row for record, _ in records for row in _gpu_rows(record)]
         queued = self._queued()
         capacity = [(w.host, w.pid, tuple(w.labels), w.gpus, w.draining) for w in self.workers]
@@ -314,13 +314,6 @@ class TopModel:
 
 def _running_names(record: dict[str, Any]) -> list[str]:
     return list((record.get("running") or {}).keys())  # a Ray dispatcher's too
-
-
-def _worker_info(record: dict[str, Any], age: float) -> WorkerInfo:
-    return WorkerInfo(record.get("host", "?"), int(record.get("pid", 0)),
-                      list(record.get("labels", [])), int(record.get("gpus", 0)),
-                      int(record.get("max_jobs", 1)), dict(record.get("running", {})),
-                      bool(record.get("draining")), age, list(record.get("nodes", [])))  # fmt: skip
 
 
 def _gpu_rows(record: dict[str, Any]) -> list[GpuRow]:
