@@ -21,10 +21,11 @@ from typing import Any
 
 from xpkit import names
 from xpkit.apps import APPS
+from xpkit.envspec import EnvRequest, parse_env
 from xpkit.errors import ConfigError
 from xpkit.metrics_from import parse_metrics_from
 from xpkit.search import Search, check_search_fits, parse_search
-from xpkit.settings import read_toml
+from xpkit.settings import line_of, read_toml
 from xpkit.suggest import did_you_mean
 
 SUFFIX = ".xp.toml"
@@ -52,6 +53,9 @@ FIELDS = {
     "'tensorboard', 'lightning-csv', 'hf-trainer-state', 'keras-csv'",
     "metrics_from_stdout": "array of tables [[metrics_from_stdout]] with a regular expression "
     "`pattern` whose named groups are metrics (and `step`)",
+    "env": 'the Python environment the runs execute in: "requirements.txt", "uv.lock", '
+    '"pyproject.toml", a table { requirements = ..., python = ... } or false (the interpreter '
+    "running xp); default: env in xp.toml",
     "search": "a [search] table: what `xp sweep` searches (method, metric, goal, trials, "
     "[search.params]); [grid] keys then give fixed values",
 }
@@ -87,6 +91,7 @@ class Experiment:
     stop_signal: str = "SIGTERM"
     app: str | None = None  # see apps.py
     search: Search | None = None  # `xp sweep` (search.py); then the grid is fixed values
+    env: EnvRequest | bool | None = None  # None: xp.toml's; False: the interpreter running xp
 
     def trial_spec(self, suggested: dict[str, Scalar]) -> RunSpec:
         """The run of one sweep trial: the grid's fixed values with the suggested ones;
@@ -295,14 +300,6 @@ def render_command(template: str, params: dict[str, Scalar]) -> str:
     return "".join(out)
 
 
-def _line_of(source: str, key: str) -> str:
-    pattern = re.compile(rf"^\s*{re.escape(key)}\s*=", re.MULTILINE)
-    match = pattern.search(source)
-    if not match:
-        return ""
-    return f":{source.count(chr(10), 0, match.start()) + 1}"
-
-
 def _is_scalar(value: object) -> bool:
     return isinstance(value, (str, int, float, bool))
 
@@ -324,7 +321,7 @@ def load_experiment(path: Path, root: Path | None = None) -> Experiment:
     source = path.read_text(encoding="utf-8", errors="replace")
 
     def fail(key: str, message: str) -> ConfigError:
-        return ConfigError(f"{path}{_line_of(source, key)}: {message}")
+        return ConfigError(f"{path}{line_of(source, key)}: {message}")
 
     unknown = [k for k in raw if k not in FIELDS]
     if unknown:
@@ -386,11 +383,12 @@ def load_experiment(path: Path, root: Path | None = None) -> Experiment:
     if app is not None and "config" in raw:
         raise fail("config", f"a {app} app composes its own config: remove 'config' (or 'app')")
     config, config_source = _experiment_config(raw.get("config"), path, root, fail)
-    metrics_from = parse_metrics_from(raw, fail, f"{path}{_line_of(source, 'metrics_from_stdout')}")
+    metrics_from = parse_metrics_from(raw, fail, f"{path}{line_of(source, 'metrics_from_stdout')}")
     search = None
     if "search" in raw:
         search = parse_search(raw["search"], fail)
         check_search_fits(search, grid, runs_raw, template_fields(raw["command"]), fail)
+    env = parse_env(raw["env"], lambda m: fail("env", m)) if "env" in raw else None
     experiment = Experiment(
         path=path,
         id=raw["id"],
@@ -408,6 +406,7 @@ def load_experiment(path: Path, root: Path | None = None) -> Experiment:
         stop_signal=stop_signal,
         app=app,
         search=search,
+        env=env,
     )
     try:
         template_fields(experiment.command)

@@ -7,13 +7,17 @@ here once, with its type and default.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from xpkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from xpkit.envspec import EnvRequest
 
 T = TypeVar("T")
 
@@ -89,6 +93,13 @@ XP_RUNS = EnvVar("XP_RUNS", _path, None, "Overrides the runs root of xp.toml.")
 XP_CACHE_DIR = EnvVar(
     "XP_CACHE_DIR", _path, Path("~/.cache/xpkit").expanduser(), "Local cache (run index)."
 )
+XP_ENVS_DIR = EnvVar(
+    "XP_ENVS_DIR",
+    _path,
+    None,
+    "Where this machine keeps the runs' Python environments (default <XP_CACHE_DIR>/envs); "
+    "a local disk, with uv's cache beside them.",
+)
 XP_HEARTBEAT_INTERVAL = EnvVar(
     "XP_HEARTBEAT_INTERVAL", _positive_float, 5.0, "Seconds between heartbeats of a run."
 )
@@ -159,6 +170,8 @@ _KNOWN_KEYS = {
     "link": "list of ignored folders symlinked into every snapshot worktree",
     "secret_globs": "more file globs kept out of snapshots as secrets (besides .env*, *.pem, …)",
     "hooks": "notification hooks, one table [hooks.<name>] each (see README)",
+    "env": 'the Python environment runs execute in: "requirements.txt", "uv.lock", '
+    '"pyproject.toml" or a table (see README, Environments)',
 }
 
 
@@ -173,6 +186,7 @@ class Settings:
     secret_globs: tuple[str, ...] = ()  # added to capture.git.SECRET_GLOBS
     source: Path | None = None
     hooks: dict[str, Any] = field(default_factory=dict)  # raw; xpkit.hooks parses it
+    env: EnvRequest | None = None  # envspec.resolve checks it against the project
 
 
 def default_workdir(root: Path) -> Path:
@@ -202,6 +216,15 @@ def _has_tool_xp(pyproject: Path) -> bool:
         return "xp" in read_toml(pyproject).get("tool", {})
     except ConfigError:
         return False
+
+
+def line_of(source: str, key: str) -> str:
+    """ ":LINE" of the first `key = ...` in a TOML source, or "" when not found."""
+    pattern = re.compile(rf"^\s*{re.escape(key)}\s*=", re.MULTILINE)
+    match = pattern.search(source)
+    if not match:
+        return ""
+    return f":{source.count(chr(10), 0, match.start()) + 1}"
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -274,6 +297,13 @@ def load_settings(start: Path | None = None) -> Settings:
             f"{where}: 'runs' = {raw['runs']!r} would put run directories in the project root, "
             'where every snapshot would take them in; give a folder, e.g. runs = "runs"'
         )
+    env = None
+    if "env" in raw:
+        from xpkit.envspec import EnvRequest, parse_env
+
+        text = source.read_text(encoding="utf-8", errors="replace") if source else ""
+        parsed = parse_env(raw["env"], lambda m: ConfigError(f"{where}{line_of(text, 'env')}: {m}"))
+        env = parsed if isinstance(parsed, EnvRequest) else None
     runs_override = XP_RUNS.get()
     runs = runs_override if runs_override else Path(raw.get("runs", "runs")).expanduser()
     workdir = Path(raw["workdir"]).expanduser() if "workdir" in raw else default_workdir(root)
@@ -288,4 +318,5 @@ def load_settings(start: Path | None = None) -> Settings:
         secret_globs=tuple(secret_globs),
         source=source,
         hooks=raw.get("hooks", {}) if isinstance(raw.get("hooks", {}), dict) else {},
+        env=env,
     )

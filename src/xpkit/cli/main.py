@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "trash": ("xpkit.cli.trash", "trash_cmd", "List, restore or empty trashed runs."),
     "backup": ("xpkit.cli.backup", "backup_cmd", "Incremental, verifiable backups of the runs."),
     "gc": ("xpkit.cli.gc", "gc_cmd", "Remove what can be recreated; never run data."),
+    "env": ("xpkit.cli.env", "env_cmd", "Build, list and clean the runs' Python environments."),
     "sync": ("xpkit.cli.sync", "sync_cmd", "Mirror the project's files to servers (rsync)."),
     "hooks": ("xpkit.cli.hooks", "hooks_cmd", "Check, test and flush notification hooks."),
     "report": ("xpkit.cli.report", "report_cmd", "Write Markdown reports with tables and curves."),

@@ -19,6 +19,7 @@ from typing import Any
 from xpkit import names
 from xpkit.capture.env import capture_env
 from xpkit.capture.git import Snapshot, repo_root, snapshot_exists
+from xpkit.envspec import EnvRequest, resolve
 from xpkit.errors import ConfigError, RunError
 from xpkit.execute.prepared import execute_prepared
 from xpkit.execute.runner import Outcome, resolve_program
@@ -33,7 +34,7 @@ from xpkit.experiment import (
 from xpkit.hooks import events
 from xpkit.hooks.outbox import deliver_briefly, start_background
 from xpkit.redact import redact_argv
-from xpkit.settings import XP_MAX_RUNS, Settings
+from xpkit.settings import XP_MAX_RUNS, Settings, line_of
 from xpkit.store import rundir as rd
 from xpkit.store.claims import me
 from xpkit.store.create import NewRun, Provenance, create_run, ensure_runs_root
@@ -91,6 +92,7 @@ def plan(settings: Settings, request: SweepRequest, preview: int | None = None) 
                 f"is more than XP_MAX_RUNS ({XP_MAX_RUNS.get():,}); pass --yes to create them "
                 "all, narrow the grid with --param KEY=VALUE, or see them first with --dry-run"
             )
+        env = run_env(settings, experiment)
         return [
             NewRun(
                 expid=experiment.id,
@@ -107,6 +109,7 @@ def plan(settings: Settings, request: SweepRequest, preview: int | None = None) 
                 resumable=experiment.resumable,
                 stop_signal=experiment.stop_signal,
                 app=experiment.app,
+                env=env,
             )
             for spec in experiment.expand(request.params, request.sets, first=preview)
         ]
@@ -134,6 +137,7 @@ def plan(settings: Settings, request: SweepRequest, preview: int | None = None) 
             experiment={"name": label, "file": None},
             tags=list(request.tags),
             sweep=sweep,
+            env=run_env(settings, None),
         )
     ]
 
@@ -189,6 +193,7 @@ def plan_rerun(
         resumable=bool(run.get("resumable")),
         stop_signal=run.get("stop_signal") or "SIGTERM",
         app=run.get("app"),
+        env=run.get("env"),
     )
     provenance = Provenance(project, snapshot, capture_env(), cwd=run.get("cwd") or ".")
     return new, provenance
@@ -201,6 +206,22 @@ def experiment_ref(settings: Settings, experiment: Experiment) -> dict[str, Any]
     except ValueError:
         file = str(experiment.path.resolve())
     return {"name": experiment.name, "file": file, "command": experiment.command}
+
+
+def run_env(settings: Settings, experiment: Experiment | None) -> dict[str, Any] | None:
+    """The environment spec recorded in each run: the experiment file's `env`, else
+    xp.toml's; checked against the project now, so a typo fails before any run exists."""
+    request: Any = settings.env
+    where, source = str(settings.source or "xp.toml"), settings.source
+    if experiment is not None and experiment.env is not None:
+        request, where, source = experiment.env, str(experiment.path), experiment.path
+    if not isinstance(request, EnvRequest):
+        return None
+    text = source.read_text(encoding="utf-8", errors="replace") if source else ""
+    spec = resolve(
+        request, settings.root, lambda m: ConfigError(f"{where}{line_of(text, 'env')}: {m}")
+    )
+    return spec.to_json()
 
 
 def _check_program(settings: Settings, argv: list[str], here: bool) -> None:

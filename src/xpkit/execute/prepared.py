@@ -4,6 +4,8 @@ machine it executes on, CUDA_VISIBLE_DEVICES, the runner."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -59,6 +61,27 @@ def code_repo(settings: Settings, sha: str) -> Path:
     return project
 
 
+def snapshot_reader(
+    settings: Settings, info: dict[str, Any]
+) -> tuple[Callable[[str], str | None], str]:
+    """Read files of the run's code without a worktree: from its snapshot in git, or
+    (--no-git) from the project folder."""
+    from xpkit.execute.envs import folder_reader
+
+    sha = info.get("snapshot")
+    if not sha:
+        project = Path(info.get("project") or settings.root)
+        return folder_reader(project), f"the project {project}"
+    repo = code_repo(settings, sha)
+
+    def read(name: str) -> str | None:
+        shown = subprocess.run(["git", "show", f"{sha}:{name}"], cwd=repo, capture_output=True,
+                               check=False, timeout=60)  # fmt: skip
+        return shown.stdout.decode("utf-8", "replace") if shown.returncode == 0 else None
+
+    return read, f"the run's snapshot {sha[:12]}"
+
+
 @contextmanager
 def snapshot_tree(workspace: Workspace, sha: str, user: str) -> Iterator[Path]:
     """A worktree of snapshot `sha`, held for `user` while the block runs."""
@@ -110,11 +133,15 @@ def execute_prepared(
             env.get("env", {}).get("variables", {}).update(visible)
             run_dir.write_json(rd.ENV_JSON, env)
         with tree() if callable(tree) else tree as root:
-            cwd = root / (run_dir.read_run().get("cwd") or ".")
+            info = run_dir.read_run()
+            extra = dict(visible)
+            if info.get("env"):
+                extra.update(_enter_env(run_dir, info, root))
+            cwd = root / (info.get("cwd") or ".")
             runner = Runner(run_dir, cwd if cwd.is_dir() else root, echo=echo)
             if on_runner is not None:
                 on_runner(runner)
-            return runner.execute(extra_env=visible)
+            return runner.execute(extra_env=extra)
     except RunError:
         if raise_errors:
             raise
@@ -122,11 +149,27 @@ def execute_prepared(
     except Exception as e:  # bundle, workspace, disk: record it
         if raise_errors:
             raise
-        _record_failure(run_dir, f"{type(e).__name__}: {e}")
+        record_failure(run_dir, f"{type(e).__name__}: {e}")
         return Outcome("failed", None)
 
 
-def _record_failure(run_dir: RunDir, reason: str) -> None:
+def _enter_env(run_dir: RunDir, info: dict[str, Any], root: Path) -> dict[str, str]:
+    """The run's Python environment (built here first if needed): the child's variables.
+    A build that fails fails the run with uv's words."""
+    from xpkit.execute import envs
+
+    try:
+        return envs.enter(run_dir, info, root, say=_say)
+    except RunError as e:
+        record_failure(run_dir, str(e))
+        raise
+
+
+def _say(text: str) -> None:
+    print(f"xp: {text}", file=sys.stderr, flush=True)
+
+
+def record_failure(run_dir: RunDir, reason: str) -> None:
     info: dict[str, Any] = run_dir.read_optional(rd.RUN_JSON, {}) or {}
     if info.get("status") in rd.ENDED:
         return

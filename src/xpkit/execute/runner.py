@@ -94,7 +94,7 @@ def stop_signal_of(run: dict[str, Any]) -> signal.Signals:
         return signal.SIGTERM
 
 
-def _parent_death_signal(parent: int) -> Callable[[], None]:
+def parent_death_signal(parent: int) -> Callable[[], None]:
     def arm() -> None:  # pragma: no cover - runs in the child
         """Linux: the command gets SIGTERM if the runner dies (kill -9), instead of
         running on unobserved and holding GPUs while its run shows `lost`. A runner that
@@ -213,7 +213,7 @@ class Runner:
                 stdout=write_fd,
                 stderr=write_fd,
                 start_new_session=True,
-                preexec_fn=_parent_death_signal(os.getpid()) if sys.platform == "linux" else None,
+                preexec_fn=parent_death_signal(os.getpid()) if sys.platform == "linux" else None,
             )
         except OSError as e:
             os.close(read_fd)

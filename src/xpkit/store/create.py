@@ -60,6 +60,7 @@ class NewRun:
     labels: list[str] = field(default_factory=list)
     requeue_of: str | None = None  # the run this one replaces in the queue (xp requeue)
     search: dict[str, Any] | None = None  # a sweep trial: {"study": expid, "trial": key}
+    env: dict[str, Any] | None = None  # its Python environment (envspec.EnvSpec), None: xp's
 
 
 def ensure_runs_root(runs_root: Path) -> None:
@@ -149,6 +150,7 @@ def stage_run(
         "labels": new.labels,
         "requeue_of": new.requeue_of,
         "search": new.search,
+        "env": new.env,
     }
     # Write everything into a hidden staging folder first, then rename: a crash
     # never leaves a run directory without its metadata.

@@ -75,6 +75,7 @@ class Controller:
         self.halted = ""  # why no new trials are asked (the program keeps failing)
         self.failed_in_a_row = 0
         self.provenance: Any = None
+        self.env_spec: dict[str, Any] | bool | None = False  # False: not checked yet
         self.study: Any = None
         self.started = time.time()
         self.sweep = os.urandom(4).hex()
@@ -288,6 +289,7 @@ class Controller:
             stop_signal=experiment.stop_signal,
             app=experiment.app,
             search={"study": self.expid, "trial": key, "fingerprint": self.fingerprint},
+            env=self._env(),
         )
         (run_dir,) = submit(
             self.settings, [new], self._provenance(), QueueRequest(), announce=False
@@ -312,6 +314,14 @@ class Controller:
             if self.provenance.snapshot is not None:
                 pin.set(self.provenance.snapshot.snapshot)
         return self.provenance
+
+    def _env(self) -> dict[str, Any] | None:
+        """The trials' environment spec, checked once per controller start."""
+        if self.env_spec is False:
+            from xpkit.execute.launch import run_env
+
+            self.env_spec = run_env(self.settings, self.experiment)
+        return self.env_spec if isinstance(self.env_spec, dict) else None
 
     def _hooks(self, run_dir: Any, *, first: bool) -> None:
         from xpkit.hooks import events

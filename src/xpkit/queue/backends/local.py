@@ -9,9 +9,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from xpkit.execute.prepared import execute_prepared, project_tree
+from xpkit.execute.prepared import execute_prepared, project_tree, record_failure
 from xpkit.execute.runner import Runner
 from xpkit.queue.allocate import GpuAllocator, GpuState
+from xpkit.queue.envprep import EnvPreparer
 from xpkit.queue.files import QueuedRun
 from xpkit.queue.hostview import HostView
 from xpkit.queue.scheduler import LATER, NEVER, NOW, Backend, Ended
@@ -43,15 +44,21 @@ class LocalBackend(Backend):
         self.done: queue.Queue[Ended] = queue.Queue()
         self.states_cache: tuple[float, list[GpuState]] = (0.0, [])
         self.host = HostView(settings.runs)
+        self.envs = EnvPreparer(settings, lambda text: print(f"xp worker: {text}", flush=True))
 
     def fits(self, item: QueuedRun) -> str:
         if item.gpus > self.gpu_total:
             return NEVER
+        if self.envs.waiting(item.name):  # built while it waits, holding no GPU
+            return LATER
         if len(self.jobs) >= self.max_jobs or (item.gpus and self._free_gpus() < item.gpus):
             return LATER
         return NOW
 
     def why_waiting(self, item: QueuedRun) -> str:
+        building = self.envs.waiting(item.name)
+        if building:
+            return building
         if len(self.jobs) >= self.max_jobs:
             return f"all {self.max_jobs} run slot(s) of this worker are busy (--max-jobs)"
         busy = [f"GPU {s.index} {s.why}" for s in self._states() if not s.free]
@@ -72,6 +79,14 @@ class LocalBackend(Backend):
         return sum(1 for s in self._states() if s.free)
 
     def start(self, run_dir: RunDir, item: QueuedRun) -> bool:
+        failure = self.envs.failure(item.name)
+        if failure is not None:  # its environment cannot be built: it fails, taking no GPU
+            self.envs.forget(item.name)
+            record_failure(run_dir, failure)
+            self.jobs[item.name] = _Job([])
+            self.done.put(Ended(item.name, "failed", None))
+            self.wake.set()
+            return True
         gpus = self.allocator.take(item.gpus, item.name)
         self.states_cache = (0.0, [])
         if gpus is None:  # another worker of this machine took them meanwhile
@@ -116,6 +131,7 @@ class LocalBackend(Backend):
             pass
         for item in ended:
             self.jobs.pop(item.name, None)
+            self.envs.forget(item.name)
         return ended
 
     def stop(self, name: str) -> None:
