@@ -70,13 +70,17 @@ def free_port() -> int:
 
 
 @contextmanager
-def served_index(wheels: Path, root: Path) -> Iterator[str]:
-    """The wheels as an index served by a real HTTP server on 127.0.0.1; its URL."""
+def served_index(wheels: Path, root: Path, *, delay: float = 0.0) -> Iterator[str]:
+    """The wheels as an index served by a real HTTP server on 127.0.0.1 (a subprocess,
+    stopped by PID at the end); each wheel download first waits the seconds that
+    `root`/delay says (`delay`; rewrite the file to change it): a slow mirror, so that a
+    build lasts long enough to be killed. Yields the index URL."""
     write_simple_index(wheels, root)
+    (root / "delay").write_text(str(delay))
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
-        cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [sys.executable, __file__, str(root), str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 10
@@ -103,3 +107,24 @@ def silent_index() -> Iterator[str]:
         yield f"http://127.0.0.1:{listener.getsockname()[1]}/simple"
     finally:
         listener.close()
+
+
+def _serve(root: str, port: int) -> None:
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.startswith("/files/"):
+                time.sleep(float(Path(root, "delay").read_text()))
+            super().do_GET()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    handler = functools.partial(Handler, directory=root)
+    ThreadingHTTPServer(("127.0.0.1", port), handler).serve_forever()
+
+
+if __name__ == "__main__":
+    _serve(sys.argv[1], int(sys.argv[2]))

@@ -262,3 +262,35 @@ def test_xp_sweep_over_the_ray_backend(
     check_tpe_sweep(runs_root, "raysw1", watcher)
     assert {runs[-1]["node"] for runs in trial_runs(runs_root, "raysw1").values()} == {HEAD, NODE}
     assert _connections_are_loopback() == []
+
+
+def test_a_run_with_an_env_builds_it_on_the_node_that_runs_it(
+    cluster: str, git_project: Path, runs_root: Path, xp: Callable[..., Result], tmp_path: Path
+) -> None:
+    from wheels import make_wheel, served_index
+
+    make_wheel(tmp_path / "wheels", "xptoy", "2.0")
+    with served_index(tmp_path / "wheels", tmp_path / "index") as index:
+        (git_project / "toy.py").write_text(
+            "import sys, xptoy\nprint('TOY', xptoy.__version__, sys.prefix, flush=True)\n"
+        )
+        (git_project / "requirements.txt").write_text("xptoy==2.0\n")
+        (git_project / "xp.toml").write_text(
+            f'runs = "runs"\nlink = []\nenv = {{ requirements = "requirements.txt", '
+            f'index_url = "{index}" }}\n'
+        )
+        git(git_project, "add", "-A")
+        git(git_project, "commit", "-qm", "env")
+        submitted = xp("submit", "--gpus", "1", "--label", "n2", "--", "python", "toy.py",
+                       cwd=git_project)  # fmt: skip
+        (name,) = submitted.stdout.split()
+        dispatcher = xp("worker", "--ray", cluster, "--node-ip", HEAD, "--once", cwd=git_project,
+                        timeout=240)  # fmt: skip
+    assert dispatcher.returncode == 0, dispatcher.output
+    meta = read_run(runs_root / name)
+    assert meta["status"] == "finished" and meta["node"] == NODE, meta.get("reason")
+    output = (runs_root / name / rd.OUTPUT_LOG).read_text()
+    env = json.loads((runs_root / name / rd.ENV_JSON).read_text())["environment"]
+    assert "xp: built environment" in output  # by the task, on the node
+    assert f"TOY 2.0 {env['path']}" in output and env["packages"] == ["xptoy==2.0"]
+    assert _connections_are_loopback() == []

@@ -155,18 +155,20 @@ def execute_prepared(
 
 def _enter_env(run_dir: RunDir, info: dict[str, Any], root: Path) -> dict[str, str]:
     """The run's Python environment (built here first if needed): the child's variables.
-    A build that fails fails the run with uv's words."""
+    What the build says goes to stderr and the run's output.log; a build that fails
+    fails the run with uv's words."""
     from xpkit.execute import envs
 
+    def say(text: str) -> None:
+        print(f"xp: {text}", file=sys.stderr, flush=True)
+        with open(run_dir.file(rd.OUTPUT_LOG), "a", encoding="utf-8") as log:
+            log.write(f"xp: {text}\n")
+
     try:
-        return envs.enter(run_dir, info, root, say=_say)
+        return envs.enter(run_dir, info, root, say=say)
     except RunError as e:
         record_failure(run_dir, str(e))
         raise
-
-
-def _say(text: str) -> None:
-    print(f"xp: {text}", file=sys.stderr, flush=True)
 
 
 def record_failure(run_dir: RunDir, reason: str) -> None:
