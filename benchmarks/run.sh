@@ -8,7 +8,7 @@ if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --upgrade pip
 fi
-"$venv/bin/pip" install -q -e '.[plot,ray,ui,lightning,transformers,sweep]' 'torch==2.13.0' 'playwright>=1.40' 'mlflow>=2.10' 'sacred>=0.8' 'hydra-core>=1.3'
+"$venv/bin/pip" install -q -e '.[plot,ray,ui,lightning,transformers,sweep,envs]' 'torch==2.13.0' 'playwright>=1.40' 'mlflow>=2.10' 'sacred>=0.8' 'hydra-core>=1.3'
 # Timed as users run it: a pip install compiles bytecode, an editable one writes it on
 # first import. With PYTHONDONTWRITEBYTECODE set (some CI images) every xp process would
 # compile its modules again (~0.09 s) while the anchors' pip-installed bytecode is used.
@@ -17,3 +17,4 @@ unset PYTHONDONTWRITEBYTECODE
 PATH="$PWD/$venv/bin:$PATH" "$venv/bin/python" benchmarks/bench_core.py --out BENCHMARKS.md "$@"
 PATH="$PWD/$venv/bin:$PATH" "$venv/bin/python" benchmarks/bench_integrations.py --out BENCHMARKS.md "$@"
 PATH="$PWD/$venv/bin:$PATH" "$venv/bin/python" benchmarks/bench_sweep.py --out BENCHMARKS.md "$@"
+PATH="$PWD/$venv/bin:$PATH" "$venv/bin/python" benchmarks/bench_envs.py --out BENCHMARKS.md "$@"

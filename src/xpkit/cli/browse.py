@@ -234,6 +234,7 @@ def _print_run(record: dict[str, Any]) -> None:
         ("tags", ", ".join(info.get("tags") or []) or "-"),
         ("git", git_text),
         ("python", f"{python.get('version', '-')} {python.get('executable', '')}"),
+        ("env", _environment_text(info, env)),
         ("gpus", ", ".join(g["name"] for g in env.get("gpus", {}).get("gpus", [])) or "none"),
         ("assigned", ", ".join(f"GPU {i}" for i in info.get("gpus") or []) or "-"),
         ("worker", info.get("worker") or "-"),
@@ -276,6 +277,17 @@ def _print_run(record: dict[str, Any]) -> None:
                 f"  step {step:<8} {_stamp(entry.get('time'))}  {entry['path']}{gone}",
                 soft_wrap=True,
             )
+
+
+def _environment_text(info: dict[str, Any], env: dict[str, Any]) -> str:
+    """Which Python environment the run asked for and which one it got."""
+    used = env.get("environment")
+    if used:
+        count = len(used.get("packages") or [])
+        return f"{used['key']} ({used.get('file')}, {count} package{'s' * (count != 1)})"
+    if info.get("env"):
+        return f"{info['env'].get('file')} (not built yet)"
+    return "the interpreter running xp"
 
 
 def _stamp(timestamp: float | None) -> str:

@@ -61,15 +61,16 @@ def env_ls_cmd(as_json: bool) -> None:
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False)
+    widest_file = max(len(e.file) for e in environments)
     table.add_column("key", no_wrap=True, min_width=16)
-    table.add_column("from", no_wrap=True)
-    table.add_column("python", no_wrap=True)
-    table.add_column("packages", justify="right")
-    table.add_column("size", justify="right", no_wrap=True)
-    table.add_column("last used", no_wrap=True)
-    table.add_column("runs", overflow="fold")
+    table.add_column("from", no_wrap=True, min_width=min(widest_file, 24))
+    table.add_column("python", no_wrap=True, min_width=6)
+    table.add_column("pkgs", justify="right", no_wrap=True, min_width=4)
+    table.add_column("size", justify="right", no_wrap=True, min_width=9)
+    table.add_column("last used", no_wrap=True, min_width=9)
+    table.add_column("runs (last)", no_wrap=True, overflow="ellipsis", ratio=1)
     for e in environments:
-        runs = ", ".join(e.runs[-2:]) + (f" (+{len(e.runs) - 2})" if len(e.runs) > 2 else "")
+        runs = f"{len(e.runs)} ({e.runs[-1]})" if e.runs else ""
         table.add_row(e.key, e.file, str(e.manifest.get("python") or "?"),
                       str(len(e.manifest.get("packages", []))), envstore.format_size(e.size),
                       age(e.last_used) if e.runs else "never", runs or "-")  # fmt: skip

@@ -25,8 +25,6 @@ import subprocess
 import sys
 import sysconfig
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -185,8 +183,9 @@ def ensure(spec: EnvSpec, contents: dict[str, str], *, say: Say | None = None) -
             shutil.rmtree(building, ignore_errors=True)
             raise
         if say:
+            count = len(manifest["packages"])
             say(f"built environment {key} in {manifest['build_seconds']:.1f} s: "
-                f"{len(manifest['packages'])} packages")  # fmt: skip
+                f"{count} package{'s' * (count != 1)}")  # fmt: skip
         return Environment(key, root / key, manifest)
 
 
@@ -235,6 +234,9 @@ def _uv_environment() -> dict[str, str]:
     env["UV_CACHE_DIR"] = str(envs_dir() / ".uv-cache")  # same filesystem: hard links
     env.setdefault("UV_HTTP_TIMEOUT", UV_HTTP_TIMEOUT)
     env["UV_NO_PROGRESS"] = "1"
+    # Bytecode at install time, as pip does: every run then imports without compiling
+    # (on machines that set PYTHONDONTWRITEBYTECODE, every run would compile again).
+    env.setdefault("UV_COMPILE_BYTECODE", "1")
     return env
 
 
@@ -353,6 +355,9 @@ def check_sources(spec: EnvSpec) -> None:
         if "://" not in link and not Path(link).is_dir():
             raise RunError(f"env find_links folder {link} does not exist on this machine")
     indexes = spec.indexes() or ([] if spec.find_links and spec.no_index else [default_index()])
+    import urllib.error
+    import urllib.request
+
     for url in indexes:
         if url.startswith("file:"):
             if not Path(urlsplit(url).path).is_dir():
