@@ -31,15 +31,18 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks examples tools
 	$(BIN)/mypy
 
+# Two processes (pytest-xdist); tests that start a Ray cluster share one (xdist_group "ray").
+PYTEST_PARALLEL := -n 2 --dist loadgroup
+
 test: lint
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q $(PYTEST_PARALLEL)
 
 test-quick: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q -m "not integration"
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q $(PYTEST_PARALLEL) -m "not integration"
 
 # The fault-injection suite with every randomized fault repeated at least 100 times.
 soak: $(STAMP)
-	XP_SOAK=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q tests/reliability
+	XP_SOAK=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q $(PYTEST_PARALLEL) tests/reliability
 
 bench: $(STAMP)
 	bash benchmarks/run.sh

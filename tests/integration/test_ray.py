@@ -20,7 +20,7 @@ import pytest
 from conftest import XP, FakeGpus, Result, git, read_run, runs_of, wait_for
 from xpkit.store import rundir as rd
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("ray")]  # one cluster at a time
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'xpkit[ray]')")
 psutil = pytest.importorskip("psutil")
 

@@ -42,23 +42,43 @@ def _doc_field(doc: str, field: str) -> str:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Where the test runs (an xdist worker, or the one process): its Fault and Promise
+    travel with the report to the process that writes RELIABILITY.md."""
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
     if "reliability" not in str(item.path) or report.when not in ("setup", "call"):
         return
     doc = getattr(item, "function", None).__doc__ or ""  # type: ignore[union-attr]
-    entry = _results.setdefault(item.nodeid, {
+    report.user_properties.append(("reliability", {
         "name": item.name, "fault": _doc_field(doc, "Fault") + _case(item.name),
-        "promise": _doc_field(doc, "Promise"), "result": "passed", "seconds": 0.0,
-    })  # fmt: skip
+        "promise": _doc_field(doc, "Promise"),
+    }))  # fmt: skip
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """In the process that reports (xdist's controller, or the one process)."""
+    meta = dict(report.user_properties).get("reliability")
+    if not isinstance(meta, dict):
+        return
+    entry = _results.setdefault(report.nodeid, {**meta, "result": "passed", "seconds": 0.0})
     entry["seconds"] += report.duration
     if report.failed:
         entry["result"] = "FAILED"
 
 
+_collected: set[str] = set()  # reliability tests the xdist workers collected
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    _collected.update(i for i in ids if "reliability" in i)
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    collected = [i for i in session.items if "reliability" in str(i.path)]
-    if not collected or len(_results) < len(collected):
+    if hasattr(session.config, "workerinput"):
+        return  # an xdist worker: the controller writes the record
+    collected = _collected or {i.nodeid for i in session.items if "reliability" in str(i.path)}
+    if not collected or not collected <= set(_results):
         return  # a partial run (-k, -x) does not rewrite the record
     lines = [
         "# Reliability",

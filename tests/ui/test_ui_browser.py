@@ -82,8 +82,10 @@ def test_runs_table_filters_sorts_and_selects_runs_to_compare(
 
     page.goto(ui_url + "/?where=loss>0")
     page.click("#runs-table th[data-key='loss'] a")  # lowest loss first
+    page.wait_for_url("**sort=loss**")
     assert table_runs(page) == [names["lr0.01"], names["lr0.1"]]
     page.click("#runs-table th[data-key='loss'] a")  # again: reversed
+    page.wait_for_url("**desc=1**")
     assert table_runs(page) == [names["lr0.1"], names["lr0.01"]]
 
     assert page.is_disabled("#compare-button")

@@ -178,7 +178,7 @@ def ensure(spec: EnvSpec, contents: dict[str, str], *, say: Say | None = None) -
             manifest = _build(spec, contents, key, building)
             manifest["build_seconds"] = round(time.monotonic() - started, 2)
             write_json_atomic(building / MANIFEST, manifest)
-            os.rename(building, root / key)
+            _move_into_place(building, root / key)
         except BaseException:
             shutil.rmtree(building, ignore_errors=True)
             raise
@@ -187,6 +187,15 @@ def ensure(spec: EnvSpec, contents: dict[str, str], *, say: Say | None = None) -
             say(f"built environment {key} in {manifest['build_seconds']:.1f} s: "
                 f"{count} package{'s' * (count != 1)}")  # fmt: skip
         return Environment(key, root / key, manifest)
+
+
+def _move_into_place(building: Path, target: Path) -> None:
+    try:
+        os.rename(building, target)
+    except OSError:
+        if not (target / MANIFEST).is_file():
+            raise
+        shutil.rmtree(building, ignore_errors=True)  # complete already: the same packages
 
 
 @contextmanager

@@ -143,8 +143,8 @@ def _remove(path: Path) -> None:
     doomed = path.with_name(f"{REMOVING}{path.name}-{os.getpid()}")
     os.rename(path, doomed)
     shutil.rmtree(doomed, ignore_errors=True)
-    for lock in (path.parent / f".{path.name}.lock",):
-        lock.unlink(missing_ok=True)
+    # The key's lock file stays: a builder may be waiting on it, and one unlinked here
+    # would let a second builder take a new one at the same time.
 
 
 def format_size(size: int) -> str:
