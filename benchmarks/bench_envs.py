@@ -52,8 +52,8 @@ def make_project(root: Path, wheels: Path, pins: list[str]) -> Path:
         "no_index = true }\n"
     )
     (project / ".gitignore").write_text("/runs/\n")
-    for args in (["init", "-q", "-b", "main"], ["add", "-A"],
-                 ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "envs"]):  # fmt: skip
+    commit = ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "envs"]
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], commit):
         subprocess.run(["git", *args], cwd=project, check=True)
     return project
 

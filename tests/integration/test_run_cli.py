@@ -302,3 +302,33 @@ def test_a_huge_grid_is_counted_not_expanded_and_needs_yes(
     assert len(runs_of(runs_root)) == 2
     bad = xp("run", EXP, cwd=git_project, env={"XP_MAX_RUNS": "lots"})
     assert bad.returncode == 2 and "XP_MAX_RUNS" in bad.stderr and "Traceback" not in bad.output
+
+
+def test_config_values_from_xp_init_are_filterable_and_sortable(
+    git_project: Path, xp: Callable[..., Result]
+) -> None:
+    """Values a program passes to `xp.init(config=...)` are found like params: by name
+    or by dotted path, in --where, --sort and --columns; a typo names the closest."""
+    (git_project / "cfg.py").write_text(
+        "import sys, xpkit as xp\n"
+        "p3, depth = int(sys.argv[1]), int(sys.argv[2])\n"
+        "run = xp.init(config={'p3': p3, 'model': {'depth': depth, 'act': 'relu'}})\n"
+        "run.log({'loss': 1.0 / depth})\n"
+    )
+    git(git_project, "add", "-A")
+    git(git_project, "commit", "-qm", "cfg")
+    for p3, depth in ((4, 2), (4, 8), (5, 4)):
+        assert (
+            xp("run", "--", "python", "cfg.py", str(p3), str(depth), cwd=git_project).returncode
+            == 0
+        )
+    found = xp("ls", "--where", "p3=4", "--json", cwd=git_project)
+    assert found.returncode == 0, found.output
+    assert len(json.loads(found.stdout)) == 2
+    deep = xp("ls", "--where", "config.model.depth>3", "--sort", "model.depth", "--columns",
+              "name,model.depth,p3", cwd=git_project)  # fmt: skip
+    assert deep.returncode == 0, deep.output
+    rows = [line.split() for line in deep.stdout.splitlines()[1:]]
+    assert [row[1:] for row in rows] == [["4", "5"], ["8", "4"]]
+    typo = xp("ls", "--where", "model.dept=3", cwd=git_project)
+    assert typo.returncode == 2 and "model.depth" in typo.stderr

@@ -22,7 +22,7 @@ from xpkit.settings import XP_CACHE_DIR
 from xpkit.store import rundir as rd
 from xpkit.values import path_digest
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # A directory modified this recently may still change within the same mtime tick.
 UNSETTLED_SECONDS = 2.0
 
@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS runs (
     experiment_id TEXT, trial INTEGER, status TEXT, experiment TEXT,
     created REAL, started REAL, ended REAL, duration REAL, host TEXT,
     exit_code INTEGER, params TEXT, summary TEXT, summary_keys TEXT, tags TEXT, command TEXT,
-    snapshot TEXT, git_commit TEXT, gpus TEXT, dir_mtime INTEGER, error TEXT
+    snapshot TEXT, git_commit TEXT, gpus TEXT, config TEXT, dir_mtime INTEGER, error TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_exp ON runs (experiment_id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -58,13 +58,14 @@ _COLUMNS = [
     "snapshot",
     "git_commit",
     "gpus",
+    "config",
     "dir_mtime",
     "error",
 ]
 
 
 ROW_FIELDS = _COLUMNS[:-2]  # everything but dir_mtime and error
-_JSON_FIELDS = ("params", "summary", "summary_keys", "tags", "gpus")
+_JSON_FIELDS = ("params", "summary", "summary_keys", "tags", "gpus", "config")
 # RunRow keeps JSON columns as text under these names and decodes them on first use.
 _ATTRIBUTES = tuple(f"{n}_json" if n in _JSON_FIELDS else n for n in ROW_FIELDS)
 
@@ -96,6 +97,7 @@ class RunRow:
     summary_keys_json: str  # the summary's keys, in order
     tags_json: str
     gpus_json: str
+    config_json: str  # config.json's scalar leaves by dotted path: filterable like params
 
     def __init__(self, values: tuple[Any, ...]) -> None:
         self.__dict__.update(zip(_ATTRIBUTES, values))
@@ -116,6 +118,10 @@ class RunRow:
     def gpus(self) -> list[int]:
         """The GPU indices the run was given on its host."""
         return json.loads(self.gpus_json)
+
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        return json.loads(self.config_json)
 
     def to_json(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in ROW_FIELDS if name != "summary_keys"}
@@ -220,7 +226,7 @@ class RunIndex:
         except Exception as e:  # corrupt, hostile or half-written: remember why, never crash
             return (name, parsed.expid if parsed else "", parsed.trial if parsed else 0,
                     "corrupt", "", None, None, None, None, None, None, "{}", "{}", "[]", "[]", "",
-                    None, None, "[]", mtime, str(e).removeprefix(f"{name}: "))  # fmt: skip
+                    None, None, "[]", "{}", mtime, str(e).removeprefix(f"{name}: "))  # fmt: skip
         experiment = run.get("experiment") or {}
         return (
             name,
@@ -242,6 +248,7 @@ class RunIndex:
             run.get("snapshot"),
             run.get("commit"),
             json.dumps(run.get("gpus") or []),
+            json.dumps(_config_leaves(run_dir)),
             mtime,
             None,
         )
@@ -278,6 +285,33 @@ class RunIndex:
             if not statuses or row.status in statuses:
                 result.append(row)
         return result
+
+
+CONFIG_MAX_BYTES = 1 << 20  # a larger config.json is not indexed (it is still the run's)
+CONFIG_MAX_LEAVES = 2000
+
+
+def _config_leaves(run_dir: rd.RunDir) -> dict[str, Any]:
+    """The scalar values of config.json by dotted path (`model.depth`), so that a value
+    a program passed to `xp.init(config=...)` is found like a param. An unreadable or
+    huge config is left out: the index is a cache, never the reason a run is skipped."""
+    file = run_dir.file(rd.CONFIG_JSON)
+    try:
+        if file.stat().st_size > CONFIG_MAX_BYTES:
+            return {}
+        config = rd.read_json(file)
+    except (OSError, ValueError):
+        return {}
+    leaves: dict[str, Any] = {}
+    stack: list[tuple[str, Any]] = [("", config)]
+    while stack and len(leaves) < CONFIG_MAX_LEAVES:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            for key, item in reversed(list(value.items())):  # popped in the file's order
+                stack.append((f"{path}.{key}" if path else str(key), item))
+        elif path and (value is None or isinstance(value, (str, int, float, bool))):
+            leaves[path] = value
+    return leaves
 
 
 def _summary(run_dir: rd.RunDir) -> dict[str, Any]:

@@ -55,20 +55,26 @@ class Condition:
             return False
 
 
-PARAMS, METRICS = "params.", "summary."  # the two namespaces, spelled out
+PARAMS, METRICS, CONFIG = "params.", "summary.", "config."  # the namespaces, spelled out
 FIELDS = ("tag", *ROW_FIELDS)
 
 
 def lookup(row: RunRow, key: str) -> Any:
-    """`params.X`, `summary.X`, a run field; a bare name: a param, then a metric (use
-    `Names.resolve` first so that a typo or an ambiguous name is an error)."""
-    for prefix, table in ((PARAMS, row.params), (METRICS, row.summary)):
-        if key.startswith(prefix):
-            return table.get(key[len(prefix) :])
+    """`params.X`, `summary.X`, `config.X` (a config.json value by dotted path), a run
+    field; a bare name: a param, then a metric, then a config value (use `Names.resolve`
+    first so that a typo or an ambiguous name is an error)."""
+    if key.startswith(PARAMS):
+        return row.params.get(key[len(PARAMS) :])
+    if key.startswith(METRICS):
+        return row.summary.get(key[len(METRICS) :])
+    if key.startswith(CONFIG) and key not in row.config:
+        return row.config.get(key[len(CONFIG) :])
     if key in row.params:
         return row.params[key]
     if key in row.summary:
         return row.summary[key]
+    if key in row.config:
+        return row.config[key]
     if key == "tag":
         return ",".join(row.tags)
     return getattr(row, key, None) if key in ROW_FIELDS else None
@@ -86,12 +92,22 @@ class Names:
         self.metrics: dict[str, None] = {}
         for text in dict.fromkeys(r.summary_keys_json for r in rows):
             self.metrics.update(dict.fromkeys(json.loads(text)))
+        self.config: dict[str, None] = {}
+        for text in dict.fromkeys(r.config_json for r in rows):
+            self.config.update(dict.fromkeys(json.loads(text)))
 
     def ambiguous(self, name: str) -> bool:
         return name in self.params and name in self.metrics
 
     def resolve(self, key: str, option: str) -> str:
-        """`key` as it is looked up: `params.lr`, `summary.acc` or a field."""
+        """`key` as it is looked up: `params.lr`, `summary.acc`, `config.model.depth`
+        or a field."""
+        if key.startswith(CONFIG) and key not in self.config:
+            name = key[len(CONFIG) :]
+            if self.empty or name in self.config:
+                return key
+            raise ConfigError(f"{option} {key!r}: these runs have no config value {name!r}"
+                              + did_you_mean(name, self.config, "config values"))  # fmt: skip
         if key.startswith(PARAMS) or key.startswith(METRICS):
             table = self.params if key.startswith(PARAMS) else self.metrics
             name = key.split(".", 1)[1]
@@ -113,9 +129,12 @@ class Names:
             return METRICS + key
         if key in FIELDS or self.empty:
             return key
+        if key in self.config:
+            return CONFIG + key
+        known = [*self.params, *self.metrics, *self.config, *FIELDS]
         raise ConfigError(
-            f"{option} {key!r}: no param, metric or run field of these runs is named {key!r}"
-            + did_you_mean(key, [*self.params, *self.metrics, *FIELDS], "names")
+            f"{option} {key!r}: no param, metric, config value or run field of these runs is "
+            f"named {key!r}" + did_you_mean(key, known, "names")
         )
 
     def column(self, key: str, kind: str) -> str:
