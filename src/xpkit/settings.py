@@ -122,7 +122,7 @@ XP_KILL_GRACE = EnvVar(
     "XP_KILL_GRACE", _positive_float, 10.0, "Seconds between SIGINT, SIGTERM and SIGKILL."
 )
 XP_FLUSH_INTERVAL = EnvVar(
-    "XP_FLUSH_INTERVAL", _positive_float, 1.0, "Max seconds a logged metric stays in memory."
+    "XP_FLUSH_INTERVAL", _positive_float, 0.25, "Max seconds a logged metric stays in memory."
 )
 XP_GPU_PROBE = EnvVar(
     "XP_GPU_PROBE",

@@ -4,9 +4,11 @@ Under `xp run`, `init()` attaches to the run the runner created (XP_RUN_DIR). St
 directly (`python train.py`), it creates a standalone run with the same snapshot and
 capture, and marks it finished or failed at exit.
 
-Logged metrics are kept in memory and appended to metrics.jsonl at least every
-XP_FLUSH_INTERVAL seconds, at exit and on SIGTERM/SIGINT, so a crash loses at most
-the last second. The current run is a ContextVar, not a module global.
+Logged metrics are kept in memory and appended to metrics.jsonl every XP_FLUSH_INTERVAL
+(0.25 s) and whenever about FLUSH_BYTES (64 KiB) of lines are pending, at exit and on
+SIGTERM/SIGINT, so a kill -9 loses at most the last 0.25 s or 64 KiB of points, whichever
+is less. summary.json is rewritten at most every SUMMARY_INTERVAL. The current run is a
+ContextVar, not a module global.
 
 A write that fails (disk full, file-size limit, runs root gone) never raises into the
 training loop: the bytes not written stay in memory (up to MAX_UNWRITTEN) and are
@@ -46,6 +48,8 @@ from xpkit.store.rundir import RunDir
 
 _current_run: ContextVar[Run | None] = ContextVar("xpkit_current_run", default=None)
 MAX_UNWRITTEN = 256 * 2**20  # bytes of metric lines kept while writes fail
+FLUSH_BYTES = 64 * 1024  # pending metric lines written from the logging thread past this
+SUMMARY_INTERVAL = 1.0  # seconds between rewrites of summary.json while logging
 
 
 def current_run() -> Run | None:
@@ -148,6 +152,8 @@ class Run:
         self._step = self._floor + 1
         self._warned_floor = False
         self._flush_interval = XP_FLUSH_INTERVAL.get()
+        self._flush_at = FLUSH_BYTES // 64  # the _seq at which pending lines are written
+        self._summary_written = 0.0  # monotonic time of the last summary.json
         # Reentrant, and its owner known: a signal handler may interrupt a flush in the
         # main thread, and must neither deadlock on the lock nor flush into its middle.
         self._flush_lock = threading.RLock()
@@ -223,6 +229,8 @@ class Run:
         self._pending.append(line)
         self._seq += 1
         self._last_values[keys] = (self._seq, values)
+        if self._seq >= self._flush_at:  # ~FLUSH_BYTES pending: bound what a kill loses
+            self._flush_lines(len(line))
 
     def set_config(self, config: Mapping[str, Any]) -> None:
         """Merge values into the run's config and persist config.json."""
@@ -266,11 +274,23 @@ class Run:
             finally:
                 self._flush_owner = None
 
+    def _flush_lines(self, line_bytes: int) -> None:
+        """Write the pending lines now (not the summary), from the logging thread."""
+        self._flush_at = self._seq + max(1, FLUSH_BYTES // max(line_bytes, 1))
+        if self._flush_owner == threading.get_ident():
+            return  # a signal handler interrupted a flush: the next one takes them
+        with self._flush_lock:
+            self._flush_owner = threading.get_ident()
+            try:
+                self._flush_locked(summary=False)
+            finally:
+                self._flush_owner = None
+
     def _flush_unless_interrupted(self) -> None:
         if self._flush_owner != threading.get_ident():  # else: interrupted mid-flush
             self.flush()
 
-    def _flush_locked(self) -> None:
+    def _flush_locked(self, summary: bool = True) -> None:
         pending = self._pending
         count = len(pending)
         if count:
@@ -280,7 +300,7 @@ class Run:
             return
         try:
             self._write_metrics(self._metrics_fd)
-            if self._summary_dirty:
+            if self._summary_dirty and summary:
                 self._write_summary()
         except OSError as e:
             self._write_failed(e)
@@ -302,6 +322,7 @@ class Run:
 
     def _write_summary(self) -> None:
         self._summary_dirty = False
+        self._summary_written = time.monotonic()
         for keys, (_, values) in sorted(self._last_values.items(), key=_by_seq):
             self._last.update(zip(keys, values))
         self._last_values.clear()
@@ -388,7 +409,10 @@ class Run:
         last_beat = 0.0
         runner = 0 if self._owned else XP_RUNNER_PID.get()
         while not self._stop.wait(self._flush_interval):
-            self.flush()
+            if time.monotonic() - self._summary_written < SUMMARY_INTERVAL:
+                self._flush_lines(64)  # metrics only; the summary at its own pace
+            else:
+                self.flush()
             if runner and not pid_alive(runner):
                 self._runner_died(runner)
             if self._owned and time.monotonic() - last_beat >= beat_every:

@@ -144,3 +144,54 @@ def test_kill9_of_a_worker_while_it_runs_jobs(
         worker.wait()
     found = check_after_kills(git_project, witness, xp, env)
     assert set(found.values()) <= {"lost", "queued"}, found
+
+
+# Logs N points as fast as it can, or one every `gap` seconds, noting (atomically) how
+# many it logged so far; after `after` seconds, or after the last point, it kills itself
+# with SIGKILL: nothing of xp's gets to run after the last log() call.
+BURST_PY = textwrap.dedent(
+    """\
+    import os, random, signal, sys, time
+    import xpkit as xp
+    count, gap, after = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+    run = xp.init()
+    started = time.monotonic()
+    for step in range(count):
+        run.log({"loss": random.random()}, step=step)
+        if gap:
+            time.sleep(gap)
+            if time.monotonic() - started > after:
+                break
+    print("LOGGED", step + 1, time.time(), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+@pytest.mark.parametrize(("count", "gap"), [(10_000, 0.0), (100_000, 0.0), (5_000, 0.001)],
+                         ids=["burst-10k", "burst-100k", "steady-1k-per-s"])  # fmt: skip
+def test_kill9_right_after_logging_loses_at_most_a_quarter_second_or_64_kib(
+    git_project: Path, xp: Callable[..., Result], count: int, gap: float
+) -> None:
+    """Fault: the training process kills itself with SIGKILL right after logging (a burst
+    of 10,000 or 100,000 points, or 1,000 points/s for a random 0.5-2 s; seeded).
+    Promise: metrics.jsonl keeps every point but at most the last 64 KiB of lines or the
+    last 0.25 s of logging (plus one flush's write time), whichever is less; no torn line."""
+    (git_project / "burst.py").write_text(BURST_PY)
+    git(git_project, "add", "-A")
+    git(git_project, "commit", "-qm", "burst")
+    after = random.Random(count).uniform(0.5, 2.0)
+    result = xp("run", "--", "python", "burst.py", str(count), str(gap), str(after),
+                cwd=git_project)  # fmt: skip
+    (run,) = runs_of(git_project / "runs")
+    logged = int(result.output.split("LOGGED ")[1].split()[0])
+    text = (run / "metrics.jsonl").read_text()
+    assert text.endswith("\n") or not text
+    steps = [json.loads(line)["step"] for line in text.splitlines()]
+    assert steps == list(range(len(steps)))
+    lost = logged - len(steps)
+    shortest = min((len(line) + 1 for line in text.splitlines()), default=40)
+    if gap:  # at most 0.25 s of points (1 per ms) and a little slack for the write itself
+        assert lost <= 0.3 / gap, (logged, len(steps))
+    else:  # every lost line is at least as long as the shortest written one
+        assert lost * shortest <= 64 * 1024, (logged, len(steps))
