@@ -142,7 +142,7 @@ def test_sweep_spreads_over_both_nodes(
     first = subprocess.Popen([*XP, "worker", "--ray", cluster, "--node-ip", HEAD], cwd=git_project,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        wait_for(lambda: "CVD=" in (runs_root / orphan / rd.OUTPUT_LOG).read_text(), timeout=90)
+        wait_for(lambda: "CVD=" in (runs_root / orphan / rd.OUTPUT_LOG).read_text(), timeout=180)
         wait_for(lambda: read_run(runs_root / failing)["status"] == "failed", timeout=60)
     finally:
         first.kill()  # the dispatcher dies; its task goes with it
