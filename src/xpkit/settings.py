@@ -10,7 +10,6 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -22,14 +21,13 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
 class EnvVar(Generic[T]):
     """One environment variable: its name, how to parse it, and its default."""
 
-    name: str
-    parse: Callable[[str], T]
-    default: T
-    help: str = ""
+    __slots__ = ("default", "help", "name", "parse")
+
+    def __init__(self, name: str, parse: Callable[[str], T], default: T, help: str = "") -> None:
+        self.name, self.parse, self.default, self.help = name, parse, default, help
 
     def get(self) -> T:
         raw = os.environ.get(self.name)
@@ -175,18 +173,30 @@ _KNOWN_KEYS = {
 }
 
 
-@dataclass(frozen=True)
 class Settings:
-    """Resolved settings of one project."""
+    """Resolved settings of one project. A plain class, not a dataclass: every run's
+    `import xpkit` reads this module, and `dataclasses` alone would add ~8 ms to it."""
 
-    root: Path
-    runs: Path
-    workdir: Path
-    link: tuple[str, ...] = ()
-    secret_globs: tuple[str, ...] = ()  # added to capture.git.SECRET_GLOBS
-    source: Path | None = None
-    hooks: dict[str, Any] = field(default_factory=dict)  # raw; xpkit.hooks parses it
-    env: EnvRequest | None = None  # envspec.resolve checks it against the project
+    __slots__ = ("env", "hooks", "link", "root", "runs", "secret_globs", "source", "workdir")
+
+    def __init__(
+        self,
+        root: Path,
+        runs: Path,
+        workdir: Path,
+        link: tuple[str, ...] = (),
+        secret_globs: tuple[str, ...] = (),  # added to capture.git.SECRET_GLOBS
+        source: Path | None = None,
+        hooks: dict[str, Any] | None = None,  # raw; xpkit.hooks parses it
+        env: EnvRequest | None = None,  # envspec.resolve checks it against the project
+    ) -> None:
+        self.root, self.runs, self.workdir = root, runs, workdir
+        self.link, self.secret_globs, self.source = link, secret_globs, source
+        self.hooks: dict[str, Any] = hooks or {}
+        self.env = env
+
+    def __repr__(self) -> str:
+        return f"Settings(root={self.root}, runs={self.runs})"
 
 
 def default_workdir(root: Path) -> Path:

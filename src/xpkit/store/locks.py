@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,7 +45,7 @@ def exclusive_lock(lock: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
     """Hold `lock` (a file created exclusively) for the `with` block. A lock whose
     holder died on this host is broken; locks are meant for local disks."""
     deadline = time.monotonic() + timeout
-    me = f"{socket.gethostname()} {os.getpid()}"
+    me = f"{os.uname().nodename} {os.getpid()}"  # socket.gethostname(), without socket
     while True:
         if create_exclusive(lock, me):
             break
@@ -68,4 +67,4 @@ def _stale(lock: Path) -> bool:
         host, pid = lock.read_text().split()
     except (OSError, ValueError):
         return False
-    return host == socket.gethostname() and not pid_alive(int(pid))
+    return host == os.uname().nodename and not pid_alive(int(pid))
