@@ -1,17 +1,20 @@
 """xpkit: every ML run tied to its exact code, isolated, recorded and reportable.
 
 import xpkit as xp
+
+TYPE_CHECKING = False  # typing is not imported at run time: every run imports this module
 run = xp.init()
 run.log({"loss": 0.3}, step=10)
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from xpkit.errors import XpError
 
+TYPE_CHECKING = False  # typing is not imported at run time: every run imports this module
 if TYPE_CHECKING:
+    from typing import Any
+
     from xpkit.config.build import build
     from xpkit.config.files import load_config
     from xpkit.config.targets import register

@@ -10,13 +10,16 @@ import signal
 import sys
 import threading
 from types import FrameType
-from typing import IO, TYPE_CHECKING, Any
 
 from xpkit.settings import XP_STOP_SIGNAL
 from xpkit.store import rundir as rd
 from xpkit.store.rundir import RunDir
 
+TYPE_CHECKING = False  # typing is not imported at run time: every run imports this module
+
 if TYPE_CHECKING:
+    from typing import IO, Any
+
     from xpkit.tracking import Run
 
 _saved_streams: list[tuple[str, IO[str]]] = []

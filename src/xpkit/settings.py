@@ -11,14 +11,24 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from xpkit.errors import ConfigError
 
+TYPE_CHECKING = False  # typing is not imported at run time: every run imports this module
 if TYPE_CHECKING:
+    from typing import Any, Generic, TypeVar
+
     from xpkit.envspec import EnvRequest
 
-T = TypeVar("T")
+    T = TypeVar("T")
+else:
+    T = None
+
+    class Generic:
+        """Stands in for typing.Generic at run time: EnvVar[T] is for the type checker."""
+
+        def __class_getitem__(cls, _item: object) -> type:
+            return cls
 
 
 class EnvVar(Generic[T]):

@@ -30,7 +30,6 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from xpkit import process_hooks
 from xpkit.errors import GitError, RunError
@@ -45,6 +44,10 @@ from xpkit.settings import (
 from xpkit.store import rundir as rd
 from xpkit.store.locks import pid_alive
 from xpkit.store.rundir import RunDir
+
+TYPE_CHECKING = False  # typing is not imported at run time: every run imports this module
+if TYPE_CHECKING:
+    from typing import Any
 
 _current_run: ContextVar[Run | None] = ContextVar("xpkit_current_run", default=None)
 MAX_UNWRITTEN = 256 * 2**20  # bytes of metric lines kept while writes fail
@@ -105,7 +108,7 @@ def _json_safe(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class Summary(dict[str, Any]):
+class Summary(dict[str, "Any"]):  # a string: typing is not imported at run time
     """`run.summary`: the last value of each metric unless set explicitly."""
 
     def __init__(self, owner: Run) -> None:

@@ -12,10 +12,13 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from xpkit.errors import StoreError
 from xpkit.settings import XP_HEARTBEAT_TIMEOUT
+
+TYPE_CHECKING = False  # typing is not imported at run time: every run imports this module
+if TYPE_CHECKING:
+    from typing import Any
 
 RUN_JSON = "run.json"
 CONFIG_JSON = "config.json"
