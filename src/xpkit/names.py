@@ -140,9 +140,11 @@ def _highest_trial(runs_root: Path, claims: Path, expid: str) -> int:
         if entry.name.isdigit():
             highest = max(highest, int(entry.name))
     prefix = expid + "_"
-    for entry in os.scandir(runs_root):
-        if entry.name.startswith(prefix):
-            parsed = parse_run_name(entry.name)
-            if parsed:
-                highest = max(highest, parsed.trial)
+    start = len(prefix)
+    for entry in os.scandir(runs_root):  # every run of the experiment: `<expid>_<trial>_...`
+        name = entry.name
+        if name.startswith(prefix):
+            trial = name[start:].split("_", 1)[0]
+            if trial.isdigit():
+                highest = max(highest, int(trial))
     return highest

@@ -471,26 +471,26 @@ def init(
     run_dir_path = XP_RUN_DIR.get()
     if run_dir_path is not None:
         run = Run(RunDir(run_dir_path), owned=False)
-    else:
-        run = _standalone(name, tags or [], no_git)
-    if config:
-        run.set_config(config)
+        if config:
+            run.set_config(config)
+    else:  # config.json is written with the run
+        run = _standalone(name, tags or [], no_git, dict(config or {}))
     process_hooks.install_exit_hooks(run)
     _current_run.set(run)
     return run
 
 
-def _standalone(name: str | None, tags: list[str], no_git: bool) -> Run:
+def _standalone(name: str | None, tags: list[str], no_git: bool, config: dict[str, Any]) -> Run:
     from xpkit import names
     from xpkit.settings import load_settings
-    from xpkit.store.create import NewRun, capture_provenance, create_run, ensure_runs_root
+    from xpkit.store.create import NewRun, create_run, ensure_runs_root, reuse_provenance
 
     settings = load_settings()
     argv = [os.path.basename(sys.executable), *sys.argv]
     script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
     label = name or script.removesuffix(".py")
     try:
-        provenance = capture_provenance(settings, no_git)
+        provenance = reuse_provenance(settings, no_git)
     except GitError as e:
         raise GitError(f"{e} From Python: xp.init(no_git=True).") from e
     ensure_runs_root(settings.runs)
@@ -501,9 +501,9 @@ def _standalone(name: str | None, tags: list[str], no_git: bool) -> Run:
         argv=argv,
         experiment={"name": label, "file": None},
         tags=tags,
+        config=config,
     )
-    run_dir = create_run(settings.runs, new, provenance, status="running")
+    run_dir = create_run(settings.runs, new, provenance, status="running")  # started, pid
     run_dir.beat()
-    run_dir.update_run(started=rd.now(), pid=os.getpid())
     process_hooks.capture_streams(run_dir)
     return Run(run_dir, owned=True)
