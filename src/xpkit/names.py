@@ -112,7 +112,8 @@ def allocate_trial(runs_root: Path, expid: str) -> int:
             f"runs root {runs_root} is not writable: {e.strerror}. "
             "Set `runs = ...` in xp.toml or XP_RUNS to a folder you can write."
         ) from e
-    trial = _highest_trial(runs_root, claims, expid) + 1
+    key = (str(runs_root), expid)
+    trial = _next_trial.get(key) or _highest_trial(runs_root, claims, expid) + 1
     for _ in range(100_000):
         try:
             if not create_exclusive(claims / f"{trial:03d}", f"{os.getpid()}\n"):
@@ -130,8 +131,15 @@ def allocate_trial(runs_root: Path, expid: str) -> int:
                     "no run was created"
                 ) from e
             raise
+        _next_trial[key] = trial + 1
         return trial
     raise RunError(f"could not claim a trial number for experiment {expid} in {claims}")
+
+
+# The next trial to try, per (runs root, experiment), after this process's first scan:
+# many runs of one experiment in one process (a loop of xp.init(), a 1,000-run grid) must
+# not rescan a growing runs root each time. The exclusive claim stays the arbiter.
+_next_trial: dict[tuple[str, str], int] = {}
 
 
 def _highest_trial(runs_root: Path, claims: Path, expid: str) -> int:

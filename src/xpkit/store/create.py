@@ -162,12 +162,11 @@ def stage_run(
         run_dir.write_secrets(new.command, new.argv)
     if claim is not None:  # recovery leaves a claim-less staged run alone for a while
         (staging / rd.CLAIM).write_text(json.dumps(claim) + "\n")
-    run_dir.write_json(rd.CONFIG_JSON, new.params if new.config is None else new.config)
-    run_dir.write_json(
-        rd.GIT_JSON, snapshot.to_json() if snapshot else {"provenance": "none (--no-git)"}
-    )
+    rd.write_json_new(staging / rd.CONFIG_JSON, new.params if new.config is None else new.config)
+    git_info = snapshot.to_json() if snapshot else {"provenance": "none (--no-git)"}
+    rd.write_json_new(staging / rd.GIT_JSON, git_info)
     (staging / rd.GIT_DIFF).write_text(snapshot.diff if snapshot else "", encoding="utf-8")
-    run_dir.write_json(rd.ENV_JSON, provenance.env)
+    rd.write_json_new(staging / rd.ENV_JSON, provenance.env)
     (staging / rd.OUTPUT_LOG).touch()
     (staging / rd.METRICS).touch()
     return run_dir

@@ -61,6 +61,17 @@ def write_json_atomic(path: Path, data: Any) -> None:
         raise
 
 
+def write_json_new(path: Path, data: Any) -> None:
+    """Write JSON into a file that must not exist yet, in a folder no one reads yet (a
+    staged run): no temporary file and rename, which cost a file creation each."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=False, default=str)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def new_lines(path: str | Path, offset: int) -> tuple[bytes, int]:
     """The complete lines an append-only file (output.log, metrics.jsonl) gained since
     byte `offset`, and the offset after them: a line still being written is left for the
@@ -172,7 +183,8 @@ class RunDir:
 
     @classmethod
     def create(cls, path: Path, run: dict[str, Any]) -> RunDir:
-        """Create the directory exclusively and write its first run.json."""
+        """Create the directory exclusively and write its first run.json. For a staging
+        folder: its files are written in place, and it appears by a rename when whole."""
         try:
             path.mkdir(parents=False, exist_ok=False)
         except FileExistsError as e:
@@ -184,7 +196,7 @@ class RunDir:
             ) from e
         rundir = cls(path)
         (path / ARTIFACTS).mkdir()
-        rundir.write_run(run)
+        write_json_new(rundir.file(RUN_JSON), run)
         return rundir
 
     # --- metadata -----------------------------------------------------------------
