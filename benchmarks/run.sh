@@ -18,3 +18,4 @@ PATH="$PWD/$venv/bin:$PATH" "$venv/bin/python" benchmarks/bench_core.py --out BE
 PATH="$PWD/$venv/bin:$PATH" "$venv/bin/python" benchmarks/bench_integrations.py --out BENCHMARKS.md "$@"
 PATH="$PWD/$venv/bin:$PATH" "$venv/bin/python" benchmarks/bench_sweep.py --out BENCHMARKS.md "$@"
 PATH="$PWD/$venv/bin:$PATH" "$venv/bin/python" benchmarks/bench_envs.py --out BENCHMARKS.md "$@"
+PATH="$PWD/$venv/bin:$PATH" "$venv/bin/python" benchmarks/bench_scale.py --out BENCHMARKS.md "$@"
