@@ -155,6 +155,7 @@ def render_envs(r: dict[str, Any]) -> list[str]:
         "0.64 s and 0.25 s), and every job then starts without compiling numpy (0.27 s).",
         "- Command: `python benchmarks/bench_envs.py --out BENCHMARKS.md` (part of `make bench`).",
         "",
+        "",
     ]
 
 

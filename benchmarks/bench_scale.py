@@ -186,6 +186,7 @@ def render_scale(r: dict[str, Any]) -> list[str]:
         "run before); staged run files are written in place; trial numbers are remembered.",
         "- Command: `python benchmarks/bench_scale.py --out BENCHMARKS.md` (part of `make bench`).",
         "",
+        "",
     ]
     return lines
 
