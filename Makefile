@@ -31,8 +31,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks examples tools
 	$(BIN)/mypy
 
-# Two processes (pytest-xdist); tests that start a Ray cluster share one (xdist_group "ray").
-PYTEST_PARALLEL := -n 2 --dist loadgroup
+# Two processes (pytest-xdist); tests that start a Ray cluster share one (tests/conftest.py).
+PYTEST_PARALLEL := -n 2
 
 test: lint
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q $(PYTEST_PARALLEL)

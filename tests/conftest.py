@@ -232,3 +232,20 @@ def worker_procs(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[byte
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+# Tests that start a Ray cluster run one after another in one xdist worker (two clusters
+# at once on 2 cores time out starting); every other test is its own unit of work.
+# (xdist's own `--dist loadgroup` marks do not take with pytest 9: it renames node ids.)
+RAY_CLUSTER_TESTS = ("tests/integration/test_ray.py", "tests/reliability/test_scheduler.py")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class RayClustersTogether(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return "ray" if nodeid.startswith(RAY_CLUSTER_TESTS) else nodeid
+
+    return RayClustersTogether(config, log)

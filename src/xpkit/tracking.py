@@ -53,6 +53,9 @@ _current_run: ContextVar[Run | None] = ContextVar("xpkit_current_run", default=N
 MAX_UNWRITTEN = 256 * 2**20  # bytes of metric lines kept while writes fail
 FLUSH_BYTES = 64 * 1024  # pending metric lines written from the logging thread past this
 SUMMARY_INTERVAL = 1.0  # seconds between rewrites of summary.json while logging
+# The hot path of log() reads these as globals, not as module attributes.
+_STEP_MIN, _STEP_MAX, _FLOAT_INT = rd.STEP_MIN, rd.STEP_MAX, rd.FLOAT_INT
+_now = time.time
 
 
 def current_run() -> Run | None:
@@ -96,10 +99,6 @@ def _scalar(key: str, value: object) -> float | int | bool | str:
         ) from None
 
 
-def _by_seq(item: tuple[tuple[str, ...], tuple[int, tuple[Any, ...]]]) -> int:
-    return item[1][0]
-
-
 def _json_safe(summary: dict[str, Any]) -> dict[str, Any]:
     """Summary values as JSON can hold them (numpy/torch scalars become floats)."""
     return {
@@ -140,7 +139,9 @@ class Run:
         self._summary_dirty = False
         self._pending: deque[str] = deque()
         self._templates: dict[tuple[str, ...], str] = {}
-        self._last_values: dict[tuple[str, ...], tuple[int, tuple[Any, ...]]] = {}
+        # The last values of each set of metrics logged, oldest set first.
+        self._last_values: dict[tuple[str, ...], tuple[Any, ...]] = {}
+        self._last_template = ""
         self._seq = 0
         self._step = 0
         self.run_id: str = str(info.get("id") or self.name)
@@ -194,7 +195,7 @@ class Run:
         """Record metric values at `step` (default: one more than the last step)."""
         if step is None:
             step = self._step
-        elif type(step) is not int or not rd.STEP_MIN <= step <= rd.STEP_MAX:
+        elif type(step) is not int or not _STEP_MIN <= step <= _STEP_MAX:
             raise RunError(
                 f"run.log: step must be an int between -2**63 and 2**63-1, got "
                 f"{type(step).__name__} {step!r}"
@@ -223,15 +224,18 @@ class Run:
             kind = type(value)
             if not (
                 (kind is float and value - value == 0.0)
-                or (kind is int and -rd.FLOAT_INT <= value <= rd.FLOAT_INT)
+                or (kind is int and -_FLOAT_INT <= value <= _FLOAT_INT)
             ):
                 line = _slow_line(keys, values, step)
                 break
         else:
-            line = template % (step, time.time(), *values)
+            line = template % (step, _now(), *values)
         self._pending.append(line)
+        if template is not self._last_template:  # another set of metrics: it becomes the
+            self._last_template = template  # newest in _last_values (the summary's order)
+            self._last_values.pop(keys, None)
+        self._last_values[keys] = values
         self._seq += 1
-        self._last_values[keys] = (self._seq, values)
         if self._seq >= self._flush_at:  # ~FLUSH_BYTES pending: bound what a kill loses
             self._flush_lines(len(line))
 
@@ -326,9 +330,10 @@ class Run:
     def _write_summary(self) -> None:
         self._summary_dirty = False
         self._summary_written = time.monotonic()
-        for keys, (_, values) in sorted(self._last_values.items(), key=_by_seq):
+        last, self._last_values = self._last_values, {}
+        self._last_template = ""
+        for keys, values in list(last.items()):
             self._last.update(zip(keys, values))
-        self._last_values.clear()
         merged = {**dict(self.summary), **self._last, **self._explicit}
         dict.update(self.summary, merged)
         try:

@@ -20,7 +20,7 @@ import pytest
 from conftest import XP, FakeGpus, Result, git, read_run, runs_of, wait_for
 from xpkit.store import rundir as rd
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("ray")]  # one cluster at a time
+pytestmark = pytest.mark.integration  # runs in one xdist worker: see conftest.py
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'xpkit[ray]')")
 psutil = pytest.importorskip("psutil")
 

@@ -25,7 +25,7 @@ from conftest import XP, FakeGpus, Result, git, read_run, runs_of, wait_for
 from reliability.conftest import iterations
 from xpkit.store import rundir as rd
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("ray")]  # one cluster at a time
+pytestmark = pytest.mark.integration  # runs in one xdist worker: see conftest.py
 HEAD, NODE = "127.0.0.2", "127.0.0.3"
 
 SLEEPER = textwrap.dedent(

@@ -132,4 +132,7 @@ class TreeWatch:
         self.dirty = True
 
     def __del__(self) -> None:
-        self.close()
+        try:
+            self.close()
+        except Exception:  # at interpreter exit `os` may be gone; the kernel closes it
+            pass

@@ -214,6 +214,16 @@ class Runner:
         if self._stop_requested or self.run_dir.file(rd.CANCEL).exists():
             return self._cancelled_before_start()
         self._mark_attempt(run)
+        # Before the program starts: the metric files already there are another run's.
+        sources = run.get("metrics_from") or {}
+        harvester = Harvester(
+            self.run_dir,
+            sources.get("stdout", []),
+            # "tensorboard": true is how runs queued before the file sources say it
+            sources.get("files") or (["tensorboard"] if sources.get("tensorboard") else []),
+            search=[self.run_dir.path, self.cwd],
+            floor=self.run_dir.last_step() if int(run.get("attempt") or 1) > 1 else -1,
+        )
         read_fd, write_fd = os.pipe()
         import subprocess
 
@@ -244,15 +254,6 @@ class Runner:
             status="running", started=started, pid=child.pid, host=socket.gethostname()
         )
         echo = sys.stdout.buffer if self.echo else None
-        sources = run.get("metrics_from") or {}
-        harvester = Harvester(
-            self.run_dir,
-            sources.get("stdout", []),
-            # "tensorboard": true is how runs queued before the file sources say it
-            sources.get("files") or (["tensorboard"] if sources.get("tensorboard") else []),
-            search=[self.run_dir.path, self.cwd],
-            floor=self.run_dir.last_step() if int(run.get("attempt") or 1) > 1 else -1,
-        )
         spool = XP_CACHE_DIR.get() / "spool" / f"{self.run_dir.name}.output.log"
         with open(self.run_dir.file(rd.OUTPUT_LOG), "ab", buffering=0) as log:
             tee = OutputTee(read_fd, log, echo, harvester, spool)
