@@ -15,6 +15,13 @@ from typing import Any
 
 import pytest
 
+from reliability_record import (  # noqa: F401 - hooks: RELIABILITY.md
+    pytest_runtest_logreport,
+    pytest_runtest_makereport,
+    pytest_sessionfinish,
+    pytest_xdist_node_collection_finished,
+)
+
 XP = [sys.executable, "-m", "xpkit.cli.main"]
 
 
