@@ -341,3 +341,22 @@ def test_bad_env_settings_are_clear_errors_before_any_run(
     assert expected in result.stderr, result.stderr
     assert "xp.toml:3" in result.stderr and "Traceback" not in result.stderr
     assert runs_of(root / "runs") == []
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["env", "build"], "xp.toml has no env"),
+        (["env", "build", "nothing.txt"], "nothing.txt does not exist"),
+        (["env", "build", "experiments/toy/01_base.xp.toml"], "runs with the interpreter"),
+        (["env", "gc", "--older-than", "soon"], "is not a duration"),
+        (["env", "gc", "--keep", "-1"], "-1 is not in the range"),
+    ],
+    ids=["no-env", "missing-file", "experiment-without-env", "bad-age", "negative-keep"],
+)
+def test_bad_env_commands_say_what_is_valid(
+    git_project: Path, xp: Callable[..., Result], args: list[str], expected: str
+) -> None:
+    result = xp(*args, cwd=git_project)
+    assert result.returncode == 2, result.output
+    assert expected in result.stderr and "Traceback" not in result.stderr
