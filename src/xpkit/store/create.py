@@ -228,7 +228,9 @@ def capture_provenance(settings: Settings, no_git: bool) -> Provenance:
 class _Reused:
     """The last provenance of one project in this process, and what would make it stale."""
 
-    def __init__(self, watch: Any, provenance: Provenance, packages: tuple[Any, ...]) -> None:
+    def __init__(
+        self, watch: Any | None, provenance: Provenance, packages: tuple[Any, ...]
+    ) -> None:
         self.watch, self.provenance, self.packages = watch, provenance, packages
 
 
@@ -239,22 +241,30 @@ def reuse_provenance(settings: Settings, no_git: bool) -> Provenance:
     """`capture_provenance`, taken again only when something it depends on changed: a
     file of the working tree or git's HEAD/index (inotify, read at this call), the
     interpreter's packages (its sys.path folders' mtimes) or the current folder. For
-    many runs in one process (a notebook loop, an in-process search): a new snapshot
-    costs ~20 ms, a reused one nothing. Environment variables are captured afresh."""
+    many runs in one process (a notebook loop, an in-process search; the watch starts
+    at the second run): a new snapshot costs ~20 ms, a reused one nothing. Environment
+    variables are captured afresh."""
     from xpkit.capture.env import collect_env_vars
     from xpkit.capture.treewatch import TreeWatch
 
     key = (settings.root, no_git, Path.cwd())
     packages = _packages_stamp()
     cached = _reused.get(key)
-    if cached is not None and cached.packages == packages and not cached.watch.changed():
+    if cached is None:  # most processes make one run: they pay for no watch
+        provenance = capture_provenance(settings, no_git)
+        _reused[key] = _Reused(None, provenance, packages)
+        return provenance
+    watch = cached.watch
+    if watch is not None and cached.packages == packages and not watch.changed():
         env = {**cached.provenance.env, "env": collect_env_vars()}
         return Provenance(cached.provenance.project, cached.provenance.snapshot, env,
                           cached.provenance.cwd)  # fmt: skip
-    if cached is not None:
-        cached.watch.close()
-    watch = TreeWatch(settings.root, skip=(settings.runs, settings.workdir))  # before: an
-    provenance = capture_provenance(settings, no_git)  # edit meanwhile counts as a change
+    if watch is not None:
+        watch.close()
+    # A second run in this process: watch from now on. The watch starts before the
+    # snapshot, so an edit made while it is taken counts as a change.
+    watch = TreeWatch(settings.root, skip=(settings.runs, settings.workdir))
+    provenance = capture_provenance(settings, no_git)
     _reused[key] = _Reused(watch, provenance, packages)
     return provenance
 
