@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -291,7 +292,7 @@ def _build(spec: EnvSpec, contents: dict[str, str], key: str, folder: Path) -> d
         "python": _venv_version(folder),
         "platform": platform_tag(),
         "packages": packages,
-        "has_xpkit": any(p.lower().startswith("xpkit") for p in packages),
+        "has_xpkit": "xpkit" in {re.split(r"[=@ ]", p, maxsplit=1)[0].lower() for p in packages},
         "built": time.time(),
         "host": platform.node(),
         "size_bytes": folder_size(folder),
