@@ -14,7 +14,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xpkit import names
 from xpkit.capture.env import capture_env
@@ -24,13 +24,6 @@ from xpkit.errors import ConfigError, RunError
 from xpkit.execute.prepared import execute_prepared
 from xpkit.execute.runner import Outcome, resolve_program
 from xpkit.execute.workspace import Workspace
-from xpkit.experiment import (
-    SUFFIX,
-    Experiment,
-    check_unique_id,
-    find_experiment_files,
-    load_experiment,
-)
 from xpkit.hooks import events
 from xpkit.hooks.outbox import deliver_briefly, start_background
 from xpkit.redact import redact_argv
@@ -40,6 +33,9 @@ from xpkit.store.claims import me
 from xpkit.store.create import NewRun, Provenance, create_run, ensure_runs_root
 from xpkit.store.rundir import RunDir
 from xpkit.suggest import close_to
+
+if TYPE_CHECKING:
+    from xpkit.experiment import Experiment
 
 
 @dataclass
@@ -61,6 +57,8 @@ def count_runs(settings: Settings, request: SweepRequest) -> int:
     """How many runs `plan` would give, without expanding the grid."""
     if request.experiment_file is None:
         return 1
+    from xpkit.experiment import load_experiment  # not imported for an ad-hoc command
+
     experiment = load_experiment(request.experiment_file, settings.root)
     _not_a_search(experiment)
     return experiment.count(request.params)
@@ -79,6 +77,8 @@ def plan(settings: Settings, request: SweepRequest, preview: int | None = None) 
     only the first runs of the grid, for --dry-run (then `count_runs` says how many)."""
     sweep = os.urandom(4).hex()
     if request.experiment_file is not None:
+        from xpkit.experiment import check_unique_id, find_experiment_files, load_experiment
+
         experiment = load_experiment(request.experiment_file, settings.root)
         _not_a_search(experiment)
         check_unique_id(
@@ -230,6 +230,8 @@ def _check_program(settings: Settings, argv: list[str], here: bool) -> None:
     program = argv[0]
     suggestion = ""
     if len(argv) == 1 and not shutil.which(program):
+        from xpkit.experiment import SUFFIX, find_experiment_files
+
         files = find_experiment_files(settings.root, skip=(settings.runs, settings.workdir))
         known = [os.path.relpath(f, Path.cwd()) for f in files]
         close = [k for k in known if k == program + SUFFIX or k.startswith(program)]

@@ -104,8 +104,6 @@ class Monitor(threading.Thread):
         self.gone = False  # the run directory could not be reached at the last look
 
     def run(self) -> None:
-        import psutil
-
         interval = XP_HEARTBEAT_INTERVAL.get()
         last_beat = 0.0
         while not self.stop.is_set():
@@ -129,11 +127,43 @@ class Monitor(threading.Thread):
                         file=sys.stderr,
                     )
                 self.gone = True
-            try:
-                root = psutil.Process(self.pid)
-                tree = [root, *root.children(recursive=True)]
-                rss = sum(p.memory_info().rss for p in tree if p.is_running())
-                self.peak_rss = max(self.peak_rss, rss)
-            except psutil.Error:
-                pass
+            self.peak_rss = max(self.peak_rss, tree_rss(self.pid))
             self.stop.wait(min(1.0, interval))
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of process `pid` and all its descendants (0 once it is gone). On
+    Linux from /proc, which is what psutil reads too, without importing psutil (~12 ms
+    of every `xp run`); elsewhere psutil."""
+    try:
+        return _proc_tree_rss(pid)
+    except (OSError, ValueError):
+        pass
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+        return sum(p.memory_info().rss for p in tree if p.is_running())
+    except psutil.Error:
+        return 0
+
+
+def _proc_tree_rss(pid: int) -> int:
+    if not os.path.isdir(f"/proc/{os.getpid()}/task"):
+        raise OSError("no /proc")
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            with open(f"/proc/{current}/statm") as statm:
+                total += int(statm.read().split()[1]) * _PAGE
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as children:
+                    pending += [int(child) for child in children.read().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # ended meanwhile
+    return total
