@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from conftest import git
+from conftest import Result, git
 
 OPTIMUM = (2.0, -1.0)  # where `loss` is 0
 # A learning curve that converges to (x-2)^2 + (y+1)^2: at every step its order between
@@ -156,3 +156,8 @@ def check_tpe_sweep(runs_root: Path, expid: str, watcher: ActiveCount) -> str:
     delays = prune_delays(runs_root, expid)
     assert max(delays) <= 5.0, delays
     return best
+
+
+def detached_pid(result: Result) -> int:
+    """The controller pid `xp sweep --detach` printed ("... (pid N) ...")."""
+    return int(result.stdout.split("pid ")[1].split(")")[0])

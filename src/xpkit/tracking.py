@@ -31,7 +31,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from types import TracebackType
 
-from xpkit import process_hooks
+from xpkit import metric_lines, process_hooks
 from xpkit.errors import GitError, RunError
 from xpkit.settings import (
     XP_ATTEMPT,
@@ -61,50 +61,6 @@ _now = time.time
 def current_run() -> Run | None:
     """The run `init()` started in this context, if any."""
     return _current_run.get()
-
-
-def _line_template(keys: tuple[str, ...]) -> str:
-    """A %-format template of one metrics line for this set of keys."""
-    for key in keys:
-        if not isinstance(key, str):
-            raise RunError(f"run.log: metric names must be strings, got {key!r}")
-        if key in ("step", "time"):
-            raise RunError(f"run.log: {key!r} is reserved; pass step= or use another name")
-    fields = "".join(", " + json.dumps(k).replace("%", "%%") + ": %r" for k in keys)
-    return '{"step": %d, "time": %.3f' + fields + "}\n"
-
-
-def _slow_line(keys: tuple[str, ...], values: tuple[Any, ...], step: int) -> str:
-    """A metrics line for values that need conversion: bools, strings, non-finite floats,
-    numpy/torch scalars. Raises for values that are not scalars."""
-    fields = "".join(
-        f", {json.dumps(key)}: {json.dumps(_scalar(key, value))}"
-        for key, value in zip(keys, values)
-    )
-    return f'{{"step": {step}, "time": {time.time():.3f}{fields}}}\n'
-
-
-def _scalar(key: str, value: object) -> float | int | bool | str:
-    """Accept plain numbers and strings; convert numpy/torch scalars; reject the rest."""
-    if isinstance(value, int) and not -rd.FLOAT_INT <= value <= rd.FLOAT_INT:
-        raise RunError(f"run.log: metric {key!r} is an int no float can hold; log a float")
-    if isinstance(value, (int, float, str)):  # bool is an int
-        return value
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise RunError(
-            f"run.log: metric {key!r} has a {type(value).__name__} value; log numbers "
-            "(int, float, bool, numpy or torch scalars) or strings"
-        ) from None
-
-
-def _json_safe(summary: dict[str, Any]) -> dict[str, Any]:
-    """Summary values as JSON can hold them (numpy/torch scalars become floats)."""
-    return {
-        key: value if isinstance(value, (int, float, str, type(None))) else _scalar(key, value)
-        for key, value in summary.items()
-    }
 
 
 class Summary(dict[str, "Any"]):  # a string: typing is not imported at run time
@@ -215,7 +171,7 @@ class Run:
         if template is None:
             if self._closed:
                 raise RunError(f"run {self.name} is finished; log() after finish() is lost")
-            template = self._templates[keys] = _line_template(keys)
+            template = self._templates[keys] = metric_lines.line_template(keys)
         values = tuple(metrics.values())
         # Hot path: plain finite floats and ints format straight into the line. Lines are
         # strings, which the garbage collector does not track, so a second's worth of
@@ -226,7 +182,7 @@ class Run:
                 (kind is float and value - value == 0.0)
                 or (kind is int and -_FLOAT_INT <= value <= _FLOAT_INT)
             ):
-                line = _slow_line(keys, values, step)
+                line = metric_lines.slow_line(keys, values, step)
                 break
         else:
             line = template % (step, _now(), *values)
@@ -254,7 +210,7 @@ class Run:
         except ValueError:
             shown = str(where)
         entry = {"path": shown, "step": step, "time": rd.now(), "attempt": self.attempt}
-        entry.update({key: _checkpoint_value(value) for key, value in info.items()})
+        entry.update({key: metric_lines.checkpoint_value(value) for key, value in info.items()})
         line = (json.dumps(entry, allow_nan=False, default=str) + "\n").encode()
         try:  # one O_APPEND write: a kill leaves whole lines, at most a torn last one
             fd = os.open(
@@ -274,30 +230,27 @@ class Run:
 
     def flush(self) -> None:
         """Append pending metric lines and rewrite summary.json if it changed."""
+        self._write_pending(summary=True)
+
+    def _write_pending(self, *, summary: bool) -> None:
         with self._flush_lock:
             self._flush_owner = threading.get_ident()
             try:
-                self._flush_locked()
+                self._flush_locked(summary)
             finally:
                 self._flush_owner = None
 
     def _flush_lines(self, line_bytes: int) -> None:
-        """Write the pending lines now (not the summary), from the logging thread."""
+        """~FLUSH_BYTES pending: write the lines now (not the summary), from log()."""
         self._flush_at = self._seq + max(1, FLUSH_BYTES // max(line_bytes, 1))
-        if self._flush_owner == threading.get_ident():
-            return  # a signal handler interrupted a flush: the next one takes them
-        with self._flush_lock:
-            self._flush_owner = threading.get_ident()
-            try:
-                self._flush_locked(summary=False)
-            finally:
-                self._flush_owner = None
+        if self._flush_owner != threading.get_ident():  # else: interrupted mid-flush
+            self._write_pending(summary=False)
 
     def _flush_unless_interrupted(self) -> None:
         if self._flush_owner != threading.get_ident():  # else: interrupted mid-flush
             self.flush()
 
-    def _flush_locked(self, summary: bool = True) -> None:
+    def _flush_locked(self, summary: bool) -> None:
         pending = self._pending
         count = len(pending)
         if count:
@@ -337,7 +290,7 @@ class Run:
         merged = {**dict(self.summary), **self._last, **self._explicit}
         dict.update(self.summary, merged)
         try:
-            self._run_dir.write_json(rd.SUMMARY_JSON, _json_safe(merged))
+            self._run_dir.write_json(rd.SUMMARY_JSON, metric_lines.json_safe(merged))
         except OSError:
             self._summary_dirty = True
             raise
@@ -417,10 +370,10 @@ class Run:
         last_beat = 0.0
         runner = 0 if self._owned else XP_RUNNER_PID.get()
         while not self._stop.wait(self._flush_interval):
-            if time.monotonic() - self._summary_written < SUMMARY_INTERVAL:
-                self._flush_lines(64)  # metrics only; the summary at its own pace
-            else:
-                self.flush()
+            # metrics every interval; the summary at its own pace
+            self._write_pending(
+                summary=time.monotonic() - self._summary_written >= SUMMARY_INTERVAL
+            )
             if runner and not pid_alive(runner):
                 self._runner_died(runner)
             if self._owned and time.monotonic() - last_beat >= beat_every:
@@ -440,17 +393,6 @@ class Run:
             os.killpg(os.getpgrp(), signal.SIGTERM)
         except OSError:
             os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _checkpoint_value(value: Any) -> Any:
-    """A checkpoint's extra info as JSON holds it (a monitored torch scalar, a nan)."""
-    if isinstance(value, (str, int, type(None))):  # bool is an int
-        return value
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    return number if number - number == 0.0 else str(number)
 
 
 def _warn(text: str) -> None:

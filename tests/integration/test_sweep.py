@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 
 from conftest import FakeGpus, Result, git, wait_for
-from sweeps import ActiveCount, check_complete, check_tpe_sweep, sweep_file, trial_runs
+from sweeps import (
+    ActiveCount,
+    check_complete,
+    check_tpe_sweep,
+    detached_pid,
+    sweep_file,
+    trial_runs,
+)
 
 pytestmark = pytest.mark.integration
 optuna = pytest.importorskip("optuna", reason="xp sweep needs optuna (pip install 'xpkit[sweep]')")
@@ -89,7 +96,7 @@ def test_a_second_controller_is_refused_and_detach_and_status_work(
                       pause=0.2, pruner='"none"')  # fmt: skip
     detached = xp("sweep", str(path), "--detach", cwd=git_project)
     assert detached.returncode == 0, detached.output
-    pid = int(detached.stdout.split("pid ")[1].split(")")[0])
+    pid = detached_pid(detached)
     try:
         second = xp("sweep", str(path), cwd=git_project)
         assert second.returncode == 2
@@ -166,7 +173,7 @@ def test_files_without_search_and_searches_run_by_hand_are_refused(
     first = xp("sweep", str(path), "--detach", cwd=git_project)
     assert first.returncode == 0, first.output
     wait_for(lambda: bool(trial_runs(git_project / "runs", "byhand")), timeout=60)
-    pid = int(first.stdout.split("pid ")[1].split(")")[0])
+    pid = detached_pid(first)
     os.kill(pid, 9)
     path.write_text(text)
     changed = xp("sweep", str(path), cwd=git_project)
@@ -184,7 +191,7 @@ def test_a_trial_moved_to_the_trash_is_told_failed_not_queued_again(
                       pause=0.0, pruner='"none"')  # fmt: skip
     first = xp("sweep", str(path), "--detach", cwd=git_project)
     assert first.returncode == 0, first.output
-    pid = int(first.stdout.split("pid ")[1].split(")")[0])
+    pid = detached_pid(first)
     wait_for(lambda: sorted(trial_runs(runs_root, "trash1")) == [0, 1], timeout=60)
     # While the controller watches: `xp rm` of a queued trial fails that trial.
     gone = trial_runs(runs_root, "trash1")[0][0]["name"]

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import XP, Result, wait_for
 from reliability.conftest import iterations
-from sweeps import check_complete, sweep_file, trial_runs
+from sweeps import check_complete, detached_pid, sweep_file, trial_runs
 
 pytestmark = pytest.mark.integration
 optuna = pytest.importorskip("optuna", reason="xp sweep needs optuna (pip install 'xpkit[sweep]')")
@@ -120,7 +120,7 @@ def test_states_a_killed_controller_leaves_are_finished_by_the_next(
                       pause=0.0, pruner='"none"')  # fmt: skip
     first = xp("sweep", str(path), "--detach", cwd=git_project)
     assert first.returncode == 0, first.output
-    pid = int(first.stdout.split("pid ")[1].split(")")[0])
+    pid = detached_pid(first)
     wait_for(lambda: len(trial_runs(runs_root, "state1")) == 2, timeout=60)
     os.kill(pid, signal.SIGKILL)
     # Between ask and submit: the study has a third trial that no run carries.

@@ -66,12 +66,13 @@ class Environment:
     path: Path
     manifest: dict[str, Any]
 
-    def activation(self, base_path: str) -> dict[str, str]:
+    def activation(self) -> dict[str, str]:
         """Variables that make a child process run in this environment: its bin first on
         PATH, VIRTUAL_ENV, and xpkit importable when the environment lacks it."""
+        path = os.environ.get("PATH", "")
         variables = {
             "VIRTUAL_ENV": str(self.path),
-            "PATH": os.pathsep.join(p for p in (str(self.path / "bin"), base_path) if p),
+            "PATH": os.pathsep.join(p for p in (str(self.path / "bin"), path) if p),
         }
         if not self.manifest.get("has_xpkit"):
             variables["PYTHONPATH"] = os.pathsep.join(
@@ -414,7 +415,7 @@ def enter(run_dir: RunDir, info: dict[str, Any], tree: Path, say: Say | None) ->
     environment = ensure(spec, read_contents(spec, folder_reader(tree), where), say=say)
     environment.record_use(run_dir.path, run_dir.name)
     record(run_dir, environment)
-    return environment.activation(os.environ.get("PATH", ""))
+    return environment.activation()
 
 
 def record(run_dir: RunDir, environment: Environment) -> None:

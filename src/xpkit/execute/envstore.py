@@ -20,7 +20,7 @@ from typing import Any
 from xpkit.envspec import EnvRequest, EnvSpec, resolve
 from xpkit.errors import ConfigError
 from xpkit.execute import envs
-from xpkit.settings import Settings, line_of
+from xpkit.settings import Settings
 from xpkit.store import rundir as rd
 
 REMOVING = ".removing-"
@@ -163,32 +163,27 @@ def spec_for(settings: Settings, file: Path | None) -> EnvSpec:
     from xpkit.execute.launch import run_env
     from xpkit.experiment import SUFFIX, load_experiment
 
-    if file is not None and file.name.endswith(SUFFIX):
-        raw = run_env(settings, load_experiment(file, settings.root))
+    if file is None or file.name.endswith(SUFFIX):
+        experiment = load_experiment(file, settings.root) if file is not None else None
+        raw = run_env(settings, experiment)
+        if raw is None and file is None:
+            raise ConfigError("xp.toml has no env: give a FILE (an experiment file, a "
+                              "requirements file, uv.lock or pyproject.toml), or set "
+                              'env = "requirements.txt" in xp.toml')  # fmt: skip
         if raw is None:
             raise ConfigError(f"{file} runs with the interpreter running xp (no env in it or "
                               "in xp.toml): there is no environment to build")  # fmt: skip
         return EnvSpec.from_json(raw)
-    base = settings.env
-    text = settings.source.read_text(errors="replace") if settings.source else ""
-    where = f"{settings.source or 'xp.toml'}{line_of(text, 'env')}"
-    if file is None:
-        if base is None:
-            raise ConfigError("xp.toml has no env: give a FILE (an experiment file, a "
-                              "requirements file, uv.lock or pyproject.toml), or set "
-                              'env = "requirements.txt" in xp.toml')  # fmt: skip
-        request = base
-    else:
-        if not file.is_file():
-            raise ConfigError(f"{file} does not exist: give an experiment file, a requirements "
-                              "file, uv.lock or pyproject.toml")  # fmt: skip
-        try:
-            relative = file.resolve().relative_to(settings.root.resolve()).as_posix()
-        except ValueError:
-            raise ConfigError(f"{file} is outside the project {settings.root}") from None
-        request = dataclasses.replace(base, file=relative) if base else EnvRequest(relative)
-        where = str(file)
-    return resolve(request, settings.root, lambda m: ConfigError(f"{where}: {m}"))
+    if not file.is_file():
+        raise ConfigError(f"{file} does not exist: give an experiment file, a requirements "
+                          "file, uv.lock or pyproject.toml")  # fmt: skip
+    try:
+        relative = file.resolve().relative_to(settings.root.resolve()).as_posix()
+    except ValueError:
+        raise ConfigError(f"{file} is outside the project {settings.root}") from None
+    base = settings.env  # xp.toml's python and index settings, with FILE's pins
+    request = dataclasses.replace(base, file=relative) if base else EnvRequest(relative)
+    return resolve(request, settings.root, lambda m: ConfigError(f"{file}: {m}"))
 
 
 def build(settings: Settings, file: Path | None, say: Callable[[str], None]) -> envs.Environment:

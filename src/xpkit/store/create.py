@@ -225,13 +225,13 @@ def capture_provenance(settings: Settings, no_git: bool) -> Provenance:
     return Provenance(project=project, snapshot=snapshot, env=capture_env(), cwd=rel)
 
 
+@dataclass
 class _Reused:
     """The last provenance of one project in this process, and what would make it stale."""
 
-    def __init__(
-        self, watch: Any | None, provenance: Provenance, packages: tuple[Any, ...]
-    ) -> None:
-        self.watch, self.provenance, self.packages = watch, provenance, packages
+    watch: Any  # a capture.treewatch.TreeWatch once the process makes a second run
+    provenance: Provenance
+    packages: tuple[Any, ...]
 
 
 _reused: dict[tuple[Path, bool, Path], _Reused] = {}
