@@ -48,11 +48,16 @@ def test_index_lists_filters_and_refreshes_incrementally(tmp_path: Path) -> None
     (untouched / rd.SUMMARY_JSON).write_text("garbage, but not re-read")
     os.utime(untouched, ns=(mtime, mtime))  # an in-place write leaves the dir mtime alone
     rows_before = {r.name: r for r in index.rows()}
-    rd.write_json_atomic(root / "abc123_002_x" / rd.SUMMARY_JSON, {"acc": 0.99})
+    rd.RunDir(root / "abc123_002_x").write_json(rd.SUMMARY_JSON, {"acc": 0.99})  # journaled
     index.refresh()
     rows_after = {r.name: r for r in index.rows()}
     assert rows_after["abc123_002_x"].summary == {"acc": 0.99}
     assert rows_after["abc123_003_x"].summary == rows_before["abc123_003_x"].summary
+
+    # A finished run's file replaced by hand (not through xp) is found by a rescan.
+    rd.write_json_atomic(root / "abc123_001_x" / rd.SUMMARY_JSON, {"acc": 0.5})
+    index.refresh(rescan=True)
+    assert {r.name: r for r in index.rows()}["abc123_001_x"].summary == {"acc": 0.5}
     index.close()
 
 

@@ -290,7 +290,8 @@ class Run:
         merged = {**dict(self.summary), **self._last, **self._explicit}
         dict.update(self.summary, merged)
         try:
-            self._run_dir.write_json(rd.SUMMARY_JSON, metric_lines.json_safe(merged))
+            self._run_dir.write_json(rd.SUMMARY_JSON, metric_lines.json_safe(merged),
+                                     note=self._stop.is_set())  # fmt: skip
         except OSError:
             self._summary_dirty = True
             raise

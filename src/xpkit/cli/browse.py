@@ -70,6 +70,11 @@ def _experiment_filter(value: str | None) -> str | None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document: a list of runs.")
 @click.option("--jsonl", "as_jsonl", is_flag=True, help="Print JSON Lines: one object per run.")
+@click.option(
+    "--rescan",
+    is_flag=True,
+    help="Check every run folder for changes (after changing run files by hand, not with xp).",
+)
 def ls_cmd(
     exp: str | None,
     statuses: tuple[str, ...],
@@ -80,19 +85,23 @@ def ls_cmd(
     limit: int,
     as_json: bool,
     as_jsonl: bool,
+    rescan: bool,
 ) -> None:
     """List runs, newest first, with the params that vary and their summary metrics.
 
     Examples: xp ls --exp k3j9x2 --status failed; xp ls --where 'lr=0.1' --where 'acc>0.9'
     """
     from xpkit.settings import load_settings
-    from xpkit.store.index import load_rows
+    from xpkit.store.index import load_page
     from xpkit.store.query import Names, filter_rows, parse_where, sort_rows
 
     if as_json and as_jsonl:
         raise ConfigError("--json and --jsonl: give one (a JSON document, or a line per run)")
     settings = load_settings()
-    rows, problems = load_rows(settings.runs, _experiment_filter(exp), statuses)
+    # Without conditions only the runs shown are read from the index (100,000 runs: 50).
+    whole = bool(where or tags or sort or columns) or limit <= 0
+    rows, total, problems = load_page(settings.runs, _experiment_filter(exp), statuses,
+                                      0 if whole else limit, rescan)  # fmt: skip
     for problem in problems:
         click.echo(f"xp: warning: {problem}", err=True)
     known = Names(rows)  # every name typed is checked against the runs listed
@@ -101,10 +110,11 @@ def ls_cmd(
     if columns:
         chosen = [(c, c if c in FIXED_COLUMNS else known.resolve(c, "--columns"))
                   for c in (c.strip() for c in columns.split(",")) if c]  # fmt: skip
-    rows = filter_rows(rows, conditions=conditions, tags=tags)
-    if sort:
-        rows = sort_rows(rows, known.resolve(sort, "--sort"))
-    total = len(rows)
+    if whole:
+        rows = filter_rows(rows, conditions=conditions, tags=tags)
+        if sort:
+            rows = sort_rows(rows, known.resolve(sort, "--sort"))
+        total = len(rows)
     shown = rows[:limit] if limit > 0 else rows
     if as_json:
         click.echo(json.dumps([row.to_json() for row in shown], indent=1))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import stat
 import time
 from functools import cached_property
 from pathlib import Path
@@ -19,10 +20,11 @@ from typing import Any
 from xpkit import names
 from xpkit.errors import StoreError
 from xpkit.settings import XP_CACHE_DIR
+from xpkit.store import journal
 from xpkit.store import rundir as rd
 from xpkit.values import path_digest
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # A directory modified this recently may still change within the same mtime tick.
 UNSETTLED_SECONDS = 2.0
 
@@ -35,6 +37,9 @@ CREATE TABLE IF NOT EXISTS runs (
     snapshot TEXT, git_commit TEXT, gpus TEXT, config TEXT, dir_mtime INTEGER, error TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_exp ON runs (experiment_id);
+CREATE INDEX IF NOT EXISTS runs_newest ON runs (created, name);
+CREATE INDEX IF NOT EXISTS runs_status ON runs (status);
+CREATE INDEX IF NOT EXISTS runs_unreadable ON runs (name) WHERE error IS NOT NULL;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
 
@@ -179,24 +184,40 @@ class RunIndex:
         if row is None or int(row[0]) != SCHEMA_VERSION:
             with self.db:
                 self.db.execute("DROP TABLE IF EXISTS runs")
+                self.db.execute("DELETE FROM meta WHERE key='journal'")
                 self.db.execute(
                     "INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
                 )
         self.db.executescript(_SCHEMA)
 
-    def refresh(self) -> None:
-        """Bring the index up to date with the run directories."""
+    def refresh(self, rescan: bool = False) -> None:
+        """Bring the index up to date with the run directories: re-read the runs the
+        journal names, the runs root's new and gone entries (only when its mtime moved),
+        running runs whose directory changed, and runs changed in the last seconds.
+        Stat every run directory instead on first use, when the journal cannot be
+        trusted, after a long pause, or when asked (`rescan`)."""
+        now = time.time()
+        state = self._meta("journal")
+        tail = None
+        if not rescan and state and now - state.get("checked", 0) < journal.RETENTION_S:
+            tail = _journal_tail(self.runs_root, state.get("files", {}))
+        if tail is None:
+            self._full_scan(now)
+        else:
+            named, files = tail
+            self._incremental(now, state, named, files)
+        for name, error in self.db.execute("SELECT name, error FROM runs WHERE error IS NOT NULL"):
+            self.warnings.append(f"skipped run {name}: {error}")
+
+    def _full_scan(self, now: float) -> None:
+        """Stat every run directory; re-read those whose mtime changed."""
+        files = _journal_sizes(self.runs_root)  # before the scan: what follows is re-read
         known = dict(self.db.execute("SELECT name, dir_mtime FROM runs").fetchall())
         seen = set()
-        changed = []
-        settled_before = (time.time() - UNSETTLED_SECONDS) * 1e9
-        try:
-            entries = list(os.scandir(self.runs_root))
-        except FileNotFoundError:
-            entries = []
-        for entry in entries:
-            if entry.name.startswith(".") or not names.RUN_NAME_PATTERN.match(entry.name):
-                continue
+        changed: list[tuple[str, int | None]] = []
+        settled_before = (now - UNSETTLED_SECONDS) * 1e9
+        root_mtime = _mtime(self.runs_root)
+        for entry in _run_entries(self.runs_root):
             try:
                 mtime = entry.stat().st_mtime_ns
             except OSError:
@@ -207,48 +228,128 @@ class RunIndex:
             if known.get(entry.name) != mtime or mtime > settled_before:
                 changed.append((entry.name, mtime))
         gone = [name for name in known if name not in seen]
+        settling = self._store(changed, gone, now, {})
+        self._set_meta("journal", {"files": files, "settling": settling,
+                                   "root_mtime": root_mtime, "checked": now})  # fmt: skip
+
+    def _incremental(
+        self, now: float, state: dict[str, Any], named: set[str], files: dict[str, Any]
+    ) -> None:
+        settling: dict[str, float] = {n: t for n, t in state.get("settling", {}).items()
+                                      if now - t < UNSETTLED_SECONDS}  # fmt: skip
+        for name in named:  # first seen now: re-read again for a while (see journal.py)
+            settling.setdefault(name, now)
+        wanted = set(named) | set(settling)
+        gone: list[str] = []
+        root_mtime = _mtime(self.runs_root)
+        settled_before = (now - UNSETTLED_SECONDS) * 1e9
+        if root_mtime != state.get("root_mtime") or (root_mtime or 0) > settled_before:
+            # Runs appeared or went (published, trashed, restored, copied in): names only.
+            present = {e.name for e in _run_entries(self.runs_root)}
+            known = {n for (n,) in self.db.execute("SELECT name FROM runs")}
+            wanted |= present - known
+            gone = sorted(known - present)
+        # A live run's summary changes without a journal line, and an unreadable run may
+        # be repaired by hand: stat those (as many as are running, not all runs).
+        for name, mtime in self.db.execute(
+            "SELECT name, dir_mtime FROM runs WHERE status='running' UNION "
+            "SELECT name, dir_mtime FROM runs WHERE error IS NOT NULL"
+        ):
+            current = _mtime(self.runs_root / name)
+            if current is None or current != mtime or current > settled_before:
+                wanted.add(name)
+        settling = self._store([(n, None) for n in sorted(wanted)], gone, now, settling)
+        self._set_meta("journal", {"files": files, "settling": settling,
+                                   "root_mtime": root_mtime, "checked": now})  # fmt: skip
+
+    def _store(
+        self,
+        changed: list[tuple[str, int | None]],
+        gone: list[str],
+        now: float,
+        settling: dict[str, float],
+    ) -> dict[str, float]:
+        """Re-read the `changed` runs (name, folder mtime if known; those whose folder is
+        gone are deleted) and delete `gone`; returns `settling` plus the runs whose
+        folder changed within the mtime tick."""
+        settled_before = (now - UNSETTLED_SECONDS) * 1e9
+        found = []
+        gone = list(gone)
+        for name, mtime in changed:
+            if not names.RUN_NAME_PATTERN.match(name):
+                continue
+            if mtime is None:
+                mtime = _mtime(self.runs_root / name, directory=True)
+                if mtime is None:
+                    gone.append(name)
+                    continue
+            if mtime > settled_before:
+                settling.setdefault(name, now)
+            found.append((name, mtime))
+        rows = _read_all(self.runs_root, found)
         with self.db:
             if gone:
                 self.db.executemany("DELETE FROM runs WHERE name=?", [(n,) for n in gone])
-            if changed:
-                rows = [self._read(name, mtime) for name, mtime in changed]
+            if rows:
                 placeholders = ",".join("?" * len(_COLUMNS))
                 self.db.executemany(f"INSERT OR REPLACE INTO runs VALUES ({placeholders})", rows)
-        for name, error in self.db.execute("SELECT name, error FROM runs WHERE error IS NOT NULL"):
-            self.warnings.append(f"skipped run {name}: {error}")
+        return settling
 
-    def _read(self, name: str, mtime: int) -> tuple[Any, ...]:
-        run_dir = rd.RunDir(self.runs_root / name)
-        parsed = names.parse_run_name(name)
+    def _meta(self, key: str) -> Any:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         try:
-            run = run_dir.read_run()
-            summary = _summary(run_dir)
+            return json.loads(row[0]) if row else None
+        except ValueError:
+            return None
+
+    def _set_meta(self, key: str, value: Any) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    @staticmethod
+    def _read(runs_root: Path, name: str, mtime: int) -> tuple[Any, ...]:
+        folder = os.path.join(runs_root, name)
+        try:
+            try:
+                run = _load_json(os.path.join(folder, rd.RUN_JSON), "run.json")
+            except FileNotFoundError:
+                raise StoreError("run.json is missing") from None
+            except ValueError as e:
+                raise StoreError(f"run.json is corrupt ({e})") from None
+            if not isinstance(run, dict):
+                raise StoreError("run.json is not a JSON object")
+            problem = rd.check_run(run)
+            if problem is not None:
+                raise StoreError(f"run.json: {problem}")
+            summary = _summary(folder)
         except Exception as e:  # corrupt, hostile or half-written: remember why, never crash
+            parsed = names.parse_run_name(name)
             return (name, parsed.expid if parsed else "", parsed.trial if parsed else 0,
                     "corrupt", "", None, None, None, None, None, None, "{}", "{}", "[]", "[]", "",
                     None, None, "[]", "{}", mtime, str(e).removeprefix(f"{name}: "))  # fmt: skip
         experiment = run.get("experiment") or {}
+        get = run.get
         return (
             name,
-            run.get("experiment_id", ""),
-            run.get("trial", 0),
-            run.get("status", "unknown"),
+            get("experiment_id", ""),
+            get("trial", 0),
+            get("status", "unknown"),
             experiment.get("name", "") if isinstance(experiment, dict) else str(experiment),
-            run.get("created"),
-            run.get("started"),
-            run.get("ended"),
-            run.get("duration"),
-            run.get("host"),
-            run.get("exit_code"),
-            json.dumps(run.get("params") or {}),
-            json.dumps(summary),
-            json.dumps(list(summary)),
-            json.dumps(run.get("tags") or []),
-            run.get("command", ""),
-            run.get("snapshot"),
-            run.get("commit"),
-            json.dumps(run.get("gpus") or []),
-            json.dumps(_config_leaves(run_dir)),
+            get("created"),
+            get("started"),
+            get("ended"),
+            get("duration"),
+            get("host"),
+            get("exit_code"),
+            _dumps(get("params") or {}),
+            _dumps(summary),
+            _dumps(list(summary)),
+            _dumps(get("tags") or []),
+            get("command", ""),
+            get("snapshot"),
+            get("commit"),
+            _dumps(get("gpus") or []),
+            _dumps(_config_leaves(folder)),
             mtime,
             None,
         )
@@ -260,21 +361,21 @@ class RunIndex:
         return [(e, n or "", c) for e, n, c in self.db.execute(sql)]
 
     def rows(
-        self, experiment_id: str | None = None, statuses: tuple[str, ...] = ()
+        self,
+        experiment_id: str | None = None,
+        statuses: tuple[str, ...] = (),
+        limit: int = 0,
+        offset: int = 0,
     ) -> list[RunRow]:
-        """Indexed runs (optionally of one experiment, with given statuses), newest first."""
-        sql = f"SELECT {', '.join(ROW_FIELDS)} FROM runs WHERE error IS NULL"
-        args: list[Any] = []
-        if experiment_id:
-            sql += " AND experiment_id = ?"
-            args.append(experiment_id)
-        if statuses:
-            # A run whose heartbeat went stale is stored as "running" (select those and
-            # decide below); one a scheduler found dead is stored as "lost".
-            stored = set(statuses) | ({"running"} if "lost" in statuses else set())
-            sql += f" AND status IN ({','.join('?' * len(stored))})"
-            args.extend(sorted(stored))
-        sql += " ORDER BY created DESC, name DESC"
+        """Indexed runs (optionally of one experiment, with given statuses), newest first;
+        at most `limit` of them (when above 0) after the first `offset`."""
+        where, args = self._where(experiment_id, statuses)
+        sql = (f"SELECT {', '.join(ROW_FIELDS)} FROM runs WHERE {where} "
+               "ORDER BY created DESC, name DESC")  # fmt: skip
+        exact = not {"running", "lost"} & set(statuses)  # else decided per row, below
+        if limit > 0 and exact:
+            sql += f" LIMIT {int(limit)} OFFSET {int(offset)}"
+            offset = 0
         result = []
         for values in self.db.execute(sql, args):
             row = RunRow(values)
@@ -283,24 +384,68 @@ class RunIndex:
                 run_dir = rd.RunDir(self.runs_root / row.name)
                 row.status = rd.effective_status("running", run_dir.heartbeat_age(), row.started)
             if not statuses or row.status in statuses:
+                if offset:
+                    offset -= 1
+                    continue
                 result.append(row)
+                if len(result) == limit:
+                    break
         return result
+
+    def count(self, experiment_id: str | None = None, statuses: tuple[str, ...] = ()) -> int:
+        """How many runs `rows` would return without a limit."""
+        if {"running", "lost"} & set(statuses):
+            return len(self.rows(experiment_id, statuses))
+        where, args = self._where(experiment_id, statuses)
+        return int(self.db.execute(f"SELECT count(*) FROM runs WHERE {where}", args).fetchone()[0])
+
+    @staticmethod
+    def _where(experiment_id: str | None, statuses: tuple[str, ...]) -> tuple[str, list[Any]]:
+        where = "error IS NULL"
+        args: list[Any] = []
+        if experiment_id:
+            where += " AND experiment_id = ?"
+            args.append(experiment_id)
+        if statuses:
+            # A run whose heartbeat went stale is stored as "running" (select those and
+            # decide per row); one a scheduler found dead is stored as "lost".
+            stored = set(statuses) | ({"running"} if "lost" in statuses else set())
+            where += f" AND status IN ({','.join('?' * len(stored))})"
+            args.extend(sorted(stored))
+        return where, args
 
 
 CONFIG_MAX_BYTES = 1 << 20  # a larger config.json is not indexed (it is still the run's)
 CONFIG_MAX_LEAVES = 2000
 
 
-def _config_leaves(run_dir: rd.RunDir) -> dict[str, Any]:
+_dumps = json.JSONEncoder(default=str).encode  # json.dumps without its per-call checks
+
+
+def _load_json(path: str, label: str) -> Any:
+    """A JSON file read in one call (FileNotFoundError when missing); ValueError for one
+    that is not JSON or too deeply nested to read."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError(f"{label} is nested too deeply to read") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{label}: {e}") from None
+
+
+def _config_leaves(folder: str) -> dict[str, Any]:
     """The scalar values of config.json by dotted path (`model.depth`), so that a value
     a program passed to `xp.init(config=...)` is found like a param. An unreadable or
     huge config is left out: the index is a cache, never the reason a run is skipped."""
-    file = run_dir.file(rd.CONFIG_JSON)
     try:
-        if file.stat().st_size > CONFIG_MAX_BYTES:
+        with open(os.path.join(folder, rd.CONFIG_JSON), "rb") as f:
+            data = f.read(CONFIG_MAX_BYTES + 1)
+        if len(data) > CONFIG_MAX_BYTES:
             return {}
-        config = rd.read_json(file)
-    except (OSError, ValueError):
+        config = json.loads(data)
+    except (OSError, ValueError, RecursionError):
         return {}
     leaves: dict[str, Any] = {}
     stack: list[tuple[str, Any]] = [("", config)]
@@ -314,9 +459,9 @@ def _config_leaves(run_dir: rd.RunDir) -> dict[str, Any]:
     return leaves
 
 
-def _summary(run_dir: rd.RunDir) -> dict[str, Any]:
+def _summary(folder: str) -> dict[str, Any]:
     try:
-        summary = rd.read_json(run_dir.file(rd.SUMMARY_JSON))
+        summary = _load_json(os.path.join(folder, rd.SUMMARY_JSON), "summary.json")
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as e:
@@ -327,16 +472,126 @@ def _summary(run_dir: rd.RunDir) -> dict[str, Any]:
     return dict(summary)
 
 
+PARALLEL_READS = 2000  # more runs to read than this: read them in worker processes
+
+
+def _read_all(runs_root: Path, found: list[tuple[str, int]]) -> list[tuple[Any, ...]]:
+    """Index rows of the runs `found` (name, folder mtime). Many (a cold index of a big
+    runs root) are read by a process per core: parsing, not the disk, is the cost."""
+    import threading
+
+    workers = min(os.cpu_count() or 1, 8)
+    # Forking a process with other threads (the dashboard's, `xp top`'s) could copy a
+    # lock some thread holds: those read in one process.
+    if len(found) < PARALLEL_READS or workers < 2 or threading.active_count() > 1:
+        return [RunIndex._read(runs_root, name, mtime) for name, mtime in found]
+    import multiprocessing
+
+    chunks = [found[i : i + 500] for i in range(0, len(found), 500)]
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        parts = pool.map(_read_chunk, [(runs_root, chunk) for chunk in chunks])
+    return [row for part in parts for row in part]
+
+
+def _read_chunk(job: tuple[Path, list[tuple[str, int]]]) -> list[tuple[Any, ...]]:
+    runs_root, chunk = job
+    return [RunIndex._read(runs_root, name, mtime) for name, mtime in chunk]
+
+
+def _run_entries(runs_root: Path) -> list[os.DirEntry[str]]:
+    try:
+        entries = list(os.scandir(runs_root))
+    except FileNotFoundError:
+        return []
+    pattern = names.RUN_NAME_PATTERN
+    return [e for e in entries if not e.name.startswith(".") and pattern.match(e.name)]
+
+
+def _mtime(path: Path, directory: bool = False) -> int | None:
+    """The mtime of `path` (ns), None when it is gone (or, with `directory`, not a folder)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if directory and not stat.S_ISDIR(st.st_mode):
+        return None
+    return st.st_mtime_ns
+
+
+def _journal_sizes(runs_root: Path) -> dict[str, list[int]]:
+    """[inode, size] of each journal file: where a reader that has read everything
+    up to now starts."""
+    sizes = {}
+    try:
+        entries = list(os.scandir(journal.journal_dir(runs_root)))
+    except OSError:
+        return {}
+    for entry in entries:
+        if journal.parse_file_name(entry.name) is not None:
+            try:
+                st = entry.stat()
+            except OSError:
+                continue
+            sizes[entry.name] = [st.st_ino, st.st_size]
+    return sizes
+
+
+def _journal_tail(
+    runs_root: Path, known: dict[str, list[int]]
+) -> tuple[set[str], dict[str, list[int]]] | None:
+    """The runs named in the journal since the offsets in `known`, and the new offsets;
+    None when the journal cannot be trusted (a file truncated or replaced, or every file
+    of a host gone): then every run directory is statted."""
+    folder = journal.journal_dir(runs_root)
+    named: set[str] = set()
+    files: dict[str, list[int]] = {}
+    for name, (inode, size) in _journal_sizes(runs_root).items():
+        offset = 0
+        if name in known:
+            known_inode, offset = known[name]
+            if known_inode != inode or size < offset:
+                return None
+        if size > offset:
+            try:
+                data, offset = rd.new_lines(folder / name, offset)
+            except OSError:
+                return None
+            named.update(data.decode("utf-8", "replace").split())
+        files[name] = [inode, offset]
+    hosts = {journal.parse_file_name(n)[0] for n in files}  # type: ignore[index]
+    if any(journal.parse_file_name(n)[0] not in hosts for n in known):  # type: ignore[index]
+        return None
+    return named, files
+
+
 def load_rows(
-    runs_root: Path, experiment_id: str | None = None, statuses: tuple[str, ...] = ()
+    runs_root: Path,
+    experiment_id: str | None = None,
+    statuses: tuple[str, ...] = (),
+    rescan: bool = False,
 ) -> tuple[list[RunRow], list[str]]:
     """Refresh the index and return its rows plus warnings about skipped runs."""
+    rows, _, warnings = load_page(runs_root, experiment_id, statuses, 0, rescan)
+    return rows, warnings
+
+
+def load_page(
+    runs_root: Path,
+    experiment_id: str | None = None,
+    statuses: tuple[str, ...] = (),
+    limit: int = 0,
+    rescan: bool = False,
+) -> tuple[list[RunRow], int, list[str]]:
+    """Refresh the index; the newest `limit` rows (all for 0), how many there are in
+    all, and warnings about skipped runs."""
     from xpkit.store import pending
 
     pending.apply(runs_root)  # ends of runs that found a full disk (not by read-only views)
     index = RunIndex(runs_root)
     try:
-        index.refresh()
-        return index.rows(experiment_id, statuses), index.warnings
+        index.refresh(rescan)
+        rows = index.rows(experiment_id, statuses, limit)
+        total = index.count(experiment_id, statuses) if 0 < limit <= len(rows) else len(rows)
+        return rows, total, index.warnings
     finally:
         index.close()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from xpkit.errors import StoreError
 from xpkit.settings import XP_HEARTBEAT_TIMEOUT
+from xpkit.store import journal
 
 TYPE_CHECKING = False  # typing is not imported at run time: every run imports this module
 if TYPE_CHECKING:
@@ -114,17 +115,17 @@ FLOAT_INT = int(sys.float_info.max)
 
 def check_run(data: dict[str, Any]) -> str | None:
     """What is wrong with a run.json's fields (JSON path and what it should be), or None."""
-    for key, (types, nullable) in _FIELD_TYPES.items():
-        if key not in data:
+    for key, value in data.items():
+        spec = _FIELD_TYPES.get(key)
+        if spec is None or (value is None and spec[1]):
             continue
-        value = data[key]
-        if value is None and nullable:
-            continue
-        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+        types = spec[0]
+        kind = type(value)
+        if (kind is bool and bool not in types) or not isinstance(value, types):
             return f"'{key}' is {_shown(value)}, not {' or '.join(t.__name__ for t in types)}"
-        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _INT_LIMIT:
+        if kind is int and abs(value) > _INT_LIMIT:  # type: ignore[arg-type]
             return f"'{key}' is {_shown(value)}, out of range"
-        if isinstance(value, float) and not math.isfinite(value):
+        if kind is float and not math.isfinite(value):  # type: ignore[arg-type]
             return f"'{key}' is {value}, not a finite number"
     if "status" in data and data["status"] not in STATUSES:
         return f"'status' is {_shown(data['status'])}, not one of {', '.join(STATUSES)}"
@@ -215,7 +216,7 @@ class RunDir:
         return data
 
     def write_run(self, run: dict[str, Any]) -> None:
-        write_json_atomic(self.file(RUN_JSON), run)
+        self.write_json(RUN_JSON, run)
 
     def update_run(self, **changes: Any) -> dict[str, Any]:
         run = self.read_run()
@@ -223,8 +224,15 @@ class RunDir:
         self.write_run(run)
         return run
 
-    def write_json(self, name: str, data: Any) -> None:
+    def write_json(self, name: str, data: Any, note: bool = True) -> None:
+        """Write one of the run's JSON files atomically. Unless `note` is False (a live
+        run's periodic summary: listings re-read running runs anyway), the change is
+        journaled before and after it, so that listings re-read this run (store/journal)."""
+        if note:
+            journal.note(self.path)
         write_json_atomic(self.file(name), data)
+        if note:
+            journal.note(self.path)
 
     def read_optional(self, name: str, default: Any = None) -> Any:
         try:

@@ -81,8 +81,20 @@ def runs_page(runs_root: Path, query: RunsQuery, per_page: int = PER_PAGE) -> Ru
     index = RunIndex(runs_root)
     try:
         index.refresh()
-        rows = index.rows(query.exp or None, query.statuses)
         experiments, warnings = index.experiments(), index.warnings
+        if not (query.where.strip() or query.sort or query.tag or query.text):
+            # Newest first, unfiltered: only the page is read (100,000 runs: 50 rows).
+            total = index.count(query.exp or None, query.statuses)
+            pages = max(1, -(-total // per_page))
+            page = min(max(query.page, 1), pages)
+            rows = index.rows(query.exp or None, query.statuses, per_page, (page - 1) * per_page)
+            return RunsPage(
+                rows=rows, total=total, first=(page - 1) * per_page + 1, page=page,
+                pages=pages, params=varying_params(rows),
+                metrics=metric_names(rows)[:MAX_METRIC_COLUMNS], experiments=experiments,
+                warnings=warnings,
+            )  # fmt: skip
+        rows = index.rows(query.exp or None, query.statuses)
     finally:
         index.close()
     error, known = "", Names(rows)

@@ -37,6 +37,7 @@ from xpkit.queue.files import QueuedRun
 from xpkit.queue.ray_cluster import RESOURCE_LABEL, load_token, ray_env
 from xpkit.queue.scheduler import LATER, NEVER, NOW, Backend, Ended
 from xpkit.settings import Settings
+from xpkit.store import journal
 from xpkit.store import rundir as rd
 from xpkit.store.rundir import RunDir
 from xpkit.values import path_digest
@@ -82,7 +83,9 @@ class RunStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         partial.write_bytes(data)
+        journal.note(self.runs_root / name)
         os.replace(partial, target)
+        journal.note(self.runs_root / name)
 
     def stop(self, name: str) -> None:
         self.stopping.add(name)
