@@ -1,5 +1,6 @@
 """Report scenario for `make bench`: `xp report` over 1,000 runs with 1,000 logged points
-each (20 configurations x 50 seeds), curves included; cold (no curve cache) and warm."""
+each (20 configurations x 50 seeds), curves included; cold (no curve cache) and warm; and
+over 10,000 runs of 100 points (20 configurations x 500 seeds), warm."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 RUNS, POINTS = 1000, 1000
+LARGE_RUNS, LARGE_POINTS = 10_000, 100
 
 
-def make_experiment(project: Path) -> str:
+def make_experiment(project: Path, count: int = RUNS, points: int = POINTS) -> str:
     runs = project / "runs"
     runs.mkdir(parents=True)
     (project / "xp.toml").write_text('runs = "runs"\n')
@@ -25,20 +27,20 @@ def make_experiment(project: Path) -> str:
         'id = "bigrep"\nname = "big"\n'
         'command = "python train.py --lr {lr} --wd {wd} --seed {seed}"\n'
         "[grid]\nlr = [0.1, 0.03, 0.01, 0.003, 0.001]\nwd = [0.0, 0.01, 0.1, 1.0]\n"
-        "seed = [" + ", ".join(str(s) for s in range(50)) + "]\n"
+        "seed = [" + ", ".join(str(s) for s in range(count // 20)) + "]\n"
     )
     stamp = time.time() - 3600
-    for i in range(RUNS):
+    for i in range(count):
         lr = [0.1, 0.03, 0.01, 0.003, 0.001][i % 5]
         wd = [0.0, 0.01, 0.1, 1.0][(i // 5) % 4]
         seed = i // 20
-        name = f"bigrep_{i + 1:04d}_big-lr{lr}-wd{wd}-seed{seed}"
+        name = f"bigrep_{i + 1:05d}_big-lr{lr}-wd{wd}-seed{seed}"
         path = runs / name
         path.mkdir()
         lines = [
             f'{{"step": {s}, "time": {stamp + s:.3f}, "loss": {1.0 / (1 + s * lr):.6f}, '
             f'"acc": {min(0.99, s * lr / 10 + seed * 1e-4):.6f}}}\n'
-            for s in range(POINTS)
+            for s in range(points)
         ]
         (path / "metrics.jsonl").write_text("".join(lines))
         run = {"name": name, "experiment_id": "bigrep", "trial": i + 1, "status": "finished",
@@ -52,6 +54,12 @@ def make_experiment(project: Path) -> str:
     return "experiments/01_big.xp.toml"
 
 
+def _timed_report(project: Path, exp: str, env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(["xp", "report", exp], cwd=project, env=env, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
 def scenario_report(work: Path, reps: int) -> dict[str, Any]:
     project = work / "report"
     exp = make_experiment(project)
@@ -60,12 +68,15 @@ def scenario_report(work: Path, reps: int) -> dict[str, Any]:
     cold, warm = [], []
     for _ in range(reps):
         shutil.rmtree(cache, ignore_errors=True)
-        for samples in (cold, warm):
-            start = time.perf_counter()
-            subprocess.run(["xp", "report", exp], cwd=project, env=env, check=True,
-                           capture_output=True)  # fmt: skip
-            samples.append(time.perf_counter() - start)
+        cold.append(_timed_report(project, exp, env))
+        warm.append(_timed_report(project, exp, env))
     report = (project / "experiments" / "01_big.md").read_text()
     assert "| 0.1 | 0 |" in report, report[:2000]
+    large = work / "report-large"
+    exp = make_experiment(large, LARGE_RUNS, LARGE_POINTS)
+    env = {**os.environ, "XP_CACHE_DIR": str(work / "report-large-cache")}
+    _timed_report(large, exp, env)
+    large_warm = [_timed_report(large, exp, env) for _ in range(reps)]
     return {"cold_s": statistics.median(cold), "warm_s": statistics.median(warm),
-            "runs": RUNS, "points": POINTS}  # fmt: skip
+            "runs": RUNS, "points": POINTS, "large_runs": LARGE_RUNS,
+            "large_points": LARGE_POINTS, "large_warm_s": statistics.median(large_warm)}  # fmt: skip

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,29 @@ def test_repository_without_commits(tmp_path: Path) -> None:
 def test_not_a_repository_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(GitError, match="not inside a git repository.*--no-git"):
         repo_root(tmp_path)
+
+
+def test_an_unchanged_tree_reuses_its_snapshot_until_anything_changes(git_project: Path) -> None:
+    """A grid's runs of one working tree share one snapshot commit (a memo in the cache),
+    and nothing that changes the tree or HEAD, or a missing ref, reuses it."""
+    (git_project / "train.py").write_text("print('edited')\n")
+    first = take_snapshot(git_project)
+    time.sleep(1.1)  # a new commit-tree would now get another timestamp, so another sha
+    again = take_snapshot(git_project)
+    assert (again.snapshot, again.dirty, again.diff) == (first.snapshot, True, first.diff)
+    assert "edited" in again.diff
+
+    (git_project / "train.py").write_text("print('edited twice')\n")
+    edited = take_snapshot(git_project)
+    assert edited.snapshot != first.snapshot and "edited twice" in edited.diff
+
+    git(git_project, "update-ref", "-d", SNAPSHOT_REF_PREFIX + edited.snapshot)  # as xp gc does
+    time.sleep(1.1)
+    recreated = take_snapshot(git_project)
+    assert recreated.snapshot != edited.snapshot  # committed again, and pinned again
+    assert git(git_project, "rev-parse", SNAPSHOT_REF_PREFIX + recreated.snapshot).strip()
+
+    git(git_project, "commit", "-qam", "edit")  # same tree, new HEAD: a clean snapshot
+    clean = take_snapshot(git_project)
+    assert not clean.dirty and clean.diff == ""
+    assert clean.snapshot == git(git_project, "rev-parse", "HEAD").strip()

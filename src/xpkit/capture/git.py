@@ -7,15 +7,18 @@ It is kept alive under `refs/xp/snapshots/<sha>`.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from xpkit.errors import GitError
-from xpkit.settings import XP_TOOL_TIMEOUT
+from xpkit.settings import XP_CACHE_DIR, XP_TOOL_TIMEOUT
 from xpkit.subprocs import run_tool
 
 SNAPSHOT_REF_PREFIX = "refs/xp/snapshots/"
@@ -54,16 +57,24 @@ def git(root: Path, *args: str, env: dict[str, str] | None = None, check: bool =
     return proc.stdout.rstrip("\n")
 
 
+# The facts a snapshot starts from, as the last repo_root() found them with one git
+# process: (when, git common dir, index path, HEAD, HEAD's tree, branch). Taken by the
+# next take_snapshot() of that root within FACTS_FRESH_S: `xp run` asks for the root and
+# then snapshots it at once, and every git process is ~3 ms of its start.
+_facts: dict[Path, tuple[float, list[str]]] = {}
+FACTS_FRESH_S = 0.5
+_FACT_ARGS = ("--git-common-dir", "--git-path", "index", "HEAD", "HEAD^{tree}",
+              "--abbrev-ref", "HEAD")  # fmt: skip
+
+
 def repo_root(path: Path) -> Path:
     """The top level of the git repository containing `path`, or a clear error."""
     try:
-        out = run_tool(
-            ["git", "rev-parse", "--show-toplevel"],
-            cwd=path,
-            timeout=60,
-            error=GitError,
-            what="git rev-parse",
-        )
+        out = run_tool(["git", "rev-parse", "--show-toplevel", *_FACT_ARGS], cwd=path,
+                       timeout=60, error=GitError, what="git rev-parse")  # fmt: skip
+        if out.returncode != 0:  # not a repository, or no commit yet: ask for the root alone
+            out = run_tool(["git", "rev-parse", "--show-toplevel"], cwd=path, timeout=60,
+                           error=GitError, what="git rev-parse")  # fmt: skip
     except FileNotFoundError as e:
         raise GitError("git is not installed or not on PATH; xpkit needs git") from e
     if out.returncode != 0:
@@ -72,7 +83,20 @@ def repo_root(path: Path) -> Path:
             "ran, so it needs one: run `git init && git add -A && git commit -m init`, or pass "
             "--no-git to run without code provenance."
         )
-    return Path(out.stdout.strip())
+    lines = out.stdout.splitlines()
+    root = Path(lines[0].strip())
+    if len(lines) == 6:
+        common, index, *rest = lines[1:]
+        facts = [str(path / common), str(path / index), *rest]  # relative to `path`
+        _facts[root] = (time.monotonic(), facts)
+    return root
+
+
+def _fresh_facts(root: Path) -> list[str] | None:
+    found = _facts.pop(root, None)
+    if found is None or time.monotonic() - found[0] > FACTS_FRESH_S:
+        return None
+    return found[1]
 
 
 @dataclass
@@ -106,20 +130,37 @@ def take_snapshot(
     """Commit the working tree as it is now, without touching the user's index or HEAD.
     Files matching `secret_globs` are left out (tracked ones too: the snapshot drops
     them) and listed in `kept_out`."""
-    # One rev-parse for index path, HEAD, its tree and branch; it fails without commits.
-    facts = git(
-        root, "rev-parse", "--git-path", "index", "HEAD", "HEAD^{tree}", "--abbrev-ref", "HEAD",
-        check=False,
-    ).splitlines()  # fmt: skip
+    background: list[subprocess.Popen[str]] = []  # gits started beside others
+    try:
+        return _take_snapshot(root, exclude, secret_globs, background)
+    finally:
+        for proc in background:  # only one left behind by an error is still running
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def _take_snapshot(
+    root: Path,
+    exclude: tuple[Path, ...],
+    secret_globs: tuple[str, ...],
+    background: list[subprocess.Popen[str]],
+) -> Snapshot:
+    remote_lookup = _start_git(root, "config", "--get-regexp", r"^remote\..*\.url$")
+    background.append(remote_lookup)
+    # One rev-parse for the git folder, index path, HEAD, its tree and branch (or what
+    # repo_root just found); it fails without commits.
+    facts = _fresh_facts(root) or git(root, "rev-parse", *_FACT_ARGS, check=False).splitlines()
     head: str | None = None
     head_tree: str | None = None
-    if len(facts) == 4:
-        index_text, head, head_tree, branch_name = facts
+    common_dir: str | None = None
+    if len(facts) == 5:
+        common_dir, index_text, head, head_tree, branch_name = facts
+        common_dir = os.path.join(root, common_dir)  # relative to root, or absolute
         branch = None if branch_name == "HEAD" else branch_name  # "HEAD": detached
     else:  # no commits yet
         index_text = git(root, "rev-parse", "--git-path", "index")
         branch = git(root, "symbolic-ref", "-q", "--short", "HEAD", check=False) or None
-    remote = _remote_url(root)
     index = Path(index_text)
     index = index if index.is_absolute() else root / index
     fd, tmp_index = tempfile.mkstemp(prefix="xp-index-")
@@ -133,33 +174,87 @@ def take_snapshot(
         secrets = secret_pathspecs(secret_globs)
         pathspec = ["."] + [f":(exclude,literal){p}" for p in _unignored(root, exclude)]
         git(root, "add", "-A", "--", *pathspec, *(":(exclude," + s[2:] for s in secrets), env=env)
+        submodules = (root / ".gitmodules").is_file()
+        # The tree is written while the secret files are listed (both only read the index);
+        # written again in the rare case that the index changes after.
+        tree_writer = None if submodules else _start_git(root, "write-tree", env=env)
+        background += [tree_writer] if tree_writer else []
         kept_out, tracked = _secret_files(root, secrets, env)
-        if (root / ".gitmodules").is_file():
+        if submodules:
             kept_out += _snapshot_submodules(root, env, secret_globs)
         if tracked:
             literal = [f":(literal){p}" for p in tracked]
             git(root, "rm", "-q", "--cached", "--ignore-unmatch", "--", *literal, env=env)
-        tree = git(root, "write-tree", env=env)
+        written = _finish_git(tree_writer, "write-tree") if tree_writer else None
+        tree = git(root, "write-tree", env=env) if tracked or not written else written
     finally:
         if os.path.exists(tmp_index):
             os.unlink(tmp_index)
-    dirty = tree != head_tree
-    if dirty and tracked and head_tree:  # dropping tracked secrets alone is not a change
-        excludes = [f":(exclude,literal){p}" for p in tracked]
-        dirty = bool(git(root, "diff", "--name-only", head_tree, tree, "--", ".", *excludes))
-    if tree != head_tree or head is None:
-        message = f"xp snapshot of {branch or 'detached HEAD'} at {head[:12] if head else 'root'}"
-        parents = ["-p", head] if head else []
-        sha = git(root, "commit-tree", tree, *parents, "-m", message, env=_IDENTITY)
+    memo = _memo_path(common_dir, head, tree, tracked) if common_dir else None
+    known = _read_memo(memo, common_dir) if memo and common_dir else None
+    if known is not None:  # this tree on this HEAD was snapshotted before: the same commit
+        sha, dirty = known["sha"], known["dirty"]
     else:
-        sha = head  # a clean tree is exactly HEAD
-    git(root, "update-ref", SNAPSHOT_REF_PREFIX + sha, sha)
+        dirty = tree != head_tree
+        if dirty and tracked and head_tree:  # dropping tracked secrets alone is not a change
+            excludes = [f":(exclude,literal){p}" for p in tracked]
+            dirty = bool(git(root, "diff", "--name-only", head_tree, tree, "--", ".", *excludes))
+        if tree != head_tree or head is None:
+            where = head[:12] if head else "root"
+            message = f"xp snapshot of {branch or 'detached HEAD'} at {where}"
+            parents = ["-p", head] if head else []
+            sha = git(root, "commit-tree", tree, *parents, "-m", message, env=_IDENTITY)
+        else:
+            sha = head  # a clean tree is exactly HEAD
+        ref = SNAPSHOT_REF_PREFIX + sha
+        if common_dir is None or not os.path.isfile(os.path.join(common_dir, ref)):
+            git(root, "update-ref", ref, sha)  # else: a loose ref of this snapshot exists
+    remote = _remote_from(_finish_git(remote_lookup, "config", check=False))
     snap = Snapshot(commit=head, branch=branch, remote=remote, dirty=dirty, snapshot=sha,
                     kept_out=kept_out, tracked_secrets=tracked)  # fmt: skip
-    if dirty:
+    if known is not None:
+        snap.not_inlined, snap.diff = known["not_inlined"], known["diff"]
+    elif dirty:
         snap.not_inlined = _large_or_binary_new_files(root, head or EMPTY_TREE, sha)
         snap.diff = _diff(root, head or EMPTY_TREE, sha, snap.not_inlined, tracked)
+    if known is None and memo is not None:
+        _write_memo(memo, {"sha": sha, "dirty": dirty, "not_inlined": snap.not_inlined,
+                           "diff": snap.diff})  # fmt: skip
     return snap
+
+
+# Snapshot memos (XP_CACHE_DIR/snapshots): the commit, dirty flag and diff of a tree on a
+# HEAD, so that runs of an unchanged working tree (a grid, a rerun) reuse the snapshot
+# instead of committing the same tree again and diffing it (4 git processes). A memo is
+# trusted only while the snapshot's loose ref exists; the diff never holds a secret file
+# (it is the diff every such run records).
+def _memo_path(common_dir: str, head: str | None, tree: str, tracked: list[str]) -> Path:
+    import hashlib
+
+    parts = [os.path.realpath(common_dir), head or "", tree, *tracked]
+    key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:40]
+    return XP_CACHE_DIR.get() / "snapshots" / f"{key}.json"
+
+
+def _read_memo(memo: Path, common_dir: str) -> dict[str, Any] | None:
+    try:
+        known = json.loads(memo.read_bytes())
+        ref = os.path.join(common_dir, SNAPSHOT_REF_PREFIX + known["sha"])
+        if os.path.isfile(ref) and isinstance(known["diff"], str):
+            return dict(known)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def _write_memo(memo: Path, data: dict[str, Any]) -> None:
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        partial = memo.with_name(f".{memo.name}.{os.getpid()}.tmp")
+        partial.write_text(json.dumps(data))
+        os.replace(partial, memo)
+    except OSError:
+        pass  # a cache: the next run snapshots again
 
 
 def submodule_paths(root: Path) -> list[str]:
@@ -212,11 +307,42 @@ def _unignored(root: Path, paths: tuple[Path, ...]) -> list[str]:
     return [r for r in rels if r not in ignored]
 
 
-def _remote_url(root: Path) -> str | None:
-    """origin's URL, else the first remote's, else None."""
-    lines = git(root, "config", "--get-regexp", r"^remote\..*\.url$", check=False).splitlines()
+def _remote_from(config_lines: str | None) -> str | None:
+    """origin's URL, else the first remote's, else None (from `git config --get-regexp`)."""
+    lines = (config_lines or "").splitlines()
     urls = dict(line.split(" ", 1) for line in lines if " " in line)
     return urls.get("remote.origin.url") or next(iter(urls.values()), None)
+
+
+def _start_git(root: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start git in the background (see _finish_git): independent questions in parallel."""
+    try:
+        return subprocess.Popen(
+            ["git", *args], cwd=root, env={**os.environ, **env} if env else None,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+        )  # fmt: skip
+    except FileNotFoundError as e:
+        raise GitError("git is not installed or not on PATH; xpkit needs git >= 2.25") from e
+
+
+def _finish_git(proc: subprocess.Popen[str], what: str, check: bool = True) -> str | None:
+    """The stdout of a git started by _start_git (without its last newline); None when it
+    failed and `check` is False."""
+    timeout = XP_TOOL_TIMEOUT.get()
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise GitError(
+            f"git {what} did not finish within {timeout:.0f} s and was stopped; raise the "
+            "limit with XP_TOOL_TIMEOUT if it is only slow"
+        ) from None
+    if proc.returncode != 0:
+        if check:
+            raise GitError(f"`git {what}` failed: {err.strip()}")
+        return None
+    return out.rstrip("\n")
 
 
 def _large_or_binary_new_files(root: Path, base: str, sha: str) -> list[dict[str, Any]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from xpkit.report.table import format_duration as duration
+from xpkit.values import format_duration as duration
 
 STATUS_COLOR = {
     "queued": "cyan",

@@ -5,7 +5,7 @@ or slows down because of a notification."""
 from __future__ import annotations
 
 import json
-import socket
+import os
 import warnings
 from typing import Any
 
@@ -73,7 +73,7 @@ def sweep_submitted(settings: Settings, runs: list[RunDir], planned: int | None 
         return
     info = runs[0].read_run()
     event = Event("sweep.submitted", info.get("sweep"), _experiment(info),
-                  [r.name for r in runs], host=socket.gethostname(), planned=planned)  # fmt: skip
+                  [r.name for r in runs], host=os.uname().nodename, planned=planned)  # fmt: skip
     emit(settings.runs, specs, event)
 
 
@@ -86,7 +86,7 @@ def run_event(settings: Settings, run_dir: RunDir, kind: str) -> None:
     info = run_dir.read_run()
     summary = run_dir.read_optional(rd.SUMMARY_JSON, {}) or {}
     emit(settings.runs, specs, Event(kind, info.get("sweep"), _experiment(info), [run_dir.name],
-                                     host=socket.gethostname(), duration=info.get("duration"),
+                                     host=os.uname().nodename, duration=info.get("duration"),
                                      metrics={run_dir.name: summary} if summary else {},
                                      reason=info.get("reason")))  # fmt: skip
     if kind != "run.started" and info.get("sweep"):
@@ -151,5 +151,5 @@ def _maybe_sweep_finished(
         return
     first = RunDir(settings.runs / names[0]).read_run()
     emit(settings.runs, specs, Event("sweep.finished", sweep, _experiment(first), names,
-                                     host=socket.gethostname(), counts=statuses,
+                                     host=os.uname().nodename, counts=statuses,
                                      duration=sum(durations), metrics=metrics))  # fmt: skip

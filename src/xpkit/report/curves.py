@@ -9,6 +9,7 @@ points is a memcpy per curve, not a million json.loads.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from array import array
 from collections.abc import Iterable
@@ -42,50 +43,55 @@ class CurveCache:
     ) -> dict[str, dict[str, Curve]]:
         """Every numeric metric's curve, per run; with `metric`, at least that one (only
         its arrays are read when the run's file has not grown)."""
-        result = {}
+        result: dict[str, dict[str, Curve]] = {}
+        order = list(names)
+        stale = []  # (name, path, inode, offset, size): files with lines not parsed yet
+        for name in order:
+            path = str(self.runs_root / name / rd.METRICS)
+            try:
+                stat = os.stat(path)
+            except OSError:
+                result[name] = {}
+                continue
+            row = self.db.execute(
+                "SELECT inode, offset FROM curve_files WHERE name=?", (name,)
+            ).fetchone()
+            if row and row[0] == stat.st_ino and row[1] == stat.st_size:
+                result[name] = self._load(name, metric)
+                continue
+            offset = row[1] if row and row[0] == stat.st_ino and row[1] < stat.st_size else 0
+            stale.append((name, path, stat.st_ino, offset, stat.st_size))
         with self.db:
-            for name in names:
-                result[name] = self._run_curves(name, metric)
-        return result
+            for (name, _, inode, offset, _), parsed in zip(stale, _parse_files(stale)):
+                result[name] = self._store(name, inode, offset, parsed)
+        return {name: result[name] for name in order}
 
-    def _run_curves(self, name: str, metric: str | None) -> dict[str, Curve]:
-        path = self.runs_root / name / rd.METRICS
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
-            return {}
-        row = self.db.execute(
-            "SELECT inode, offset FROM curve_files WHERE name=?", (name,)
-        ).fetchone()
-        offset = 0
-        if row and row[0] == stat.st_ino and row[1] <= stat.st_size:
-            offset = row[1]
-            if offset == stat.st_size:
-                return self._load(name, metric)
+    def _store(self, name: str, inode: int, offset: int, parsed: _Parsed) -> dict[str, Curve]:
+        """Merge a file's newly parsed lines into its cached curves and save them."""
+        used, new, skipped = parsed
+        if offset:
             cached = self._load(name)
-        else:
-            cached = {}  # new, replaced or truncated file: parse it whole
+        else:  # new, replaced or truncated file: parsed whole
+            cached = {}
             self.db.execute("DELETE FROM curves WHERE name=?", (name,))
-        with open(path, "rb") as f:
-            f.seek(offset)
-            chunk = f.read(stat.st_size - offset)
-        complete = chunk[: chunk.rfind(b"\n") + 1]  # a half-written last line waits
-        changed, skipped = _parse_into(cached, complete)
         if skipped:
             warnings.warn(
                 f"{name}: metrics.jsonl: skipped {skipped} line(s) that are damaged, nested too "
                 "deeply, or hold a step or value out of range",
-                stacklevel=2,
+                stacklevel=3,
             )
-        for metric in changed:
-            steps, vals = cached[metric]
+        for metric, (steps_blob, vals_blob) in new.items():
+            curve = cached.get(metric)
+            if curve is None:
+                curve = cached[metric] = (array("q"), array("d"))
+            curve[0].frombytes(steps_blob)
+            curve[1].frombytes(vals_blob)
             self.db.execute(
                 "INSERT OR REPLACE INTO curves VALUES (?, ?, ?, ?)",
-                (name, metric, steps.tobytes(), vals.tobytes()),
+                (name, metric, curve[0].tobytes(), curve[1].tobytes()),
             )
         self.db.execute(
-            "INSERT OR REPLACE INTO curve_files VALUES (?, ?, ?)",
-            (name, stat.st_ino, offset + len(complete)),
+            "INSERT OR REPLACE INTO curve_files VALUES (?, ?, ?)", (name, inode, offset + used)
         )
         return cached
 
@@ -100,6 +106,44 @@ class CurveCache:
             vals.frombytes(vals_blob)
             curves[metric] = (steps, vals)
         return curves
+
+
+# What parsing a file's new lines gives: bytes used (complete lines), each metric's
+# (steps, values) as packed arrays' bytes, and the number of lines skipped.
+_Parsed = tuple[int, dict[str, tuple[bytes, bytes]], int]
+PARALLEL_PARSE_BYTES = 8 << 20  # more to parse than this: a process per core
+
+
+def _parse_files(stale: list[tuple[str, str, int, int, int]]) -> list[_Parsed]:
+    """Parse each file's lines after its offset: in worker processes when there is much
+    to parse (a cold report over 1,000 runs x 1,000 points) and this process has no other
+    thread that a fork could catch holding a lock."""
+    import threading
+
+    jobs = [(path, offset, size) for _, path, _, offset, size in stale]
+    workers = min(os.cpu_count() or 1, 8)
+    total = sum(size - offset for _, offset, size in jobs)
+    if total < PARALLEL_PARSE_BYTES or workers < 2 or threading.active_count() > 1:
+        return [_parse_file(job) for job in jobs]
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        return pool.map(_parse_file, jobs, chunksize=max(1, len(jobs) // (workers * 8)))
+
+
+def _parse_file(job: tuple[str, int, int]) -> _Parsed:
+    path, offset, size = job
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            chunk = f.read(size - offset)
+    except OSError:
+        return 0, {}, 0
+    complete = chunk[: chunk.rfind(b"\n") + 1]  # a half-written last line waits
+    curves: dict[str, Curve] = {}
+    _, skipped = _parse_into(curves, complete)
+    packed = {key: (steps.tobytes(), vals.tobytes()) for key, (steps, vals) in curves.items()}
+    return len(complete), packed, skipped
 
 
 def _parse_into(curves: dict[str, Curve], data: bytes) -> tuple[set[str], int]:

@@ -17,7 +17,6 @@ from xpkit.report.table import (
     ReportRun,
     best_group,
     fmt,
-    format_duration,
     format_stat,
     group_runs,
     is_counter,
@@ -25,7 +24,7 @@ from xpkit.report.table import (
     varying_keys,
 )
 from xpkit.suggest import did_you_mean
-from xpkit.values import is_finite_number
+from xpkit.values import format_duration, is_finite_number
 
 DEFAULT_TEMPLATE = Path(__file__).parent / "templates" / "report.md.j2"
 

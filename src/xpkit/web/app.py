@@ -30,10 +30,11 @@ from starlette.responses import (
 from starlette.routing import Route
 
 from xpkit.errors import XpError
-from xpkit.report.table import fmt, format_duration
+from xpkit.report.table import fmt
 from xpkit.settings import Settings
 from xpkit.store import rundir as rd
 from xpkit.store.rundir import STATUSES
+from xpkit.values import format_duration
 from xpkit.web import diffs, files, views
 from xpkit.web.experiments import ReportCache, experiment_files
 from xpkit.web.guard import LOOPBACK_NAMES, Guard, cookie_name
