@@ -88,8 +88,10 @@ def scenario_startup(work: Path, sizes: list[int], reps: int) -> list[dict[str, 
 
 def _first_byte(project: Path, env: dict[str, str], reps: int) -> float:
     """Median seconds to the first byte of the dashboard's runs page (index warm)."""
-    server = subprocess.Popen([*XP, "ui", "--port", "0", "--no-token"], cwd=project, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    server = subprocess.Popen(
+        [*XP, "ui", "--port", "0", "--no-token"], cwd=project, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
     try:
         assert server.stdout is not None
         url = ""
@@ -152,14 +154,15 @@ def scenario_queue(work: Path, counts: list[int], reps: int) -> list[dict[str, A
         name = run_timed([*XP, "submit", "--", "python", "-c", "pass"], project, env)[1].split()[-1]
         runs = project / "runs"
         template, marker = runs / name, runs / ".xp" / "queue" / name
-        expid, trial, slug = name.split("_", 2)
+        expid, _, slug = name.split("_", 2)
         info = json.loads((template / "run.json").read_text())
         mark = json.loads(marker.read_text())
         for i in range(2, count + 1):
             copy = f"{expid}_{i:03d}_{slug}"
             shutil.copytree(template, runs / copy)
             (runs / copy / "run.json").write_text(json.dumps({**info, "name": copy, "trial": i}))
-            (marker.parent / copy).write_text(json.dumps({**mark, "submitted": mark["submitted"] + i}))
+            queued = {**mark, "submitted": mark["submitted"] + i}
+            (marker.parent / copy).write_text(json.dumps(queued))
         run_timed([*XP, "queue"], project, env)
         samples = [run_timed([*XP, "queue"], project, env)[0] for _ in range(reps)]
         found.append({"queued": count, "queue": statistics.median(samples)})
@@ -171,7 +174,8 @@ def render_growth(r: dict[str, Any]) -> list[str]:
     startup, listing, queue = r["startup"], r["listing"], r["queue"]
     lines = ["## 14. Growth with a lab's scale (project size, runs, queue)", "",
              "Start-up against the project's size (one file edited), added to plain python:", "",
-             "| tracked files | plain python | `xp run -- python -c pass` | standalone `xp.init()` |",
+             "| tracked files | plain python | `xp run -- python -c pass` "
+             "| standalone `xp.init()` |",
              "| ---: | ---: | ---: | ---: |"]  # fmt: skip
     for s in startup:
         lines.append(f"| {s['files']:,} | {s['plain'] * 1000:.0f} ms | "
@@ -183,7 +187,8 @@ def render_growth(r: dict[str, Any]) -> list[str]:
               "| ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
     for s in listing:
         lines.append(f"| {s['runs']:,} | {s['cold']:.2f} s | {s['warm']:.3f} s | "
-                     f"{s['changed']:.3f} s | {s['where']:.2f} s | {s['ui_first_byte']:.3f} s |")  # fmt: skip
+                     f"{s['changed']:.3f} s | {s['where']:.2f} s | "
+                     f"{s['ui_first_byte']:.3f} s |")  # fmt: skip
     lines += ["", "| queued runs | `xp queue` |", "| ---: | ---: |"]
     lines += [f"| {s['queued']:,} | {s['queue']:.3f} s |" for s in queue]
     if len(listing) >= 2:
@@ -196,7 +201,8 @@ def render_growth(r: dict[str, Any]) -> list[str]:
         small, large = startup[0], startup[-1]
         lines.append(f"- Start-up from {small['files']:,} to {large['files']:,} files: "
                      f"+{(small['xp_run'] - small['plain']) * 1000:.0f} ms -> "
-                     f"+{(large['xp_run'] - large['plain']) * 1000:.0f} ms (`xp run`).")  # fmt: skip
+                     f"+{(large['xp_run'] - large['plain']) * 1000:.0f} ms "
+                     "(`xp run`).")  # fmt: skip
     lines += [f"- Medians of {r['reps']}. Command: `python benchmarks/bench_growth.py --out "
               "BENCHMARKS.md` (part of `make bench`).", "", ""]  # fmt: skip
     return lines

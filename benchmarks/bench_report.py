@@ -79,4 +79,5 @@ def scenario_report(work: Path, reps: int) -> dict[str, Any]:
     large_warm = [_timed_report(large, exp, env) for _ in range(reps)]
     return {"cold_s": statistics.median(cold), "warm_s": statistics.median(warm),
             "runs": RUNS, "points": POINTS, "large_runs": LARGE_RUNS,
-            "large_points": LARGE_POINTS, "large_warm_s": statistics.median(large_warm)}  # fmt: skip
+            "large_points": LARGE_POINTS,
+            "large_warm_s": statistics.median(large_warm)}  # fmt: skip

@@ -278,7 +278,8 @@ def render_trackers(r: dict[str, Any], tools: list[str]) -> list[str]:
                  else "no local query API")  # fmt: skip
         lines.append(f"| {names[tool]} | {t['startup']:.2f} s | {log['rate']:,.0f} | "
                      f"{log['kept']:,.0f} of {log['calls']:,} | {log['rss'] / 2**20:.0f} MB | "
-                     f"{t['loop_ms']:.1f} ms a run ({t['loop_runs']:,} runs) | {query} |")  # fmt: skip
+                     f"{t['loop_ms']:.1f} ms a run ({t['loop_runs']:,} runs) "
+                     f"| {query} |")  # fmt: skip
     xp = r["xp"]
     lines += ["", "- Ratios to xp: " + "; ".join(
         f"{names[t]} start-up {r[t]['startup'] / xp['startup']:.1f}x, logging "

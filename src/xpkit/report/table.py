@@ -159,5 +159,3 @@ COUNTERS = re.compile(
 
 def is_counter(name: str) -> bool:
     return bool(COUNTERS.match(name))
-
-
