@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: its own virtual environment with xpkit and the anchors (MLflow, Sacred),
-# then every scenario side by side; rewrites BENCHMARKS.md.
+# then every scenario side by side; rewrites BENCHMARKS.md. W&B, trackio and Aim are
+# installed into their own virtualenvs under .bench/anchors by bench_trackers.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=.bench/venv
@@ -19,3 +20,5 @@ PATH="$PWD/$venv/bin:$PATH" "$venv/bin/python" benchmarks/bench_integrations.py 
 PATH="$PWD/$venv/bin:$PATH" "$venv/bin/python" benchmarks/bench_sweep.py --out BENCHMARKS.md "$@"
 PATH="$PWD/$venv/bin:$PATH" "$venv/bin/python" benchmarks/bench_envs.py --out BENCHMARKS.md "$@"
 PATH="$PWD/$venv/bin:$PATH" "$venv/bin/python" benchmarks/bench_scale.py --out BENCHMARKS.md "$@"
+PATH="$PWD/$venv/bin:$PATH" "$venv/bin/python" benchmarks/bench_growth.py --out BENCHMARKS.md "$@"
+PATH="$PWD/$venv/bin:$PATH" "$venv/bin/python" benchmarks/bench_trackers.py --out BENCHMARKS.md "$@"

@@ -135,3 +135,41 @@ def test_an_unchanged_tree_reuses_its_snapshot_until_anything_changes(git_projec
     clean = take_snapshot(git_project)
     assert not clean.dirty and clean.diff == ""
     assert clean.snapshot == git(git_project, "rev-parse", "HEAD").strip()
+
+
+def test_secret_globs_win_over_gitignore_negations_and_keep_global_excludes(
+    git_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The secret globs are ignore rules for the snapshot's `git add`: a `.gitignore`
+    `!rule` that lets a secret-looking file in does not put it in the snapshot, and the
+    user's own global excludes file still applies."""
+    global_ignore = tmp_path / "global-ignore"
+    global_ignore.write_text("*.scratch\n")
+    git(git_project, "config", "core.excludesFile", str(global_ignore))
+    (git_project / ".gitignore").write_text("/runs/\n.env*\n!.env.production\n")
+    (git_project / ".env.production").write_text("TOKEN=abc\n")
+    (git_project / "deep" / "er").mkdir(parents=True)
+    (git_project / "deep" / "er" / "server.pem").write_text("KEY\n")
+    (git_project / "notes.scratch").write_text("mine\n")
+    (git_project / "kept.py").write_text("K = 1\n")
+    snap = take_snapshot(git_project)
+    tree = git(git_project, "ls-tree", "-r", "--name-only", snap.snapshot).split()
+    assert "kept.py" in tree
+    assert not {".env.production", "deep/er/server.pem", "notes.scratch"} & set(tree)
+    assert snap.kept_out == [".env.production", "deep/er/server.pem"]
+    assert snap.tracked_secrets == [] and "TOKEN" not in snap.diff
+
+
+def test_the_snapshot_index_follows_what_the_user_tracks(git_project: Path) -> None:
+    """The snapshot keeps its own index between snapshots (git's stat cache), but a file
+    the user starts tracking by force (`git add -f` of an ignored file) is in the next one."""
+    (git_project / "train.py").write_text("print('v2')\n")
+    take_snapshot(git_project)
+    (git_project / "runs").mkdir(exist_ok=True)
+    (git_project / "runs" / "pinned.txt").write_text("forced in\n")
+    git(git_project, "add", "-f", "runs/pinned.txt")
+    snap = take_snapshot(git_project)
+    assert "runs/pinned.txt" in git(git_project, "ls-tree", "-r", "--name-only", snap.snapshot)
+    git(git_project, "rm", "-q", "--cached", "runs/pinned.txt")
+    snap = take_snapshot(git_project)
+    assert "runs/pinned.txt" not in git(git_project, "ls-tree", "-r", "--name-only", snap.snapshot)

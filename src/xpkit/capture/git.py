@@ -48,7 +48,7 @@ def git(root: Path, *args: str, env: dict[str, str] | None = None, check: bool =
             env={**os.environ, **env} if env else None,
             timeout=XP_TOOL_TIMEOUT.get(),
             error=GitError,
-            what=f"git {args[0]}",
+            what=f"git {next((a for a in args if not a.startswith('-') and '=' not in a), '')}",
         )
     except FileNotFoundError as e:
         raise GitError("git is not installed or not on PATH; xpkit needs git >= 2.25") from e
@@ -146,8 +146,8 @@ def _take_snapshot(
     secret_globs: tuple[str, ...],
     background: list[subprocess.Popen[str]],
 ) -> Snapshot:
-    remote_lookup = _start_git(root, "config", "--get-regexp", r"^remote\..*\.url$")
-    background.append(remote_lookup)
+    config = _start_git(root, "config", "--get-regexp", r"^(remote\..*\.url|core\.excludesfile)$")
+    background.append(config)
     # One rev-parse for the git folder, index path, HEAD, its tree and branch (or what
     # repo_root just found); it fails without commits.
     facts = _fresh_facts(root) or git(root, "rev-parse", *_FACT_ARGS, check=False).splitlines()
@@ -163,30 +163,63 @@ def _take_snapshot(
         branch = git(root, "symbolic-ref", "-q", "--short", "HEAD", check=False) or None
     index = Path(index_text)
     index = index if index.is_absolute() else root / index
-    fd, tmp_index = tempfile.mkstemp(prefix="xp-index-")
+    inside = _inside(root, exclude)  # the runs root and work folder, when in the project
+    answered = _finish_git(config, "config", check=False) or ""
+    settings = dict(line.split(" ", 1) for line in answered.splitlines() if " " in line)
+    remote = settings.get("remote.origin.url") or next(
+        (v for k, v in settings.items() if k.startswith("remote.")), None
+    )
+    secrets_only, ignore_file = _exclude_files(
+        secret_globs, settings.get("core.excludesfile"), inside
+    )
+    # Untracked secret files the user does not ignore (for the warning), asked beside add.
+    untracked_lookup = _start_git(
+        root, *_UNTRACKED_CACHE, "ls-files", "-z", "--others", "--exclude-standard", "--",
+        *secret_pathspecs(secret_globs), *(f":(exclude,literal){p}" for p in inside),
+    )  # fmt: skip
+    background.append(untracked_lookup)
+    kept_index = _kept_index_path(common_dir, index) if common_dir else None
+    source = kept_index if kept_index is not None and kept_index.exists() else index
+    if kept_index is not None:
+        kept_index.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_index = tempfile.mkstemp(
+        prefix=".xp-index-", dir=kept_index.parent if kept_index else None
+    )
     os.close(fd)
     try:
-        if index.exists():
-            shutil.copyfile(index, tmp_index)  # keeps git's stat cache: add -A stays fast
+        if source.exists():
+            shutil.copyfile(source, tmp_index)  # keeps git's stat cache: add -A stays fast
         else:
             os.unlink(tmp_index)
         env = {"GIT_INDEX_FILE": tmp_index, **_IDENTITY}
-        secrets = secret_pathspecs(secret_globs)
-        pathspec = ["."] + [f":(exclude,literal){p}" for p in _unignored(root, exclude)]
-        git(root, "add", "-A", "--", *pathspec, *(":(exclude," + s[2:] for s in secrets), env=env)
-        submodules = (root / ".gitmodules").is_file()
-        # The tree is written while the secret files are listed (both only read the index);
-        # written again in the rare case that the index changes after.
-        tree_writer = None if submodules else _start_git(root, "write-tree", env=env)
-        background += [tree_writer] if tree_writer else []
-        kept_out, tracked = _secret_files(root, secrets, env)
-        if submodules:
-            kept_out += _snapshot_submodules(root, env, secret_globs)
-        if tracked:
-            literal = [f":(literal){p}" for p in tracked]
+        # The secret globs are ignore rules for this add (matched per name, as .gitignore
+        # rules are: pathspec globs cost a full match per file, 0.2 s at 100,000 files).
+        git(root, *_UNTRACKED_CACHE, "-c", f"core.excludesFile={ignore_file}", "add", "-A",
+            env=env)  # fmt: skip
+        inner_kept = (
+            _snapshot_submodules(root, env, secret_globs)
+            if (root / ".gitmodules").is_file()
+            else []
+        )
+        # Every secret-looking file the index now has: tracked ones, and any a .gitignore
+        # `!rule` let in. The tree is written meanwhile, and again if some must go.
+        tree_writer = _start_git(root, "write-tree", env=env)
+        background.append(tree_writer)
+        in_index = git(root, "ls-files", "-z", "--cached", "-i", f"--exclude-from={secrets_only}",
+                       env=env).split("\0")  # fmt: skip
+        in_index = sorted(p for p in in_index if p)
+        tree = _finish_git(tree_writer, "write-tree") or ""
+        if in_index:
+            literal = [f":(literal){p}" for p in in_index]
             git(root, "rm", "-q", "--cached", "--ignore-unmatch", "--", *literal, env=env)
-        written = _finish_git(tree_writer, "write-tree") if tree_writer else None
-        tree = git(root, "write-tree", env=env) if tracked or not written else written
+            tree = git(root, "write-tree", env=env)
+        untracked = sorted(
+            p for p in (_finish_git(untracked_lookup, "ls-files") or "").split("\0") if p
+        )
+        tracked = sorted(set(in_index) - set(untracked))
+        kept_out = sorted(set(untracked) | set(in_index)) + inner_kept
+        if kept_index is not None:
+            _keep_index(tmp_index, kept_index)
     finally:
         if os.path.exists(tmp_index):
             os.unlink(tmp_index)
@@ -209,7 +242,6 @@ def _take_snapshot(
         ref = SNAPSHOT_REF_PREFIX + sha
         if common_dir is None or not os.path.isfile(os.path.join(common_dir, ref)):
             git(root, "update-ref", ref, sha)  # else: a loose ref of this snapshot exists
-    remote = _remote_from(_finish_git(remote_lookup, "config", check=False))
     snap = Snapshot(commit=head, branch=branch, remote=remote, dirty=dirty, snapshot=sha,
                     kept_out=kept_out, tracked_secrets=tracked)  # fmt: skip
     if known is not None:
@@ -279,39 +311,90 @@ def _snapshot_submodules(
     return kept
 
 
-def _secret_files(root: Path, specs: list[str], env: dict[str, str]) -> tuple[list[str], list[str]]:
-    """(every file matching the secret pathspecs that git would take, the tracked ones)."""
-    listing = git(root, "ls-files", "-z", "-t", "--cached", "--others", "--exclude-standard",
-                  "--", *specs, env=env)  # fmt: skip
-    found: dict[str, bool] = {}
-    for record in listing.split("\0"):
-        if len(record) > 2:
-            found[record[2:]] = found.get(record[2:], False) or record[0] != "?"
-    return sorted(found), sorted(p for p, is_tracked in found.items() if is_tracked)
+# The snapshot's own index, kept between snapshots (XP_CACHE_DIR/snapshot-index): git's
+# stat cache and untracked cache stay current there, so `git add -A` re-reads only files
+# whose stat changed. The user's index is never written; a copy of it is the start again
+# whenever it changes (a `git add -f`, a checkout), since what it tracks decides what a
+# snapshot takes. Named by the user's index's inode, size and mtime.
+_UNTRACKED_CACHE = ("-c", "core.untrackedCache=true")
 
 
-def _unignored(root: Path, paths: tuple[Path, ...]) -> list[str]:
-    """The paths inside the project that git would otherwise add. Naming an ignored
-    path in a pathspec, even to exclude it, makes `git add` fail."""
+def _kept_index_path(common_dir: str, user_index: Path) -> Path | None:
+    import hashlib
+
+    try:
+        st = user_index.stat()
+    except OSError:
+        return None  # no index yet (no commit): nothing to keep
+    digest = hashlib.sha256(os.path.realpath(user_index).encode()).hexdigest()[:24]
+    folder = XP_CACHE_DIR.get() / "snapshot-index"
+    return folder / f"{digest}.{st.st_ino}-{st.st_size}-{st.st_mtime_ns}.index"
+
+
+def _keep_index(tmp_index: str, kept: Path) -> None:
+    """The index a snapshot was taken with becomes the next one's start (a rename: the
+    kept index is always whole); those kept for an earlier state of the user's index go."""
+    try:
+        os.replace(tmp_index, kept)
+        prefix = kept.name.split(".", 1)[0] + "."
+        for other in kept.parent.iterdir():
+            if other.name.startswith(prefix) and other != kept:
+                other.unlink(missing_ok=True)
+    except OSError:
+        pass  # a cache
+
+
+def _exclude_files(
+    secret_globs: tuple[str, ...], user_file: str | None, inside: list[str]
+) -> tuple[Path, Path]:
+    """Two ignore files in XP_CACHE_DIR/snapshot-excludes (named by their content): the
+    secret globs alone; and the user's global excludes file (core.excludesFile, which a
+    `-c core.excludesFile=` replaces), the folders `inside` (the runs root: never part
+    of a snapshot) and the secret globs, so a snapshot's `git add` skips what the user
+    ignores everywhere, the runs, and every secret-looking file."""
+    import hashlib
+
+    if user_file:
+        user = Path(user_file).expanduser()
+    else:
+        config_home = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+        user = Path(config_home) / "git" / "ignore"
+    try:
+        user_rules = user.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        user_rules = ""
+    secrets = "".join(f"{glob}\n" for glob in secret_globs)
+    folders = "".join(f"/{_escape_rule(rel)}/\n" for rel in inside)
+    found = []
+    for text in (secrets, f"{user_rules.rstrip()}\n{folders}{secrets}".lstrip("\n")):
+        name = hashlib.sha256(text.encode()).hexdigest()[:24]
+        path = XP_CACHE_DIR.get() / "snapshot-excludes" / f"{name}.ignore"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f".{name}.{os.getpid()}.tmp")
+            partial.write_text(text, encoding="utf-8")
+            os.replace(partial, path)
+        found.append(path)
+    return found[0], found[1]
+
+
+def _escape_rule(path: str) -> str:
+    """A path as a literal gitignore rule (its wildcards and leading `!`/`#` escaped)."""
+    escaped = "".join("\\" + c if c in "*?[\\" else c for c in path)
+    return "\\" + escaped if escaped[:1] in ("!", "#") else escaped
+
+
+def _inside(root: Path, paths: tuple[Path, ...]) -> list[str]:
+    """The given paths that are inside the project, relative to it."""
     rels = []
     for path in paths:
         try:
             rel = path.resolve().relative_to(root.resolve())
         except ValueError:
             continue
-        if str(rel) != "." and path.exists():
-            rels.append(str(rel))
-    if not rels:
-        return []
-    ignored = git(root, "check-ignore", "--", *rels, check=False).splitlines()
-    return [r for r in rels if r not in ignored]
-
-
-def _remote_from(config_lines: str | None) -> str | None:
-    """origin's URL, else the first remote's, else None (from `git config --get-regexp`)."""
-    lines = (config_lines or "").splitlines()
-    urls = dict(line.split(" ", 1) for line in lines if " " in line)
-    return urls.get("remote.origin.url") or next(iter(urls.values()), None)
+        if str(rel) != ".":
+            rels.append(rel.as_posix())
+    return rels
 
 
 def _start_git(root: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
