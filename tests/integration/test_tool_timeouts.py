@@ -24,7 +24,8 @@ def hanging(tmp_path: Path, tool: str) -> dict[str, str]:
     script = folder / tool
     if tool == "git":  # hang where a snapshot is taken, answer the rest
         script.write_text(
-            f'#!/bin/sh\ncase "$1" in write-tree|add) sleep 30 ;; esac\nexec {real} "$@"\n'
+            f'#!/bin/sh\ncase " $* " in *" write-tree "*|*" add "*) sleep 30 ;; esac\n'
+            f'exec {real} "$@"\n'
         )
     else:
         script.write_text("#!/bin/sh\nsleep 30\n")

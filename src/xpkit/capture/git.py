@@ -415,8 +415,8 @@ def _finish_git(proc: subprocess.Popen[str], what: str, check: bool = True) -> s
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
+        proc.kill()  # not communicate(): a child of a hung git may hold the pipes open
+        proc.wait()
         raise GitError(
             f"git {what} did not finish within {timeout:.0f} s and was stopped; raise the "
             "limit with XP_TOOL_TIMEOUT if it is only slow"

@@ -143,10 +143,13 @@ def worker_cmd(
 
 
 @click.command("queue")
-def queue_cmd() -> None:
+@click.option(
+    "--limit", default=200, show_default=True, help="Show at most this many queued runs (0: all)."
+)
+def queue_cmd(limit: int) -> None:
     """Show queued runs (position, priority, GPUs, age, why waiting) and running runs.
 
-    Example: xp queue
+    Example: xp queue --limit 0
     """
     from xpkit.cli.fmt import age, duration
     from xpkit.queue.status import queue_view
@@ -155,18 +158,24 @@ def queue_cmd() -> None:
     view = queue_view(load_settings().runs)
     for problem in view.problems:
         click.echo(f"xp: warning: {problem}", err=True)
-    click.echo(f"running ({len(view.running)}):")
+    lines = [f"running ({len(view.running)}):"]
     for row in view.running:
-        click.echo(
+        lines.append(
             f"  {row.name}  {row.status}  {row.host or '-'}  "
             f"{duration(time.time() - row.started) if row.started else '-'}"
         )
-    click.echo(f"queued ({len(view.queued)}):")
-    for position, (item, why) in enumerate(view.queued, start=1):
+    lines.append(f"queued ({len(view.queued)}):")
+    shown = view.queued[:limit] if limit > 0 else view.queued
+    for position, (item, why) in enumerate(shown, start=1):
         labels = f" label={','.join(item.labels)}" if item.labels else ""
-        click.echo(
+        lines.append(
             f"  {position:>3}. {item.name}  priority {item.priority}  "
             f"gpus {item.gpus}{labels}  {age(item.submitted)}  ({why})"
+        )
+    click.echo("\n".join(lines))
+    if len(shown) < len(view.queued):
+        click.echo(
+            f"... {len(view.queued) - len(shown)} more queued; --limit 0 shows all", err=True
         )
 
 
