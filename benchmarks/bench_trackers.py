@@ -88,7 +88,8 @@ WANDB_PY = COMMON + textwrap.dedent(
                 record.ParseFromString(parts)
                 parts = b""
                 if record.WhichOneof("record_type") == "history":
-                    count += sum(1 for item in record.history.item if item.key == "loss")
+                    count += sum(1 for item in record.history.item
+                                 if "loss" in (item.key, *item.nested_key))
         return count
     def init(config, name=None):
         return wandb.init(project="bench", mode="offline", dir=work, config=config, name=name,
@@ -150,6 +151,7 @@ TRACKIO_PY = COMMON + textwrap.dedent(
 AIM_PY = COMMON + textwrap.dedent(
     """\
     from aim import Repo, Run
+    from aim.sdk.index_manager import RepoIndexManager
     repo = os.path.join(work, "aim")
     if not os.path.isdir(os.path.join(repo, ".aim")):
         Repo.from_path(repo, init=True)
@@ -167,7 +169,9 @@ AIM_PY = COMMON + textwrap.dedent(
             run.track(0.5, name="loss", step=i)
         rate = n / (time.perf_counter() - started)
         run.close()
-        loaded = Repo.from_path(repo).get_run(run.hash)
+        opened = Repo.from_path(repo)
+        RepoIndexManager.get_index_manager(opened).index(run.hash)  # what `aim up` does
+        loaded = opened.get_run(run.hash)
         (metric,) = [m for m in loaded.metrics() if m.name == "loss"]
         print(json.dumps({"rate": rate, "kept": len(metric.values.values_list()), "rss": rss()}))
     elif mode == "loop":
@@ -177,9 +181,14 @@ AIM_PY = COMMON + textwrap.dedent(
             run.track(1.0 / (i + 1), name="loss"); run.track(0.5, name="acc")
             run.track(0.1, name="lr"); run.close()
         print(json.dumps({"per_run": (time.perf_counter() - started) / n}))
-    elif mode == "query":
+    elif mode == "query":  # runs are queryable once indexed (by `aim up`): index first
+        opened = Repo.from_path(repo)
+        indexer = RepoIndexManager.get_index_manager(opened)
+        for run_hash in os.listdir(os.path.join(repo, ".aim", "seqs", "chunks")):
+            indexer.index(run_hash)
         started = time.perf_counter()
-        found = sum(1 for _ in Repo.from_path(repo).query_runs("run.hparams.p3 == 4").iter_runs())
+        query = Repo.from_path(repo).query_runs("run.hparams.p3 == 4", report_mode=0)
+        found = sum(1 for _ in query.iter_runs())
         print(json.dumps({"query_s": time.perf_counter() - started, "found": found}))
     """
 )
@@ -206,9 +215,13 @@ def _version(python: str, tool: str) -> str:
 
 
 def scenario_trackers(work: Path, reps: int, tools: list[str], queries: int) -> dict[str, Any]:
+    """Every tool runs in the same 1,000-file git project with one file edited (xp
+    snapshots it; the others record no code)."""
+    from bench_growth import _project
+
+    project = _project(work / "project", 1000)
     env = {**os.environ, "XP_CACHE_DIR": str(work / "cache"), "XP_GPU_PROBE": "none",
-           "XP_RUNS": str(work / "xp-runs"), "WANDB_SILENT": "true",
-           "TRACKIO_DIR": str(work / "trackio")}  # fmt: skip
+           "WANDB_SILENT": "true", "TRACKIO_DIR": str(work / "trackio")}  # fmt: skip
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     scripts, pythons, results = {}, {}, {}
     for tool in tools:
@@ -221,7 +234,7 @@ def scenario_trackers(work: Path, reps: int, tools: list[str], queries: int) -> 
         target = work / folder
         target.mkdir(exist_ok=True)
         return run_timed([pythons[tool], str(scripts[tool]), mode, str(n), str(target)],
-                         work, env)  # fmt: skip
+                         project, env)  # fmt: skip
 
     for rep in range(reps):  # whole processes, tools alternating
         for tool in tools:
@@ -236,21 +249,18 @@ def scenario_trackers(work: Path, reps: int, tools: list[str], queries: int) -> 
         results[tool]["loop_ms"] = loop["per_run"] * 1000
         results[tool]["loop_runs"] = LOOP_RUNS[tool]
         results[tool]["startup"] = statistics.median(results[tool]["startup"])
-    results["query"] = _queries(work, env, tools, call, queries)
+    results["query"] = _queries(project, env, tools, call, queries)
     return results
 
 
-def _queries(work: Path, env: dict[str, str], tools: list[str], call: Any, count: int
+def _queries(project: Path, env: dict[str, str], tools: list[str], call: Any, count: int
              ) -> dict[str, Any]:  # fmt: skip
     """Filtered query over `count` runs: xp ls --where; trackio and Aim through their own
     APIs over runs made by their loop (the query folder gets `count` of them)."""
     found: dict[str, Any] = {}
     if "xp" in tools:
+        shutil.rmtree(project / "runs", ignore_errors=True)  # only the query's runs
         call("xp", "loop", count, "xp-q")
-        runs = Path(env["XP_RUNS"])
-        project = work / "xp-query"
-        project.mkdir()
-        (project / "xp.toml").write_text(f'runs = "{runs}"\n')
         ls = [sys.executable, "-m", "xpkit.cli.main", "ls", "--where", "p3=4", "--limit", "0",
               "--json"]  # fmt: skip
         run_timed(ls, project, env)
@@ -259,8 +269,7 @@ def _queries(work: Path, env: dict[str, str], tools: list[str], call: Any, count
     for tool in ("trackio", "aim"):
         if tool in tools:
             call(tool, "loop", count, f"{tool}-q")
-            folder = f"{tool}-q" if tool == "aim" else "trackio"
-            found[tool] = json.loads(call(tool, "query", 0, folder)[1].splitlines()[-1])
+            found[tool] = json.loads(call(tool, "query", 0, f"{tool}-q")[1].splitlines()[-1])
     return found
 
 
@@ -287,7 +296,8 @@ def render_trackers(r: dict[str, Any], tools: list[str]) -> list[str]:
         f"{r[t]['loop_ms'] / xp['loop_ms']:.1f}x" for t in tools if t != "xp") + ".",
         "- xp's query is the whole `xp ls --where p3=4 --limit 0 --json` process (index warm); "
         "trackio has no filter API: `Api().runs()` then each run's config, filtered in Python; "
-        "Aim: `Repo.query_runs('run.hparams.p3 == 4')`. W&B offline keeps runs as files to "
+        "Aim: `Repo.query_runs('run.hparams.p3 == 4')`, timed after indexing the runs (which "
+        "Aim's UI server does in the background). W&B offline keeps runs as files to "
         "upload and has no local query.",
         "- Each anchor runs in its own virtualenv under `.bench/anchors/`; start-ups alternate "
         "tools, medians of the repetitions.",
