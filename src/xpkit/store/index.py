@@ -1,9 +1,11 @@
 """SQLite cache of run metadata, for fast listing and filtering.
 
 Lives on local disk under XP_CACHE_DIR (never inside a runs root, which may be a
-network mount). Refreshed incrementally: a run directory is re-read only when its
-mtime changed, which every atomic metadata write (a rename into it) guarantees.
-Deleting the index loses nothing; it is rebuilt from the run directories.
+network mount). Refreshed incrementally from the runs root's change journal
+(store/journal.py): only the runs it names, new or gone folders and running runs are
+looked at; every folder is statted on first use or when the journal cannot be trusted
+(DESIGN.md, "Listing at scale"). Deleting the index loses nothing; it is rebuilt from the
+run directories. The rows themselves: store/rows.py.
 """
 
 from __future__ import annotations
@@ -13,15 +15,14 @@ import os
 import sqlite3
 import stat
 import time
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from xpkit import names
-from xpkit.errors import StoreError
 from xpkit.settings import XP_CACHE_DIR
 from xpkit.store import journal
 from xpkit.store import rundir as rd
+from xpkit.store.rows import COLUMNS, ROW_FIELDS, RunRow, read_rows
 from xpkit.values import path_digest
 
 SCHEMA_VERSION = 6
@@ -42,94 +43,6 @@ CREATE INDEX IF NOT EXISTS runs_status ON runs (status);
 CREATE INDEX IF NOT EXISTS runs_unreadable ON runs (name) WHERE error IS NOT NULL;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
-
-_COLUMNS = [
-    "name",
-    "experiment_id",
-    "trial",
-    "status",
-    "experiment",
-    "created",
-    "started",
-    "ended",
-    "duration",
-    "host",
-    "exit_code",
-    "params",
-    "summary",
-    "summary_keys",
-    "tags",
-    "command",
-    "snapshot",
-    "git_commit",
-    "gpus",
-    "config",
-    "dir_mtime",
-    "error",
-]
-
-
-ROW_FIELDS = _COLUMNS[:-2]  # everything but dir_mtime and error
-_JSON_FIELDS = ("params", "summary", "summary_keys", "tags", "gpus", "config")
-# RunRow keeps JSON columns as text under these names and decodes them on first use.
-_ATTRIBUTES = tuple(f"{n}_json" if n in _JSON_FIELDS else n for n in ROW_FIELDS)
-
-
-class RunRow:
-    """One run as the index knows it; `status` already accounts for lost runs.
-
-    params, summary, tags and gpus are decoded from JSON on first use: listing 10,000
-    runs to show 50 of them decodes 50. Their text (`params_json`, ...) compares
-    cheaply: runs with equal text have equal values.
-    """
-
-    name: str
-    experiment_id: str
-    trial: int
-    status: str
-    experiment: str
-    created: float | None
-    started: float | None
-    ended: float | None
-    duration: float | None
-    host: str | None
-    exit_code: int | None
-    command: str
-    snapshot: str | None
-    git_commit: str | None
-    params_json: str
-    summary_json: str
-    summary_keys_json: str  # the summary's keys, in order
-    tags_json: str
-    gpus_json: str
-    config_json: str  # config.json's scalar leaves by dotted path: filterable like params
-
-    def __init__(self, values: tuple[Any, ...]) -> None:
-        self.__dict__.update(zip(_ATTRIBUTES, values))
-
-    @cached_property
-    def params(self) -> dict[str, Any]:
-        return json.loads(self.params_json)
-
-    @cached_property
-    def summary(self) -> dict[str, Any]:
-        return json.loads(self.summary_json)
-
-    @cached_property
-    def tags(self) -> list[str]:
-        return json.loads(self.tags_json)
-
-    @cached_property
-    def gpus(self) -> list[int]:
-        """The GPU indices the run was given on its host."""
-        return json.loads(self.gpus_json)
-
-    @cached_property
-    def config(self) -> dict[str, Any]:
-        return json.loads(self.config_json)
-
-    def to_json(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in ROW_FIELDS if name != "summary_keys"}
 
 
 def index_path(runs_root: Path) -> Path:
@@ -286,12 +199,12 @@ class RunIndex:
             if mtime > settled_before:
                 settling.setdefault(name, now)
             found.append((name, mtime))
-        rows = _read_all(self.runs_root, found)
+        rows = read_rows(self.runs_root, found)
         with self.db:
             if gone:
                 self.db.executemany("DELETE FROM runs WHERE name=?", [(n,) for n in gone])
             if rows:
-                placeholders = ",".join("?" * len(_COLUMNS))
+                placeholders = ",".join("?" * len(COLUMNS))
                 self.db.executemany(f"INSERT OR REPLACE INTO runs VALUES ({placeholders})", rows)
         return settling
 
@@ -305,54 +218,6 @@ class RunIndex:
     def _set_meta(self, key: str, value: Any) -> None:
         with self.db:
             self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
-
-    @staticmethod
-    def _read(runs_root: Path, name: str, mtime: int) -> tuple[Any, ...]:
-        folder = os.path.join(runs_root, name)
-        try:
-            try:
-                run = _load_json(os.path.join(folder, rd.RUN_JSON), "run.json")
-            except FileNotFoundError:
-                raise StoreError("run.json is missing") from None
-            except ValueError as e:
-                raise StoreError(f"run.json is corrupt ({e})") from None
-            if not isinstance(run, dict):
-                raise StoreError("run.json is not a JSON object")
-            problem = rd.check_run(run)
-            if problem is not None:
-                raise StoreError(f"run.json: {problem}")
-            summary = _summary(folder)
-        except Exception as e:  # corrupt, hostile or half-written: remember why, never crash
-            parsed = names.parse_run_name(name)
-            return (name, parsed.expid if parsed else "", parsed.trial if parsed else 0,
-                    "corrupt", "", None, None, None, None, None, None, "{}", "{}", "[]", "[]", "",
-                    None, None, "[]", "{}", mtime, str(e).removeprefix(f"{name}: "))  # fmt: skip
-        experiment = run.get("experiment") or {}
-        get = run.get
-        return (
-            name,
-            get("experiment_id", ""),
-            get("trial", 0),
-            get("status", "unknown"),
-            experiment.get("name", "") if isinstance(experiment, dict) else str(experiment),
-            get("created"),
-            get("started"),
-            get("ended"),
-            get("duration"),
-            get("host"),
-            get("exit_code"),
-            _dumps(get("params") or {}),
-            _dumps(summary),
-            _dumps(list(summary)),
-            _dumps(get("tags") or []),
-            get("command", ""),
-            get("snapshot"),
-            get("commit"),
-            _dumps(get("gpus") or []),
-            _dumps(_config_leaves(folder)),
-            mtime,
-            None,
-        )
 
     def experiments(self) -> list[tuple[str, str, int]]:
         """(experiment ID, name, number of runs) of every experiment with runs."""
@@ -413,89 +278,6 @@ class RunIndex:
             where += f" AND status IN ({','.join('?' * len(stored))})"
             args.extend(sorted(stored))
         return where, args
-
-
-CONFIG_MAX_BYTES = 1 << 20  # a larger config.json is not indexed (it is still the run's)
-CONFIG_MAX_LEAVES = 2000
-
-
-_dumps = json.JSONEncoder(default=str).encode  # json.dumps without its per-call checks
-
-
-def _load_json(path: str, label: str) -> Any:
-    """A JSON file read in one call (FileNotFoundError when missing); ValueError for one
-    that is not JSON or too deeply nested to read."""
-    with open(path, "rb") as f:
-        data = f.read()
-    try:
-        return json.loads(data)
-    except RecursionError:
-        raise ValueError(f"{label} is nested too deeply to read") from None
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{label}: {e}") from None
-
-
-def _config_leaves(folder: str) -> dict[str, Any]:
-    """The scalar values of config.json by dotted path (`model.depth`), so that a value
-    a program passed to `xp.init(config=...)` is found like a param. An unreadable or
-    huge config is left out: the index is a cache, never the reason a run is skipped."""
-    try:
-        with open(os.path.join(folder, rd.CONFIG_JSON), "rb") as f:
-            data = f.read(CONFIG_MAX_BYTES + 1)
-        if len(data) > CONFIG_MAX_BYTES:
-            return {}
-        config = json.loads(data)
-    except (OSError, ValueError, RecursionError):
-        return {}
-    leaves: dict[str, Any] = {}
-    stack: list[tuple[str, Any]] = [("", config)]
-    while stack and len(leaves) < CONFIG_MAX_LEAVES:
-        path, value = stack.pop()
-        if isinstance(value, dict):
-            for key, item in reversed(list(value.items())):  # popped in the file's order
-                stack.append((f"{path}.{key}" if path else str(key), item))
-        elif path and (value is None or isinstance(value, (str, int, float, bool))):
-            leaves[path] = value
-    return leaves
-
-
-def _summary(folder: str) -> dict[str, Any]:
-    try:
-        summary = _load_json(os.path.join(folder, rd.SUMMARY_JSON), "summary.json")
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as e:
-        raise StoreError(str(e) if "summary.json" in str(e) else f"summary.json: {e}") from None
-    problem = rd.check_summary(summary)
-    if problem is not None:
-        raise StoreError(problem)
-    return dict(summary)
-
-
-PARALLEL_READS = 2000  # more runs to read than this: read them in worker processes
-
-
-def _read_all(runs_root: Path, found: list[tuple[str, int]]) -> list[tuple[Any, ...]]:
-    """Index rows of the runs `found` (name, folder mtime). Many (a cold index of a big
-    runs root) are read by a process per core: parsing, not the disk, is the cost."""
-    import threading
-
-    workers = min(os.cpu_count() or 1, 8)
-    # Forking a process with other threads (the dashboard's, `xp top`'s) could copy a
-    # lock some thread holds: those read in one process.
-    if len(found) < PARALLEL_READS or workers < 2 or threading.active_count() > 1:
-        return [RunIndex._read(runs_root, name, mtime) for name, mtime in found]
-    import multiprocessing
-
-    chunks = [found[i : i + 500] for i in range(0, len(found), 500)]
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        parts = pool.map(_read_chunk, [(runs_root, chunk) for chunk in chunks])
-    return [row for part in parts for row in part]
-
-
-def _read_chunk(job: tuple[Path, list[tuple[str, int]]]) -> list[tuple[Any, ...]]:
-    runs_root, chunk = job
-    return [RunIndex._read(runs_root, name, mtime) for name, mtime in chunk]
 
 
 def _run_entries(runs_root: Path) -> list[os.DirEntry[str]]:
