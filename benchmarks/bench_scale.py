@@ -179,11 +179,12 @@ def render_scale(r: dict[str, Any]) -> list[str]:
         f"- Whole processes: median of {r['reps'] * 3}, with bytecode (as installed). In-process "
         f"rates: median of {r['reps']}. The goals are issue 22's; the anchors' figures for the "
         "same scenarios are in sections 1, 2 and 5c.",
-        "- Since the last full `make bench`: metrics reach the file every 0.25 s and every "
-        "~64 KiB (a burst of 10,000 lost all 10,000); a forked run no longer imports ctypes; "
-        "`import xpkit` in a run imports neither typing, dataclasses nor socket; runs in one "
-        "process reuse the snapshot and host capture while inotify saw no change (27-47 ms a "
-        "run before); staged run files are written in place; trial numbers are remembered.",
+        "- What keeps these down: metrics reach the file every 0.25 s and every ~64 KiB; "
+        "`import xpkit` in a run imports neither typing, dataclasses, socket nor ctypes; runs "
+        "in one process reuse the snapshot and host capture while inotify saw no change; a "
+        "snapshot of an unchanged tree reuses its commit, diff and worktree; the snapshot's "
+        'git calls are few and partly side by side (DESIGN.md, "Snapshots that cost what '
+        'changed").',
         "- Command: `python benchmarks/bench_scale.py --out BENCHMARKS.md` (part of `make bench`).",
         "",
         "",

@@ -169,11 +169,10 @@ AIM_PY = COMMON + textwrap.dedent(
             run.track(0.5, name="loss", step=i)
         rate = n / (time.perf_counter() - started)
         run.close()
-        opened = Repo.from_path(repo)
-        RepoIndexManager.get_index_manager(opened).index(run.hash)  # what `aim up` does
-        loaded = opened.get_run(run.hash)
-        (metric,) = [m for m in loaded.metrics() if m.name == "loss"]
-        print(json.dumps({"rate": rate, "kept": len(metric.values.values_list()), "rss": rss()}))
+        RepoIndexManager.get_index_manager(Repo.from_path(repo)).index(run.hash)  # as `aim up`
+        query = Repo.from_path(repo).query_metrics("metric.name == 'loss'", report_mode=0)
+        kept = sum(len(metric.values.values_list()) for metric in query.iter())
+        print(json.dumps({"rate": rate, "kept": kept, "rss": rss()}))
     elif mode == "loop":
         started = time.perf_counter()
         for i in range(n):
