@@ -22,7 +22,7 @@ def line_template(keys: tuple[str, ...]) -> str:
         if key in ("step", "time"):
             raise RunError(f"run.log: {key!r} is reserved; pass step= or use another name")
     fields = "".join(", " + json.dumps(k).replace("%", "%%") + ": %r" for k in keys)
-    return '{"step": %d, "time": %.3f' + fields + "}\n"
+    return '{"step": %d, "time": %s' + fields + "}\n"  # time: preformatted, to the ms
 
 
 def slow_line(keys: tuple[str, ...], values: tuple[Any, ...], step: int) -> str:

@@ -188,7 +188,10 @@ def _take_snapshot(
     os.close(fd)
     try:
         if source.exists():
-            shutil.copyfile(source, tmp_index)  # keeps git's stat cache: add -A stays fast
+            # Keeps git's stat cache (add -A stays fast) and the file's mtime: git trusts a
+            # cached stat only for files changed before the index was written, so a copy
+            # newer than its content would hide a same-size edit made in the same second.
+            shutil.copy2(source, tmp_index)
         else:
             os.unlink(tmp_index)
         env = {"GIT_INDEX_FILE": tmp_index, **_IDENTITY}

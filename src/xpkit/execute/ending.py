@@ -4,7 +4,7 @@ with retries on a full disk, else kept on local disk for the next xpkit process 
 
 from __future__ import annotations
 
-import socket
+import os
 import sys
 import time
 from typing import Any
@@ -22,7 +22,7 @@ def end_changes(
 ) -> dict[str, Any]:  # fmt: skip
     """run.json's changes at the end of an attempt, that attempt's entry appended."""
     attempt = {
-        "attempt": int(info.get("attempt") or 1), "host": socket.gethostname(),
+        "attempt": int(info.get("attempt") or 1), "host": os.uname().nodename,
         "gpus": info.get("gpus") or [], "worker": info.get("worker"), "started": started,
         "ended": ended, "exit_code": exit_code, "status": status, "reason": why,
     }  # fmt: skip

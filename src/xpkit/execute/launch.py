@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from xpkit import names
 from xpkit.capture.env import capture_env
 from xpkit.capture.git import Snapshot, repo_root, snapshot_exists
-from xpkit.envspec import EnvRequest, resolve
 from xpkit.errors import ConfigError, RunError
 from xpkit.execute.prepared import execute_prepared
 from xpkit.execute.runner import Outcome, resolve_program
@@ -215,6 +214,10 @@ def run_env(settings: Settings, experiment: Experiment | None) -> dict[str, Any]
     where, source = str(settings.source or "xp.toml"), settings.source
     if experiment is not None and experiment.env is not None:
         request, where, source = experiment.env, str(experiment.path), experiment.path
+    if not request:  # none set, or `env = false`: envspec is not even imported
+        return None
+    from xpkit.envspec import EnvRequest, resolve
+
     if not isinstance(request, EnvRequest):
         return None
     text = source.read_text(encoding="utf-8", errors="replace") if source else ""

@@ -19,7 +19,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import sys
 import threading
 import time
@@ -251,7 +250,7 @@ class Runner:
         started = rd.now()
         self.run_dir.beat()
         self.run_dir.update_run(
-            status="running", started=started, pid=child.pid, host=socket.gethostname()
+            status="running", started=started, pid=child.pid, host=os.uname().nodename
         )
         echo = sys.stdout.buffer if self.echo else None
         spool = XP_CACHE_DIR.get() / "spool" / f"{self.run_dir.name}.output.log"
@@ -327,7 +326,7 @@ class Runner:
         if attempt < 2:
             return
         when = time.strftime("%Y-%m-%d %H:%M:%S")
-        line = f"\n── xp: attempt {attempt} of {run['name']} on {socket.gethostname()}, {when} ──\n"
+        line = f"\n── xp: attempt {attempt} of {run['name']} on {os.uname().nodename}, {when} ──\n"
         with open(self.run_dir.file(rd.OUTPUT_LOG), "a", encoding="utf-8") as log:
             log.write(line)
         with open(self.run_dir.file(rd.METRICS), "a", encoding="utf-8") as metrics:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +81,7 @@ def me(kind: str) -> Holder:
     key = f"{kind}:{os.getpid()}"  # a fork gets its own
     if key not in _ME:
         pid = os.getpid()
-        host = socket.gethostname()
+        host = os.uname().nodename
         _ME[key] = Holder(kind, host, pid, process_start(pid), f"{host}:{pid}")
     return _ME[key]
 
@@ -147,7 +146,7 @@ def holder_alive(runs_root: Path, run_dir: RunDir, claim_info: dict[str, Any]) -
     on another host by its scheduler's heartbeat, the run's heartbeat, or a young claim."""
     timeout = XP_HEARTBEAT_TIMEOUT.get()
     host, pid = claim_info.get("host"), int(claim_info.get("pid") or 0)
-    if host == socket.gethostname():
+    if host == os.uname().nodename:
         if pid <= 0:
             return False
         started = process_start(pid)

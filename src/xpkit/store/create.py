@@ -10,7 +10,6 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import socket
 import sys
 import uuid
 import warnings
@@ -130,7 +129,7 @@ def stage_run(
         "sweep": new.sweep,
         "rerun_of": new.rerun_of,
         "metrics_from": new.metrics_from,
-        "host": socket.gethostname(),
+        "host": os.uname().nodename,
         "user": getpass.getuser(),
         "created": rd.now(),
         "started": rd.now() if status == "running" else None,  # xp.init(): running now
