@@ -214,3 +214,14 @@ def test_staged_and_trashed_runs_write_no_lines(tmp_path: Path) -> None:
     staged.update_run(tags=["x"])
     assert not journal.journal_dir(root).exists()
     assert not (root / ".xp" / "staging" / ".xp").exists()
+
+
+def test_a_hidden_runs_root_is_journaled_too(tmp_path: Path) -> None:
+    root = tmp_path / ".runs"  # `runs = ".runs"` in xp.toml
+    make_run(root, "abc123_001_x")
+    settle(root)
+    index = warm_index(root)
+    rd.RunDir(root / "abc123_001_x").write_json(rd.SUMMARY_JSON, {"acc": 0.75})
+    index.refresh()
+    assert accs(index)["abc123_001_x"] == 0.75
+    index.close()

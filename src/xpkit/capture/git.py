@@ -7,7 +7,6 @@ It is kept alive under `refs/xp/snapshots/<sha>`.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -17,8 +16,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xpkit.capture import snapshot_cache
 from xpkit.errors import GitError
-from xpkit.settings import XP_CACHE_DIR, XP_TOOL_TIMEOUT
+from xpkit.settings import XP_TOOL_TIMEOUT
 from xpkit.subprocs import run_tool
 
 SNAPSHOT_REF_PREFIX = "refs/xp/snapshots/"
@@ -31,6 +31,8 @@ SECRET_GLOBS = (
     ".env*", "*.pem", "*.key", "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", ".netrc",
     ".pgpass", "credentials*.json", "*.p12", "*.pfx", "*.keystore", "*.jks",
 )  # fmt: skip
+# git's untracked cache, kept in the snapshot's own index (capture/snapshot_cache.py).
+_UNTRACKED_CACHE = ("-c", "core.untrackedCache=true")
 _IDENTITY = {
     "GIT_AUTHOR_NAME": "xpkit",
     "GIT_AUTHOR_EMAIL": "xpkit@localhost",
@@ -169,7 +171,7 @@ def _take_snapshot(
     remote = settings.get("remote.origin.url") or next(
         (v for k, v in settings.items() if k.startswith("remote.")), None
     )
-    secrets_only, ignore_file = _exclude_files(
+    secrets_only, ignore_file = snapshot_cache.exclude_files(
         secret_globs, settings.get("core.excludesfile"), inside
     )
     # Untracked secret files the user does not ignore (for the warning), asked beside add.
@@ -178,22 +180,29 @@ def _take_snapshot(
         *secret_pathspecs(secret_globs), *(f":(exclude,literal){p}" for p in inside),
     )  # fmt: skip
     background.append(untracked_lookup)
-    kept_index = _kept_index_path(common_dir, index) if common_dir else None
-    source = kept_index if kept_index is not None and kept_index.exists() else index
+    kept_index = snapshot_cache.kept_index_path(common_dir, index) if common_dir else None
     if kept_index is not None:
-        kept_index.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            kept_index.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            kept_index = None  # an unwritable cache: start from the user's index each time
     fd, tmp_index = tempfile.mkstemp(
         prefix=".xp-index-", dir=kept_index.parent if kept_index else None
     )
     os.close(fd)
     try:
-        if source.exists():
-            # Keeps git's stat cache (add -A stays fast) and the file's mtime: git trusts a
-            # cached stat only for files changed before the index was written, so a copy
-            # newer than its content would hide a same-size edit made in the same second.
-            shutil.copy2(source, tmp_index)
+        # Keeps git's stat cache (add -A stays fast) and the file's mtime: git trusts a
+        # cached stat only for files changed before the index was written, so a copy
+        # newer than its content would hide a same-size edit made in the same second.
+        for source in (kept_index, index):  # the kept one may go under us (_keep_index)
+            try:
+                if source is not None:
+                    shutil.copy2(source, tmp_index)
+                    break
+            except FileNotFoundError:
+                continue
         else:
-            os.unlink(tmp_index)
+            os.unlink(tmp_index)  # no index yet: git starts an empty one
         env = {"GIT_INDEX_FILE": tmp_index, **_IDENTITY}
         # The secret globs are ignore rules for this add (matched per name, as .gitignore
         # rules are: pathspec globs cost a full match per file, 0.2 s at 100,000 files).
@@ -222,12 +231,12 @@ def _take_snapshot(
         tracked = sorted(set(in_index) - set(untracked))
         kept_out = sorted(set(untracked) | set(in_index)) + inner_kept
         if kept_index is not None:
-            _keep_index(tmp_index, kept_index)
+            snapshot_cache.keep_index(tmp_index, kept_index)
     finally:
         if os.path.exists(tmp_index):
             os.unlink(tmp_index)
-    memo = _memo_path(common_dir, head, tree, tracked) if common_dir else None
-    known = _read_memo(memo, common_dir) if memo and common_dir else None
+    memo = snapshot_cache.memo_path(common_dir, head, tree, tracked) if common_dir else None
+    known = snapshot_cache.read_memo(memo, common_dir) if memo and common_dir else None
     if known is not None:  # this tree on this HEAD was snapshotted before: the same commit
         sha, dirty = known["sha"], known["dirty"]
     else:
@@ -253,43 +262,9 @@ def _take_snapshot(
         snap.not_inlined = _large_or_binary_new_files(root, head or EMPTY_TREE, sha)
         snap.diff = _diff(root, head or EMPTY_TREE, sha, snap.not_inlined, tracked)
     if known is None and memo is not None:
-        _write_memo(memo, {"sha": sha, "dirty": dirty, "not_inlined": snap.not_inlined,
-                           "diff": snap.diff})  # fmt: skip
+        known = {"sha": sha, "dirty": dirty, "not_inlined": snap.not_inlined, "diff": snap.diff}
+        snapshot_cache.write_memo(memo, known)
     return snap
-
-
-# Snapshot memos (XP_CACHE_DIR/snapshots): the commit, dirty flag and diff of a tree on a
-# HEAD, so that runs of an unchanged working tree (a grid, a rerun) reuse the snapshot
-# instead of committing the same tree again and diffing it (4 git processes). A memo is
-# trusted only while the snapshot's loose ref exists; the diff never holds a secret file
-# (it is the diff every such run records).
-def _memo_path(common_dir: str, head: str | None, tree: str, tracked: list[str]) -> Path:
-    import hashlib
-
-    parts = [os.path.realpath(common_dir), head or "", tree, *tracked]
-    key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:40]
-    return XP_CACHE_DIR.get() / "snapshots" / f"{key}.json"
-
-
-def _read_memo(memo: Path, common_dir: str) -> dict[str, Any] | None:
-    try:
-        known = json.loads(memo.read_bytes())
-        ref = os.path.join(common_dir, SNAPSHOT_REF_PREFIX + known["sha"])
-        if os.path.isfile(ref) and isinstance(known["diff"], str):
-            return dict(known)
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return None
-
-
-def _write_memo(memo: Path, data: dict[str, Any]) -> None:
-    try:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        partial = memo.with_name(f".{memo.name}.{os.getpid()}.tmp")
-        partial.write_text(json.dumps(data))
-        os.replace(partial, memo)
-    except OSError:
-        pass  # a cache: the next run snapshots again
 
 
 def submodule_paths(root: Path) -> list[str]:
@@ -312,79 +287,6 @@ def _snapshot_submodules(
         git(root, "update-index", "--cacheinfo", f"160000,{inner.snapshot},{path}", env=env)
         kept += [f"{path}/{p}" for p in inner.kept_out]
     return kept
-
-
-# The snapshot's own index, kept between snapshots (XP_CACHE_DIR/snapshot-index): git's
-# stat cache and untracked cache stay current there, so `git add -A` re-reads only files
-# whose stat changed. The user's index is never written; a copy of it is the start again
-# whenever it changes (a `git add -f`, a checkout), since what it tracks decides what a
-# snapshot takes. Named by the user's index's inode, size and mtime.
-_UNTRACKED_CACHE = ("-c", "core.untrackedCache=true")
-
-
-def _kept_index_path(common_dir: str, user_index: Path) -> Path | None:
-    import hashlib
-
-    try:
-        st = user_index.stat()
-    except OSError:
-        return None  # no index yet (no commit): nothing to keep
-    digest = hashlib.sha256(os.path.realpath(user_index).encode()).hexdigest()[:24]
-    folder = XP_CACHE_DIR.get() / "snapshot-index"
-    return folder / f"{digest}.{st.st_ino}-{st.st_size}-{st.st_mtime_ns}.index"
-
-
-def _keep_index(tmp_index: str, kept: Path) -> None:
-    """The index a snapshot was taken with becomes the next one's start (a rename: the
-    kept index is always whole); those kept for an earlier state of the user's index go."""
-    try:
-        os.replace(tmp_index, kept)
-        prefix = kept.name.split(".", 1)[0] + "."
-        for other in kept.parent.iterdir():
-            if other.name.startswith(prefix) and other != kept:
-                other.unlink(missing_ok=True)
-    except OSError:
-        pass  # a cache
-
-
-def _exclude_files(
-    secret_globs: tuple[str, ...], user_file: str | None, inside: list[str]
-) -> tuple[Path, Path]:
-    """Two ignore files in XP_CACHE_DIR/snapshot-excludes (named by their content): the
-    secret globs alone; and the user's global excludes file (core.excludesFile, which a
-    `-c core.excludesFile=` replaces), the folders `inside` (the runs root: never part
-    of a snapshot) and the secret globs, so a snapshot's `git add` skips what the user
-    ignores everywhere, the runs, and every secret-looking file."""
-    import hashlib
-
-    if user_file:
-        user = Path(user_file).expanduser()
-    else:
-        config_home = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
-        user = Path(config_home) / "git" / "ignore"
-    try:
-        user_rules = user.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        user_rules = ""
-    secrets = "".join(f"{glob}\n" for glob in secret_globs)
-    folders = "".join(f"/{_escape_rule(rel)}/\n" for rel in inside)
-    found = []
-    for text in (secrets, f"{user_rules.rstrip()}\n{folders}{secrets}".lstrip("\n")):
-        name = hashlib.sha256(text.encode()).hexdigest()[:24]
-        path = XP_CACHE_DIR.get() / "snapshot-excludes" / f"{name}.ignore"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_name(f".{name}.{os.getpid()}.tmp")
-            partial.write_text(text, encoding="utf-8")
-            os.replace(partial, path)
-        found.append(path)
-    return found[0], found[1]
-
-
-def _escape_rule(path: str) -> str:
-    """A path as a literal gitignore rule (its wildcards and leading `!`/`#` escaped)."""
-    escaped = "".join("\\" + c if c in "*?[\\" else c for c in path)
-    return "\\" + escaped if escaped[:1] in ("!", "#") else escaped
 
 
 def _inside(root: Path, paths: tuple[Path, ...]) -> list[str]:

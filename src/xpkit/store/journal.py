@@ -63,8 +63,8 @@ def parse_file_name(name: str) -> tuple[str, int] | None:
 def note(run_path: Path) -> None:
     """Record that the metadata of the run at `run_path` changes (or just changed)."""
     parent = run_path.parent
-    if parent.name.startswith(".") or parent.parent.name == META_DIR:
-        return  # a staged, trashed or restoring run: no one lists those
+    if parent.parent.name == META_DIR:
+        return  # a staged, trashed or restoring run (.xp/<folder>/<run>): no one lists those
     folder = str(journal_dir(parent))
     line = f"{run_path.name}\n".encode()
     try:

@@ -1,0 +1,120 @@
+"""What snapshots keep between runs, in XP_CACHE_DIR, so that a snapshot costs what
+changed (DESIGN.md, "Snapshots that cost what changed"): the snapshot's own git index,
+the ignore files its `git add` uses, and the memo of trees already snapshotted. Each is a
+cache: missing, stale or unwritable, the snapshot is still right, only slower."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from xpkit.settings import XP_CACHE_DIR
+
+SNAPSHOT_REF_PREFIX = "refs/xp/snapshots/"  # = capture.git's (not imported: git imports us)
+
+
+# Snapshot memos (XP_CACHE_DIR/snapshots): the commit, dirty flag and diff of a tree on a
+# HEAD, so that runs of an unchanged working tree (a grid, a rerun) reuse the snapshot
+# instead of committing the same tree again and diffing it (4 git processes). A memo is
+# trusted only while the snapshot's loose ref exists; the diff never holds a secret file
+# (it is the diff every such run records).
+def memo_path(common_dir: str, head: str | None, tree: str, tracked: list[str]) -> Path:
+    parts = [os.path.realpath(common_dir), head or "", tree, *tracked]
+    key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:40]
+    return XP_CACHE_DIR.get() / "snapshots" / f"{key}.json"
+
+
+def read_memo(memo: Path, common_dir: str) -> dict[str, Any] | None:
+    try:
+        known = json.loads(memo.read_bytes())
+        ref = os.path.join(common_dir, SNAPSHOT_REF_PREFIX + known["sha"])
+        if os.path.isfile(ref) and isinstance(known["diff"], str):
+            return dict(known)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def write_memo(memo: Path, data: dict[str, Any]) -> None:
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        partial = memo.with_name(f".{memo.name}.{os.getpid()}.tmp")
+        partial.write_text(json.dumps(data))
+        os.replace(partial, memo)
+    except OSError:
+        pass  # a cache: the next run snapshots again
+
+
+# The snapshot's own index, kept between snapshots (XP_CACHE_DIR/snapshot-index): git's
+# stat cache and untracked cache stay current there, so `git add -A` re-reads only files
+# whose stat changed. The user's index is never written; a copy of it is the start again
+# whenever it changes (a `git add -f`, a checkout), since what it tracks decides what a
+# snapshot takes. Named by the user's index's inode, size and mtime.
+def kept_index_path(common_dir: str, user_index: Path) -> Path | None:
+    try:
+        st = user_index.stat()
+    except OSError:
+        return None  # no index yet (no commit): nothing to keep
+    digest = hashlib.sha256(os.path.realpath(user_index).encode()).hexdigest()[:24]
+    folder = XP_CACHE_DIR.get() / "snapshot-index"
+    return folder / f"{digest}.{st.st_ino}-{st.st_size}-{st.st_mtime_ns}.index"
+
+
+def keep_index(tmp_index: str, kept: Path) -> None:
+    """The index a snapshot was taken with becomes the next one's start (a rename: the
+    kept index is always whole); those kept for an earlier state of the user's index go."""
+    try:
+        os.replace(tmp_index, kept)
+        prefix = kept.name.split(".", 1)[0] + "."
+        for other in kept.parent.iterdir():
+            if other.name.startswith(prefix) and other != kept:
+                other.unlink(missing_ok=True)
+    except OSError:
+        pass  # a cache
+
+
+def exclude_files(
+    secret_globs: tuple[str, ...], user_file: str | None, inside: list[str]
+) -> tuple[Path, Path]:
+    """Two ignore files in XP_CACHE_DIR/snapshot-excludes (named by their content): the
+    secret globs alone; and the user's global excludes file (core.excludesFile, which a
+    `-c core.excludesFile=` replaces), the folders `inside` (the runs root: never part
+    of a snapshot) and the secret globs, so a snapshot's `git add` skips what the user
+    ignores everywhere, the runs, and every secret-looking file."""
+    if user_file:
+        user = Path(user_file).expanduser()
+    else:
+        config_home = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+        user = Path(config_home) / "git" / "ignore"
+    try:
+        user_rules = user.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        user_rules = ""
+    secrets = "".join(f"{glob}\n" for glob in secret_globs)
+    folders = "".join(f"/{_escape_rule(rel)}/\n" for rel in inside)
+    found = []
+    for text in (secrets, f"{user_rules.rstrip()}\n{folders}{secrets}".lstrip("\n")):
+        name = hashlib.sha256(text.encode()).hexdigest()[:24]
+        for folder in (XP_CACHE_DIR.get() / "snapshot-excludes", Path(tempfile.gettempdir())):
+            path = folder / f"xp-{name}.ignore"
+            try:
+                if not path.is_file() or path.read_text(encoding="utf-8") != text:
+                    folder.mkdir(parents=True, exist_ok=True)
+                    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                    partial.write_text(text, encoding="utf-8")
+                    os.replace(partial, path)
+                break
+            except OSError:
+                continue  # an unwritable cache folder: the temporary folder
+        found.append(path)
+    return found[0], found[1]
+
+
+def _escape_rule(path: str) -> str:
+    """A path as a literal gitignore rule (its wildcards and leading `!`/`#` escaped)."""
+    escaped = "".join("\\" + c if c in "*?[\\" else c for c in path)
+    return "\\" + escaped if escaped[:1] in ("!", "#") else escaped
