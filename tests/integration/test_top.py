@@ -177,7 +177,11 @@ def test_in_tmux_as_a_user_would(
             return subprocess.run([*tmux, "capture-pane", "-p", "-t", "top"], check=True,
                                   capture_output=True, text=True).stdout  # fmt: skip
 
-        wait_for(lambda: lab["running"][:20] in screen() and "sleep 600" in screen(), timeout=60)
+        def drawn() -> bool:  # titles are drawn a refresh after the tables, on a busy machine
+            shown = screen()
+            return all(part in shown for part in (lab["running"][:20], "sleep 600", "Queue: "))
+
+        wait_for(drawn, timeout=60)
         text = screen()
         lines = text.splitlines()
         assert len(lines) <= height and all(len(line) <= width for line in lines)
