@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from xpkit.forked import map_jobs
 from xpkit.store import rundir as rd
 from xpkit.store.index import index_path, open_cache
 
@@ -116,19 +117,10 @@ PARALLEL_PARSE_BYTES = 8 << 20  # more to parse than this: a process per core
 
 def _parse_files(stale: list[tuple[str, str, int, int, int]]) -> list[_Parsed]:
     """Parse each file's lines after its offset: in worker processes when there is much
-    to parse (a cold report over 1,000 runs x 1,000 points) and this process has no other
-    thread that a fork could catch holding a lock."""
-    import threading
-
+    to parse (a cold report over 1,000 runs x 1,000 points)."""
     jobs = [(path, offset, size) for _, path, _, offset, size in stale]
-    workers = min(os.cpu_count() or 1, 8)
     total = sum(size - offset for _, offset, size in jobs)
-    if total < PARALLEL_PARSE_BYTES or workers < 2 or threading.active_count() > 1:
-        return [_parse_file(job) for job in jobs]
-    import multiprocessing
-
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        return pool.map(_parse_file, jobs, chunksize=max(1, len(jobs) // (workers * 8)))
+    return map_jobs(_parse_file, jobs, many=total >= PARALLEL_PARSE_BYTES)
 
 
 def _parse_file(job: tuple[str, int, int]) -> _Parsed:

@@ -110,26 +110,29 @@ class RunIndex:
         Stat every run directory instead on first use, when the journal cannot be
         trusted, after a long pause, or when asked (`rescan`)."""
         now = time.time()
+        root_mtime = _mtime(self.runs_root)  # before looking: a change after is seen next
         state = self._meta("journal")
         tail = None
         if not rescan and state and now - state.get("checked", 0) < journal.RETENTION_S:
             tail = _journal_tail(self.runs_root, state.get("files", {}))
         if tail is None:
-            self._full_scan(now)
+            files, settling = self._full_scan(now)
         else:
             named, files = tail
-            self._incremental(now, state, named, files)
+            settling = self._incremental(now, state, named, root_mtime)
+        self._set_meta("journal", {"files": files, "settling": settling,
+                                   "root_mtime": root_mtime, "checked": now})  # fmt: skip
         for name, error in self.db.execute("SELECT name, error FROM runs WHERE error IS NOT NULL"):
             self.warnings.append(f"skipped run {name}: {error}")
 
-    def _full_scan(self, now: float) -> None:
-        """Stat every run directory; re-read those whose mtime changed."""
+    def _full_scan(self, now: float) -> tuple[dict[str, list[int]], dict[str, float]]:
+        """Stat every run directory; re-read those whose mtime changed. Returns the
+        journal offsets to read on from, and the runs to re-read for a while."""
         files = _journal_sizes(self.runs_root)  # before the scan: what follows is re-read
         known = dict(self.db.execute("SELECT name, dir_mtime FROM runs").fetchall())
         seen = set()
         changed: list[tuple[str, int | None]] = []
         settled_before = (now - UNSETTLED_SECONDS) * 1e9
-        root_mtime = _mtime(self.runs_root)
         for entry in _run_entries(self.runs_root):
             try:
                 mtime = entry.stat().st_mtime_ns
@@ -141,20 +144,19 @@ class RunIndex:
             if known.get(entry.name) != mtime or mtime > settled_before:
                 changed.append((entry.name, mtime))
         gone = [name for name in known if name not in seen]
-        settling = self._store(changed, gone, now, {})
-        self._set_meta("journal", {"files": files, "settling": settling,
-                                   "root_mtime": root_mtime, "checked": now})  # fmt: skip
+        return files, self._store(changed, gone, now, {})
 
     def _incremental(
-        self, now: float, state: dict[str, Any], named: set[str], files: dict[str, Any]
-    ) -> None:
+        self, now: float, state: dict[str, Any], named: set[str], root_mtime: int | None
+    ) -> dict[str, float]:
+        """Re-read the runs the journal named, new and gone folders, running runs whose
+        folder changed; returns the runs to re-read for a while."""
         settling: dict[str, float] = {n: t for n, t in state.get("settling", {}).items()
                                       if now - t < UNSETTLED_SECONDS}  # fmt: skip
         for name in named:  # first seen now: re-read again for a while (see journal.py)
             settling.setdefault(name, now)
         wanted = set(named) | set(settling)
         gone: list[str] = []
-        root_mtime = _mtime(self.runs_root)
         settled_before = (now - UNSETTLED_SECONDS) * 1e9
         if root_mtime != state.get("root_mtime") or (root_mtime or 0) > settled_before:
             # Runs appeared or went (published, trashed, restored, copied in): names only.
@@ -171,9 +173,7 @@ class RunIndex:
             current = _mtime(self.runs_root / name)
             if current is None or current != mtime or current > settled_before:
                 wanted.add(name)
-        settling = self._store([(n, None) for n in sorted(wanted)], gone, now, settling)
-        self._set_meta("journal", {"files": files, "settling": settling,
-                                   "root_mtime": root_mtime, "checked": now})  # fmt: skip
+        return self._store([(n, None) for n in sorted(wanted)], gone, now, settling)
 
     def _store(
         self,

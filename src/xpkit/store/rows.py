@@ -11,6 +11,7 @@ from typing import Any
 
 from xpkit import names
 from xpkit.errors import StoreError
+from xpkit.forked import map_jobs
 from xpkit.store import rundir as rd
 
 COLUMNS = [
@@ -215,21 +216,9 @@ PARALLEL_READS = 2000  # more runs to read than this: read them in worker proces
 def read_rows(runs_root: Path, found: list[tuple[str, int]]) -> list[tuple[Any, ...]]:
     """Index rows of the runs `found` (name, folder mtime). Many (a cold index of a big
     runs root) are read by a process per core: parsing, not the disk, is the cost."""
-    import threading
-
-    workers = min(os.cpu_count() or 1, 8)
-    # Forking a process with other threads (the dashboard's, `xp top`'s) could copy a
-    # lock some thread holds: those read in one process.
-    if len(found) < PARALLEL_READS or workers < 2 or threading.active_count() > 1:
-        return [read_row(runs_root, name, mtime) for name, mtime in found]
-    import multiprocessing
-
-    chunks = [found[i : i + 500] for i in range(0, len(found), 500)]
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        parts = pool.map(_read_chunk, [(runs_root, chunk) for chunk in chunks])
-    return [row for part in parts for row in part]
+    jobs = [(runs_root, name, mtime) for name, mtime in found]
+    return map_jobs(_read_job, jobs, many=len(jobs) >= PARALLEL_READS)
 
 
-def _read_chunk(job: tuple[Path, list[tuple[str, int]]]) -> list[tuple[Any, ...]]:
-    runs_root, chunk = job
-    return [read_row(runs_root, name, mtime) for name, mtime in chunk]
+def _read_job(job: tuple[Path, str, int]) -> tuple[Any, ...]:
+    return read_row(*job)

@@ -85,15 +85,9 @@ def runs_page(runs_root: Path, query: RunsQuery, per_page: int = PER_PAGE) -> Ru
         if not (query.where.strip() or query.sort or query.tag or query.text):
             # Newest first, unfiltered: only the page is read (100,000 runs: 50 rows).
             total = index.count(query.exp or None, query.statuses)
-            pages = max(1, -(-total // per_page))
-            page = min(max(query.page, 1), pages)
+            page, pages = _page_of(query.page, total, per_page)
             rows = index.rows(query.exp or None, query.statuses, per_page, (page - 1) * per_page)
-            return RunsPage(
-                rows=rows, total=total, first=(page - 1) * per_page + 1, page=page,
-                pages=pages, params=varying_params(rows),
-                metrics=metric_names(rows)[:MAX_METRIC_COLUMNS], experiments=experiments,
-                warnings=warnings,
-            )  # fmt: skip
+            return _page(rows, rows, total, page, pages, per_page, experiments, warnings)
         rows = index.rows(query.exp or None, query.statuses)
     finally:
         index.close()
@@ -111,13 +105,25 @@ def runs_page(runs_root: Path, query: RunsQuery, per_page: int = PER_PAGE) -> Ru
         rows = sort_rows(rows, sort)
         if query.desc:
             rows.reverse()
-    pages = max(1, -(-len(rows) // per_page))
-    page = min(max(query.page, 1), pages)
+    page, pages = _page_of(query.page, len(rows), per_page)
     shown = rows[(page - 1) * per_page : page * per_page]
+    return _page(shown, rows, len(rows), page, pages, per_page, experiments, warnings, error)
+
+
+def _page_of(asked: int, total: int, per_page: int) -> tuple[int, int]:
+    """(the page shown, the number of pages): `asked` kept within them."""
+    pages = max(1, -(-total // per_page))
+    return min(max(asked, 1), pages), pages
+
+
+def _page(shown: list[RunRow], columns_from: list[RunRow], total: int, page: int, pages: int,
+          per_page: int, experiments: list[tuple[str, str, int]], warnings: list[str],
+          error: str = "") -> RunsPage:  # fmt: skip
+    """The page of `shown` runs, with the params and metrics of `columns_from` as columns."""
     return RunsPage(
-        rows=shown, total=len(rows), first=(page - 1) * per_page + 1, page=page, pages=pages,
-        params=varying_params(rows),
-        metrics=metric_names(rows)[:MAX_METRIC_COLUMNS], experiments=experiments,
+        rows=shown, total=total, first=(page - 1) * per_page + 1, page=page, pages=pages,
+        params=varying_params(columns_from),
+        metrics=metric_names(columns_from)[:MAX_METRIC_COLUMNS], experiments=experiments,
         error=error, warnings=warnings,
     )  # fmt: skip
 
