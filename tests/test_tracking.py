@@ -162,3 +162,82 @@ def test_log_refuses_what_readers_cannot_take(run_dir: rd.RunDir) -> None:
     run.flush()
     assert [line["step"] for line in metric_lines(run_dir)] == [2**63 - 1]
     run.finish()
+
+
+def test_many_values_are_checked_like_one(run_dir: rd.RunDir) -> None:
+    """More than 8 values take a check done in C: every kind the one-value path converts
+    or refuses is converted or refused there too, in the position it was logged."""
+
+    class Scalar:  # a numpy/torch-like scalar
+        def __float__(self) -> float:
+            return 2.5
+
+    base = {f"m{k}": float(k) for k in range(12)}
+    run = Run(run_dir, owned=False)
+    run.log(base, step=0)
+    for step, (name, value) in enumerate(
+        [("m3", True), ("m4", math.nan), ("m5", Scalar()), ("m6", 7), ("m7", 1e308)], start=1
+    ):
+        run.log({**base, name: value}, step=step)
+    run.log({**base, "m8": 1e308, "m9": 1e308}, step=6)  # a sum that overflows: still plain
+    with pytest.raises(RunError, match="'m2' is an int no float can hold"):
+        run.log({**base, "m2": 10**400}, step=7)
+    with pytest.raises(RunError, match="metric 'm1' has a list value"):
+        run.log({**base, "m1": [1.0]}, step=7)
+    run.finish()
+    lines = metric_lines(run_dir)
+    assert [line["step"] for line in lines] == list(range(7))
+    assert lines[0]["m11"] == 11.0 and lines[1]["m3"] is True and math.isnan(lines[2]["m4"])
+    assert lines[3]["m5"] == 2.5 and lines[4]["m6"] == 7 and lines[5]["m7"] == 1e308
+    assert lines[6]["m8"] == lines[6]["m9"] == 1e308
+
+
+def test_sets_of_metrics_interleave_in_step_order(run_dir: rd.RunDir) -> None:
+    """Rows are kept per set of metric names and formatted in bulk at the flush: the lines
+    still come out in step order, a converted value keeps its place among its set's
+    lines, and the summary holds the value logged last."""
+    run = Run(run_dir, owned=False)
+    for step in range(30):
+        run.log({"loss": 1.0 / (step + 1)}, step=step)
+        if step % 10 == 9:
+            run.log({"val_loss": 0.5 * step, "loss": float(step)}, step=step)
+        if step == 15:
+            run.log({"loss": math.inf}, step=step)
+    run.flush()
+    lines = metric_lines(run_dir)
+    steps = [line["step"] for line in lines]
+    assert steps == sorted(steps) and len(lines) == 30 + 3 + 1
+    assert [line["val_loss"] for line in lines if "val_loss" in line] == [4.5, 9.5, 14.5]
+    assert [line["loss"] for line in lines if line["step"] == 15] == [1.0 / 16, math.inf]
+    assert lines[-1] == {"step": 29, "time": lines[-1]["time"], "val_loss": 14.5, "loss": 29.0}
+    summary = json.loads(run_dir.file(rd.SUMMARY_JSON).read_text())
+    assert summary == {"loss": 29.0, "val_loss": 14.5}
+    run.finish()
+
+
+def test_threads_logging_at_once_lose_nothing(run_dir: rd.RunDir) -> None:
+    """Four threads log into two sets of metrics while the flush takes rows: every row
+    is written once, whole."""
+    import threading
+
+    run = Run(run_dir, owned=False)
+
+    def work(thread: int) -> None:
+        for i in range(20_000):
+            names = {"a": float(i), "t": thread} if thread % 2 else {"b": float(i), "t": thread}
+            run.log(names, step=i)
+            if i % 5_000 == 0:
+                run.flush()
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    run.finish()
+    lines = metric_lines(run_dir)
+    assert len(lines) == 80_000
+    for thread in range(4):
+        mine = [line for line in lines if line["t"] == thread]
+        name = "a" if thread % 2 else "b"
+        assert sorted(line[name] for line in mine) == [float(i) for i in range(20_000)]

@@ -1,10 +1,19 @@
 """Logged values as metrics.jsonl lines and as JSON: what `run.log`, the summary and
-checkpoint records accept, and the errors for what they do not."""
+checkpoint records accept, and the errors for what they do not.
+
+`run.log` does not format a line per call: it appends the step, the time text and the
+values to its set of metrics' Stream (one flat list), and the flush formats every pending
+row of a stream with one %-format of the stream's template repeated, in C. Within one
+flush, the lines of different sets of metrics are written in step order (a stable merge;
+each set's own lines in the order logged), so the file's last line stays the highest step
+a resumed run continues after."""
 
 from __future__ import annotations
 
+import heapq
 import json
 import time
+from operator import itemgetter
 
 from xpkit.errors import RunError
 from xpkit.store import rundir as rd
@@ -25,13 +34,64 @@ def line_template(keys: tuple[str, ...]) -> str:
     return '{"step": %d, "time": %s' + fields + "}\n"  # time: preformatted, to the ms
 
 
-def slow_line(keys: tuple[str, ...], values: tuple[Any, ...], step: int) -> str:
-    """A metrics line for values that need conversion: bools, strings, non-finite floats,
-    numpy/torch scalars. Raises for values that are not scalars."""
-    fields = "".join(
-        f", {json.dumps(key)}: {json.dumps(scalar(key, value))}" for key, value in zip(keys, values)
-    )
-    return f'{{"step": {step}, "time": {time.time():.3f}{fields}}}\n'
+class SlowLine(str):
+    """A line formatted by `slow_row`, in a stream's rows where a time text would be."""
+
+
+class Stream:
+    """The rows logged for one set of metric names and not yet written: step, time text
+    and the values, flat. `log` extends `rows` by a whole row in one call, which the GIL
+    makes atomic, so the flush takes a prefix of whole rows without a lock."""
+
+    __slots__ = ("keys", "line_bytes", "rows", "template", "width")
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self.keys = keys
+        self.template = line_template(keys)
+        self.width = len(keys) + 2
+        self.rows: list[Any] = []
+        # A line's length with long values: how many rows make FLUSH_BYTES.
+        self.line_bytes = len(self.template) + 24 * len(keys)
+
+    def take(self) -> list[Any]:
+        """The pending rows, removed (rows logged meanwhile stay for the next take)."""
+        rows = self.rows
+        count = len(rows)
+        taken = rows[:count]
+        del rows[:count]
+        return taken
+
+    def format(self, rows: list[Any]) -> str:
+        width = self.width
+        if SlowLine not in set(map(type, rows[1::width])):
+            return (self.template * (len(rows) // width)) % tuple(rows)
+        template = self.template
+        return "".join([
+            rows[at + 1] if type(rows[at + 1]) is SlowLine
+            else template % tuple(rows[at : at + width])
+            for at in range(0, len(rows), width)
+        ])  # fmt: skip
+
+
+def slow_row(keys: tuple[str, ...], values: tuple[Any, ...], step: int) -> tuple[Any, ...]:
+    """A stream row for values that need conversion: bools, strings, non-finite floats,
+    numpy/torch scalars, its line formatted now. Raises for values that are not scalars."""
+    converted = [scalar(key, value) for key, value in zip(keys, values)]
+    fields = "".join(f", {json.dumps(key)}: {json.dumps(value)}"
+                     for key, value in zip(keys, converted))  # fmt: skip
+    return (step, SlowLine(f'{{"step": {step}, "time": {time.time():.3f}{fields}}}\n'),
+            *converted)  # fmt: skip
+
+
+def take_lines(streams: list[Stream]) -> tuple[str, list[tuple[Stream, list[Any]]]]:
+    """The pending lines of these streams as one text, and the rows taken per stream."""
+    taken = [(stream, rows) for stream in streams if (rows := stream.take())]
+    texts = [stream.format(rows) for stream, rows in taken]
+    if len(texts) <= 1:
+        return "".join(texts), taken
+    by_step = [zip(rows[:: stream.width], text.splitlines(keepends=True))
+               for (stream, rows), text in zip(taken, texts)]  # fmt: skip
+    return "".join([line for _, line in heapq.merge(*by_step, key=itemgetter(0))]), taken
 
 
 def scalar(key: str, value: object) -> float | int | bool | str:

@@ -25,7 +25,6 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
@@ -56,6 +55,7 @@ SUMMARY_INTERVAL = 1.0  # seconds between rewrites of summary.json while logging
 # The hot path of log() reads these as globals, not as module attributes.
 _STEP_MIN, _STEP_MAX, _FLOAT_INT = rd.STEP_MIN, rd.STEP_MAX, rd.FLOAT_INT
 _now = time.time
+_FLOAT_TYPE = {float}
 
 
 def current_run() -> Run | None:
@@ -93,11 +93,11 @@ class Run:
         self.summary = Summary(self)
         dict.update(self.summary, existing)
         self._summary_dirty = False
-        self._pending: deque[str] = deque()
-        self._templates: dict[tuple[str, ...], str] = {}
-        # The last values of each set of metrics logged, oldest set first.
-        self._last_values: dict[tuple[str, ...], tuple[Any, ...]] = {}
-        self._last_template = ""
+        # Rows not yet written, per set of metric names (see metric_lines.Stream).
+        self._streams: dict[tuple[str, ...], metric_lines.Stream] = {}
+        # Every stream logged to, the one logged to last at the end: the summary's order.
+        self._recent: dict[metric_lines.Stream, None] = {}
+        self._last_stream: metric_lines.Stream | None = None
         self._seq = 0
         self._step = 0
         # The time written on metric lines, to the millisecond, formatted once per
@@ -171,37 +171,50 @@ class Run:
                 )
             return
         keys = tuple(metrics)
-        template = self._templates.get(keys)
-        if template is None:
-            if self._closed:
-                raise RunError(f"run {self.name} is finished; log() after finish() is lost")
-            template = self._templates[keys] = metric_lines.line_template(keys)
-        values = tuple(metrics.values())
-        # Hot path: plain finite floats and ints format straight into the line. Lines are
-        # strings, which the garbage collector does not track, so a second's worth of
-        # pending lines costs no GC time.
-        for value in values:
-            kind = type(value)
-            if not (
-                (kind is float and value - value == 0.0)
-                or (kind is int and -_FLOAT_INT <= value <= _FLOAT_INT)
-            ):
-                line = metric_lines.slow_line(keys, values, step)
-                break
-        else:
+        stream = self._last_stream
+        if stream is None or keys != stream.keys:  # another set of metrics than last time
+            stream = self._switch_stream(keys)
+        values = metrics.values()
+        # Hot path: plain finite floats and ints go into the stream as they are, formatted
+        # in bulk by the flush; anything else is converted (or refused) here. Many values
+        # are checked in C: all floats, and a finite sum (an overflow takes the loop).
+        plain = (
+            len(keys) > 8
+            and set(map(type, values)) == _FLOAT_TYPE
+            and ((total := sum(values)) - total == 0.0)
+        )
+        if not plain:
+            for value in values:
+                if type(value) is not float or value - value != 0.0:
+                    if type(value) is int and -_FLOAT_INT <= value <= _FLOAT_INT:
+                        continue
+                    break
+            else:
+                plain = True
+        if plain:
             now = _now()
             if now - self._time_at >= 0.001:
                 self._time_at = now
                 self._time_text = f"{now:.3f}"
-            line = template % (step, self._time_text, *values)
-        self._pending.append(line)
-        if template is not self._last_template:  # another set of metrics: it becomes the
-            self._last_template = template  # newest in _last_values (the summary's order)
-            self._last_values.pop(keys, None)
-        self._last_values[keys] = values
+            stream.rows.extend((step, self._time_text, *values))
+        else:
+            stream.rows.extend(metric_lines.slow_row(keys, tuple(values), step))
         self._seq += 1
         if self._seq >= self._flush_at:  # ~FLUSH_BYTES pending: bound what a kill loses
-            self._flush_lines(len(line))
+            self._flush_lines(stream.line_bytes)
+
+    def _switch_stream(self, keys: tuple[str, ...]) -> metric_lines.Stream:
+        """The stream of this set of metrics, which becomes the newest in the summary's
+        order (its values win over older sets' values of the same names)."""
+        stream = self._streams.get(keys)
+        if stream is None:
+            if self._closed:
+                raise RunError(f"run {self.name} is finished; log() after finish() is lost")
+            stream = self._streams.setdefault(keys, metric_lines.Stream(keys))  # checks names
+        self._last_stream = stream
+        self._recent.pop(stream, None)
+        self._recent[stream] = None
+        return stream
 
     def set_config(self, config: Mapping[str, Any]) -> None:
         """Merge values into the run's config and persist config.json."""
@@ -259,11 +272,12 @@ class Run:
             self.flush()
 
     def _flush_locked(self, summary: bool) -> None:
-        pending = self._pending
-        count = len(pending)
-        if count:
-            self._unwritten += "".join([pending.popleft() for _ in range(count)]).encode()
+        text, taken = metric_lines.take_lines(list(self._recent))
+        if taken:
+            self._unwritten += text.encode()
             self._summary_dirty = True
+            for stream, rows in taken:  # oldest set first: the newest value of a name wins
+                self._last.update(zip(stream.keys, rows[len(rows) - len(stream.keys) :]))
         if self._metrics_fd is None:
             return
         try:
@@ -291,10 +305,6 @@ class Run:
     def _write_summary(self) -> None:
         self._summary_dirty = False
         self._summary_written = time.monotonic()
-        last, self._last_values = self._last_values, {}
-        self._last_template = ""
-        for keys, values in list(last.items()):
-            self._last.update(zip(keys, values))
         merged = {**dict(self.summary), **self._last, **self._explicit}
         dict.update(self.summary, merged)
         try:
@@ -322,7 +332,8 @@ class Run:
         self._stop.set()
         self._flush_unless_interrupted()
         self._closed = True
-        self._templates.clear()  # the next log() call sees the run is closed
+        self._streams.clear()  # the next log() call sees the run is closed
+        self._last_stream = None
         if self._metrics_fd is not None:
             os.close(self._metrics_fd)
             self._metrics_fd = None
