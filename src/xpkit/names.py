@@ -7,17 +7,16 @@ experiment's runs, and the trial number is unique within the experiment.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import re
-import string
 from dataclasses import dataclass
 from pathlib import Path
 
 from xpkit.errors import RunError, StoreError
 from xpkit.store.locks import create_exclusive
+from xpkit.values import sha256
 
-ID_ALPHABET = string.ascii_lowercase + string.digits
+ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 ID_LENGTH = 6
 ID_PATTERN = re.compile(r"^[a-z0-9]{6}$")
 RUN_NAME_PATTERN = re.compile(r"^(?P<expid>[a-z0-9]{6})_(?P<trial>\d{3,})(?:_(?P<slug>.*))?$")
@@ -38,7 +37,7 @@ def new_experiment_id(taken: set[str] | frozenset[str] = frozenset()) -> str:
 def command_experiment_id(argv: list[str]) -> str:
     """A stable ID for an ad-hoc command, so repeats of one command group together."""
     normalized = " ".join(" ".join(argv).split())
-    number = int.from_bytes(hashlib.sha256(normalized.encode()).digest()[:8], "big")
+    number = int.from_bytes(sha256(normalized.encode()).digest()[:8], "big")
     chars = []
     for _ in range(ID_LENGTH):
         number, rest = divmod(number, len(ID_ALPHABET))

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
-import hashlib
+import importlib
 import math
 import re
 from pathlib import Path
 from typing import Any
 
+
+def _builtin_hash(name: str, modules: tuple[str, ...]) -> Any:
+    """CPython's own sha1/sha256 (the same digests): `import hashlib` loads OpenSSL
+    first, ~3 ms of every `xp run` and `xp.init()`; hashlib where they are missing."""
+    for module in modules:
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+    import hashlib
+
+    return getattr(hashlib, name)
+
+
+sha1 = _builtin_hash("sha1", ("_sha1",))
+sha256 = _builtin_hash("sha256", ("_sha256", "_sha2"))  # _sha2 from Python 3.12
 _LOWER_IS_BETTER = re.compile(r"loss|err|error|perplexity|ppl|mse|mae|rmse|nll|time|dist", re.I)
 
 
@@ -27,7 +43,7 @@ def lower_is_better(metric: str) -> bool:
 
 def path_digest(path: Path, length: int = 16) -> str:
     """A short stable name for a folder (the runs root, a project) in local caches."""
-    return hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:length]
+    return str(sha1(str(path.resolve()).encode()).hexdigest()[:length])
 
 
 def is_remote(destination: str) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -186,10 +185,9 @@ def _take_snapshot(
             kept_index.parent.mkdir(parents=True, exist_ok=True)
         except OSError:
             kept_index = None  # an unwritable cache: start from the user's index each time
-    fd, tmp_index = tempfile.mkstemp(
-        prefix=".xp-index-", dir=kept_index.parent if kept_index else None
-    )
-    os.close(fd)
+    folder = kept_index.parent if kept_index else snapshot_cache.temp_folder()
+    tmp_index = str(folder / f".xp-index-{os.getpid()}-{os.urandom(6).hex()}")
+    os.close(os.open(tmp_index, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     try:
         # Keeps git's stat cache (add -A stays fast) and the file's mtime: git trusts a
         # cached stat only for files changed before the index was written, so a copy

@@ -5,14 +5,14 @@ cache: missing, stale or unwritable, the snapshot is still right, only slower.""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from xpkit.settings import XP_CACHE_DIR
+from xpkit.values import sha256
 
 SNAPSHOT_REF_PREFIX = "refs/xp/snapshots/"  # = capture.git's (not imported: git imports us)
 
@@ -24,7 +24,7 @@ SNAPSHOT_REF_PREFIX = "refs/xp/snapshots/"  # = capture.git's (not imported: git
 # (it is the diff every such run records).
 def memo_path(common_dir: str, head: str | None, tree: str, tracked: list[str]) -> Path:
     parts = [os.path.realpath(common_dir), head or "", tree, *tracked]
-    key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:40]
+    key = sha256("\0".join(parts).encode()).hexdigest()[:40]
     return XP_CACHE_DIR.get() / "snapshots" / f"{key}.json"
 
 
@@ -59,7 +59,7 @@ def kept_index_path(common_dir: str, user_index: Path) -> Path | None:
         st = user_index.stat()
     except OSError:
         return None  # no index yet (no commit): nothing to keep
-    digest = hashlib.sha256(os.path.realpath(user_index).encode()).hexdigest()[:24]
+    digest = sha256(os.path.realpath(user_index).encode()).hexdigest()[:24]
     folder = XP_CACHE_DIR.get() / "snapshot-index"
     return folder / f"{digest}.{st.st_ino}-{st.st_size}-{st.st_mtime_ns}.index"
 
@@ -98,8 +98,8 @@ def exclude_files(
     folders = "".join(f"/{_escape_rule(rel)}/\n" for rel in inside)
     found = []
     for text in (secrets, f"{user_rules.rstrip()}\n{folders}{secrets}".lstrip("\n")):
-        name = hashlib.sha256(text.encode()).hexdigest()[:24]
-        for folder in (XP_CACHE_DIR.get() / "snapshot-excludes", Path(tempfile.gettempdir())):
+        name = sha256(text.encode()).hexdigest()[:24]
+        for folder in _ignore_folders():
             path = folder / f"xp-{name}.ignore"
             try:
                 if not path.is_file() or path.read_text(encoding="utf-8") != text:
@@ -118,3 +118,16 @@ def _escape_rule(path: str) -> str:
     """A path as a literal gitignore rule (its wildcards and leading `!`/`#` escaped)."""
     escaped = "".join("\\" + c if c in "*?[\\" else c for c in path)
     return "\\" + escaped if escaped[:1] in ("!", "#") else escaped
+
+
+def _ignore_folders() -> Iterator[Path]:
+    yield XP_CACHE_DIR.get() / "snapshot-excludes"
+    yield temp_folder()
+
+
+def temp_folder() -> Path:
+    """The system's temporary folder, the fallback of an unwritable cache folder (tempfile
+    is imported only then: with random, ~2 ms of every `xp run`)."""
+    import tempfile
+
+    return Path(tempfile.gettempdir())
