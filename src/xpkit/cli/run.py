@@ -85,14 +85,8 @@ def run_cmd(
                     yes=yes)  # fmt: skip
         return
     settings = load_settings()
-    # The snapshot's git processes run on another core while this thread imports the
-    # launcher and plans the runs (~15 ms of `xp run`'s start-up). What the snapshot needs
-    # is imported first: two threads importing one circle of modules would deadlock.
-    import xpkit.store.create
-    import xpkit.store.pins  # noqa: F401
-
     with ExitStack() as stack:
-        provenance = None if dry_run else _in_background(_provenance, settings, no_git, stack)
+        provenance = None if dry_run else _start_provenance(settings, no_git, stack)
         try:
             from xpkit.execute.launch import SweepRequest, plan
 
@@ -140,6 +134,18 @@ def _show_dry_run(settings: Settings, request: SweepRequest, planned: list[NewRu
         click.echo(f"  {new.expid}_NNN_{new.slug}: {redact_command(new.command)}")
     if total > XP_MAX_RUNS.get():
         click.echo(f"more than XP_MAX_RUNS ({XP_MAX_RUNS.get():,}): running them needs --yes")
+
+
+def _start_provenance(
+    settings: Settings, no_git: bool, stack: ExitStack
+) -> Callable[[], Provenance]:
+    """The snapshot's git processes run on another core while the caller imports the
+    launcher and plans the runs (~15 ms of `xp run`'s start-up). What the snapshot needs
+    is imported here first: two threads importing one circle of modules would deadlock."""
+    import xpkit.store.create
+    import xpkit.store.pins  # noqa: F401
+
+    return _in_background(_provenance, settings, no_git, stack)
 
 
 def _provenance(settings: Settings, no_git: bool, stack: ExitStack) -> Provenance:
