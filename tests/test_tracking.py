@@ -192,6 +192,56 @@ def test_many_values_are_checked_like_one(run_dir: rd.RunDir) -> None:
     assert lines[6]["m8"] == lines[6]["m9"] == 1e308
 
 
+def test_values_read_back_as_logged(run_dir: rd.RunDir) -> None:
+    """Lines are written with 17 significant digits: every float reads back as the very
+    same float, ints a float cannot hold exactly keep every digit."""
+    import random
+
+    rng = random.Random(7)
+    floats = [rng.uniform(-1e6, 1e6) for _ in range(200)] + [0.1, 1 / 3, 5e-324, -0.0, 2.0]
+    ints = [2**53, -(2**53), 2**53 + 1, 2**63 - 1, -(10**20) - 1]
+    with Run(run_dir, owned=False) as run:
+        for step, value in enumerate(floats + ints):
+            run.log({"one": value}, step=step)
+        run.log({f"m{k}": value for k, value in enumerate(floats)}, step=len(floats + ints))
+    lines = metric_lines(run_dir)
+    assert [line["one"] for line in lines[:-1]] == floats + ints
+    assert [type(line["one"]) for line in lines[len(floats) : -1]] == [int] * len(ints)
+    assert list(lines[-1].values())[2:] == floats
+
+
+def test_a_fresh_run_keeps_negative_steps(run_dir: rd.RunDir) -> None:
+    with Run(run_dir, owned=False) as run:
+        run.log({"loss": 1.5}, step=-3)
+        run.log({"loss": 1.0})  # after -3
+        run.log({"loss": 0.5}, step=-(2**63))
+    assert [line["step"] for line in metric_lines(run_dir)] == [-3, -2, -(2**63)]
+
+
+def test_a_later_attempt_keeps_the_first_values_of_its_steps(
+    run_dir: rd.RunDir, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A resumed program that starts again from an older checkpoint logs steps the first
+    attempt logged: those keep their first values (one warning), the default step goes
+    on after the last one written, and a step below every earlier one is no exception."""
+    with Run(run_dir, owned=False) as run:
+        for step in range(-2, 5):
+            run.log({"loss": float(step)}, step=step)
+    monkeypatch.setenv("XP_ATTEMPT", "2")
+    with Run(run_dir, owned=False) as run:
+        run.log({"loss": 100.0})  # step 5
+        for step in (3, 4, -7):
+            run.log({"loss": 100.0 + step}, step=step)
+        run.log({"loss": 200.0}, step=6)
+    lines = metric_lines(run_dir)
+    assert [(line["step"], line["loss"]) for line in lines] == [
+        *((step, float(step)) for step in range(-2, 5)),
+        (5, 100.0),
+        (6, 200.0),
+    ]
+    assert capfd.readouterr().err.count("keep their first values") == 1
+
+
 def test_sets_of_metrics_interleave_in_step_order(run_dir: rd.RunDir) -> None:
     """Rows are kept per set of metric names and formatted in bulk at the flush: the lines
     still come out in step order, a converted value keeps its place among its set's

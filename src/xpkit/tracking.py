@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Mapping
 from contextvars import ContextVar
+from operator import countOf
 from pathlib import Path
 from types import TracebackType
 
@@ -53,9 +54,11 @@ MAX_UNWRITTEN = 256 * 2**20  # bytes of metric lines kept while writes fail
 FLUSH_BYTES = 64 * 1024  # pending metric lines written from the logging thread past this
 SUMMARY_INTERVAL = 1.0  # seconds between rewrites of summary.json while logging
 # The hot path of log() reads these as globals, not as module attributes.
-_STEP_MIN, _STEP_MAX, _FLOAT_INT = rd.STEP_MIN, rd.STEP_MAX, rd.FLOAT_INT
+_STEP_MIN, _STEP_MAX = rd.STEP_MIN, rd.STEP_MAX
+# Ints a float holds exactly take the fast path (the lines' %.17g writes them as they
+# are); bigger ones are written by the slow path, which keeps every digit.
+_EXACT_INT = 2**53
 _now = time.time
-_FLOAT_TYPE = {float}
 
 
 def current_run() -> Run | None:
@@ -98,12 +101,12 @@ class Run:
         # Every stream logged to, the one logged to last at the end: the summary's order.
         self._recent: dict[metric_lines.Stream, None] = {}
         self._last_stream: metric_lines.Stream | None = None
-        self._seq = 0
-        self._step = 0
+        self._seq = 0  # rows logged; pending lines are written when it reaches _flush_at
+        self._flush_at = FLUSH_BYTES // 64
         # The time written on metric lines, to the millisecond, formatted once per
         # millisecond instead of once per call (a float format is ~0.2 µs of a log call).
-        self._time_at = 0.0
-        self._time_text = "0.000"
+        self._time_next = 0.0
+        self._time_text = b"0.000"
         self.run_id: str = str(info.get("id") or self.name)
         self.attempt: int = XP_ATTEMPT.get() if not owned else 1
         self.resumed: bool = self.attempt > 1
@@ -112,11 +115,10 @@ class Run:
         self._should_stop = threading.Event()
         # A later attempt continues the steps of the earlier ones; a step logged again
         # (the program resumed from an older checkpoint) keeps its first value, as W&B does.
-        self._floor = run_dir.last_step() if self.resumed else -1
-        self._step = self._floor + 1
+        self._floor = run_dir.last_step() if self.resumed else rd.NO_STEP
+        self._step = self._floor + 1 if self._floor != rd.NO_STEP else 0
         self._warned_floor = False
         self._flush_interval = XP_FLUSH_INTERVAL.get()
-        self._flush_at = FLUSH_BYTES // 64  # the _seq at which pending lines are written
         self._summary_written = 0.0  # monotonic time of the last summary.json
         # Reentrant, and its owner known: a signal handler may interrupt a flush in the
         # main thread, and must neither deadlock on the lock nor flush into its middle.
@@ -155,53 +157,62 @@ class Run:
         """Record metric values at `step` (default: one more than the last step)."""
         if step is None:
             step = self._step
-        elif type(step) is not int or not _STEP_MIN <= step <= _STEP_MAX:
-            raise RunError(
-                f"run.log: step must be an int between -2**63 and 2**63-1, got "
-                f"{type(step).__name__} {step!r}"
-            )
-        self._step = step + 1
-        if step <= self._floor:
-            if not self._warned_floor:
-                self._warned_floor = True
-                _warn(
-                    f"xp: attempt {self.attempt} of {self.name} logs step {step}, which an "
-                    f"earlier attempt logged (up to {self._floor}); steps up to "
-                    f"{self._floor} keep their first values"
-                )
+        if type(step) is not int or not self._floor < step <= _STEP_MAX:
+            self._refuse_step(step)
             return
+        self._step = step + 1
         keys = tuple(metrics)
         stream = self._last_stream
         if stream is None or keys != stream.keys:  # another set of metrics than last time
             stream = self._switch_stream(keys)
         values = metrics.values()
         # Hot path: plain finite floats and ints go into the stream as they are, formatted
-        # in bulk by the flush; anything else is converted (or refused) here. Many values
-        # are checked in C: all floats, and a finite sum (an overflow takes the loop).
-        plain = (
+        # in bulk by the flush; anything else is converted (or refused) by _log_slow. Many
+        # values are checked in C: all floats, and a finite sum (an overflow takes the loop).
+        if not (
             len(keys) > 8
-            and set(map(type, values)) == _FLOAT_TYPE
-            and ((total := sum(values)) - total == 0.0)
-        )
-        if not plain:
+            and countOf(map(type, values), float) == len(keys)
+            and (total := sum(values)) - total == 0.0
+        ):
             for value in values:
                 if type(value) is not float or value - value != 0.0:
-                    if type(value) is int and -_FLOAT_INT <= value <= _FLOAT_INT:
+                    if type(value) is int and -_EXACT_INT <= value <= _EXACT_INT:
                         continue
-                    break
-            else:
-                plain = True
-        if plain:
-            now = _now()
-            if now - self._time_at >= 0.001:
-                self._time_at = now
-                self._time_text = f"{now:.3f}"
-            stream.rows.extend((step, self._time_text, *values))
-        else:
-            stream.rows.extend(metric_lines.slow_row(keys, tuple(values), step))
+                    self._log_slow(stream, keys, values, step)
+                    return
+        now = _now()
+        if now >= self._time_next:
+            self._time_next = now + 0.001
+            self._time_text = b"%.3f" % now
+        stream.rows.extend((step, self._time_text, *values))
         self._seq += 1
         if self._seq >= self._flush_at:  # ~FLUSH_BYTES pending: bound what a kill loses
             self._flush_lines(stream.line_bytes)
+
+    def _log_slow(self, stream: metric_lines.Stream, keys: tuple[str, ...],
+                  values: Any, step: int) -> None:  # fmt: skip
+        """log() of values that need converting (or refusing): see metric_lines.slow_row."""
+        stream.rows.extend(metric_lines.slow_row(keys, tuple(values), step))
+        self._seq += 1
+        if self._seq >= self._flush_at:
+            self._flush_lines(stream.line_bytes)
+
+    def _refuse_step(self, step: Any) -> None:
+        """log() at a step that is not an int in range (an error), or at or below the
+        last step an earlier attempt logged (kept out, with one warning)."""
+        if type(step) is not int or not _STEP_MIN <= step <= _STEP_MAX:
+            raise RunError(
+                f"run.log: step must be an int between -2**63 and 2**63-1, got "
+                f"{type(step).__name__} {step!r}"
+            )
+        self._step = step + 1
+        if not self._warned_floor:
+            self._warned_floor = True
+            _warn(
+                f"xp: attempt {self.attempt} of {self.name} logs step {step}, which an "
+                f"earlier attempt logged (up to {self._floor}); steps up to "
+                f"{self._floor} keep their first values"
+            )
 
     def _switch_stream(self, keys: tuple[str, ...]) -> metric_lines.Stream:
         """The stream of this set of metrics, which becomes the newest in the summary's
@@ -274,7 +285,7 @@ class Run:
     def _flush_locked(self, summary: bool) -> None:
         text, taken = metric_lines.take_lines(list(self._recent))
         if taken:
-            self._unwritten += text.encode()
+            self._unwritten += text
             self._summary_dirty = True
             for stream, rows in taken:  # oldest set first: the newest value of a name wins
                 self._last.update(zip(stream.keys, rows[len(rows) - len(stream.keys) :]))

@@ -23,7 +23,7 @@ class Harvester:
     """Collects metric points for one run and writes them in batches."""
 
     def __init__(self, run_dir: RunDir, patterns: list[str], files: list[str],
-                 search: list[Path], floor: int = -1) -> None:  # fmt: skip
+                 search: list[Path], floor: int = rd.NO_STEP) -> None:  # fmt: skip
         self.run_dir = run_dir
         self.patterns = [re.compile(p) for p in patterns]
         self.counters = [0] * len(self.patterns)

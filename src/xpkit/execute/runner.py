@@ -221,7 +221,7 @@ class Runner:
             # "tensorboard": true is how runs queued before the file sources say it
             sources.get("files") or (["tensorboard"] if sources.get("tensorboard") else []),
             search=[self.run_dir.path, self.cwd],
-            floor=self.run_dir.last_step() if int(run.get("attempt") or 1) > 1 else -1,
+            floor=self.run_dir.last_step() if int(run.get("attempt") or 1) > 1 else rd.NO_STEP,
         )
         read_fd, write_fd = os.pipe()
         import subprocess

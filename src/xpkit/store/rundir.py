@@ -110,6 +110,7 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {
 _INT_LIMIT = 2**53  # what JavaScript and SQLite take exactly
 # metrics.jsonl: a step is an int64 (the curve cache's arrays), a value converts to a float
 STEP_MIN, STEP_MAX = -(2**63), 2**63 - 1
+NO_STEP = STEP_MIN - 1  # the last step of a run that logged none: every step is above it
 FLOAT_INT = int(sys.float_info.max)
 
 
@@ -258,7 +259,7 @@ class RunDir:
         return entries
 
     def last_step(self) -> int:
-        """The highest step in metrics.jsonl (-1 if none), reading only its tail."""
+        """The highest step in metrics.jsonl (NO_STEP if none), reading only its tail."""
         try:
             with open(self.file(METRICS), "rb") as f:
                 f.seek(0, os.SEEK_END)
@@ -276,10 +277,10 @@ class RunDir:
                         if type(step) is int:
                             return step
                     if not start:
-                        return -1
+                        return NO_STEP
                     chunk *= 4
         except OSError:
-            return -1
+            return NO_STEP
 
     def write_secrets(self, command: str, argv: list[str] | None) -> None:
         """The command as it is executed, when run.json shows it with secret values
