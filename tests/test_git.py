@@ -195,3 +195,64 @@ def test_a_same_size_edit_in_the_same_second_is_in_the_next_snapshot(git_project
         assert git(git_project, "show", f"{second_snap.snapshot}:version.txt") == f"v{attempt}b\n"
         return
     pytest.skip("this machine never wrote twice within one second")
+
+
+def test_a_tracked_secret_stays_kept_out_in_every_later_snapshot(git_project: Path) -> None:
+    """The kept index keeps the files the user tracks, secret-looking ones too: the second
+    snapshot of the same tree lists a tracked .env as the first did, and is as clean."""
+    (git_project / ".env").write_text("TOKEN=abc\n")
+    git(git_project, "add", ".env")
+    git(git_project, "commit", "-qm", "track a secret")
+    snaps = [take_snapshot(git_project) for _ in range(3)]
+    assert {(s.snapshot, s.dirty, tuple(s.kept_out), tuple(s.tracked_secrets)) for s in snaps} == {
+        (snaps[0].snapshot, False, (".env",), (".env",))
+    }
+    assert ".env" not in git(git_project, "ls-tree", "-r", "--name-only", snaps[0].snapshot)
+
+
+def _snapshot_view(root: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[object, ...]:
+    monkeypatch.setenv("XP_CACHE_DIR", str(cache))
+    snap = take_snapshot(root)
+    files = git(root, "ls-tree", "-r", "--full-tree", "-z", snap.snapshot).split("\0")
+    return snap.dirty, snap.kept_out, snap.tracked_secrets, sorted(f for f in files if f)
+
+
+def test_a_snapshot_from_the_kept_index_equals_one_from_scratch(
+    git_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Later snapshots stage only what `git status` says changed since the kept index
+    (or nothing at all); after every kind of change, the snapshot is the one a fresh
+    cache (a whole `git add -A`) takes: same files, same secrets kept out."""
+    root = git_project
+    (root / ".env").write_text("TRACKED=1\n")
+    git(root, "add", ".env")
+    git(root, "commit", "-qm", "tracked secret")
+    edits = [
+        lambda: None,
+        lambda: (root / "train.py").write_text("print('edited')\n"),
+        lambda: (root / "new_module.py").write_text("NEW = 1\n"),
+        lambda: (root / "version.txt").unlink(),
+        lambda: (root / "data" / "deep").mkdir(parents=True),
+        lambda: [(root / "data" / "deep" / n).write_text(n) for n in ("a.py", "b.py", "id_rsa")],
+        lambda: (root / ".env.local").write_text("SECRET=1\n"),
+        lambda: (root / "weird [*] name?.py").write_text("W = 1\n"),
+        lambda: (root / "new_module.py").write_text("NEW = 2\n"),
+        lambda: (root / ".envs").mkdir(),
+        lambda: (root / ".envs" / "inside.py").write_text("I = 1\n"),
+        lambda: (root / "runs").mkdir(),
+        lambda: (root / "runs" / "out.txt").write_text("run output\n"),
+        lambda: (root / ".gitignore").write_text("/runs/\nnew_module.py\n"),  # now ignored
+        lambda: (root / ".env").write_text("TRACKED=2\n"),
+        lambda: (root / "data" / "deep" / "a.py").unlink(),
+        lambda: git(root, "commit", "-qam", "commit the edits"),
+    ]
+    kept = tmp_path / "kept-cache"
+    for number, edit in enumerate(edits):
+        edit()
+        incremental = _snapshot_view(root, kept, monkeypatch)
+        scratch = _snapshot_view(root, tmp_path / f"fresh-cache-{number}", monkeypatch)
+        assert incremental == scratch, f"after edit {number}"
+    dirty, kept_out, tracked, files = incremental
+    assert kept_out == [".env", ".env.local", "data/deep/id_rsa"] and tracked == [".env"]
+    assert not any(name.endswith(("new_module.py", "out.txt", "inside.py")) for name in files)
+    assert any(name.endswith("\tweird [*] name?.py") for name in files)

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xpkit.capture import snapshot_cache
+from xpkit.capture import snapshot_cache, staging
 from xpkit.errors import GitError
 from xpkit.settings import XP_TOOL_TIMEOUT
 from xpkit.subprocs import run_tool
@@ -31,7 +31,7 @@ SECRET_GLOBS = (
     ".pgpass", "credentials*.json", "*.p12", "*.pfx", "*.keystore", "*.jks",
 )  # fmt: skip
 # git's untracked cache, kept in the snapshot's own index (capture/snapshot_cache.py).
-_UNTRACKED_CACHE = ("-c", "core.untrackedCache=true")
+_UNTRACKED_CACHE = staging.UNTRACKED_CACHE
 _IDENTITY = {
     "GIT_AUTHOR_NAME": "xpkit",
     "GIT_AUTHOR_EMAIL": "xpkit@localhost",
@@ -170,15 +170,7 @@ def _take_snapshot(
     remote = settings.get("remote.origin.url") or next(
         (v for k, v in settings.items() if k.startswith("remote.")), None
     )
-    secrets_only, ignore_file = snapshot_cache.exclude_files(
-        secret_globs, settings.get("core.excludesfile"), inside
-    )
-    # Untracked secret files the user does not ignore (for the warning), asked beside add.
-    untracked_lookup = _start_git(
-        root, *_UNTRACKED_CACHE, "ls-files", "-z", "--others", "--exclude-standard", "--",
-        *secret_pathspecs(secret_globs), *(f":(exclude,literal){p}" for p in inside),
-    )  # fmt: skip
-    background.append(untracked_lookup)
+    rules = snapshot_cache.exclude_files(secret_globs, settings.get("core.excludesfile"), inside)
     kept_index = snapshot_cache.kept_index_path(common_dir, index) if common_dir else None
     if kept_index is not None:
         try:
@@ -189,50 +181,13 @@ def _take_snapshot(
     tmp_index = str(folder / f".xp-index-{os.getpid()}-{os.urandom(6).hex()}")
     os.close(os.open(tmp_index, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     try:
-        # Keeps git's stat cache (add -A stays fast) and the file's mtime: git trusts a
-        # cached stat only for files changed before the index was written, so a copy
-        # newer than its content would hide a same-size edit made in the same second.
-        for source in (kept_index, index):  # the kept one may go under us (_keep_index)
-            try:
-                if source is not None:
-                    shutil.copy2(source, tmp_index)
-                    break
-            except FileNotFoundError:
-                continue
-        else:
-            os.unlink(tmp_index)  # no index yet: git starts an empty one
-        env = {"GIT_INDEX_FILE": tmp_index, **_IDENTITY}
-        # The secret globs are ignore rules for this add (matched per name, as .gitignore
-        # rules are: pathspec globs cost a full match per file, 0.2 s at 100,000 files).
-        git(root, *_UNTRACKED_CACHE, "-c", f"core.excludesFile={ignore_file}", "add", "-A",
-            env=env)  # fmt: skip
-        inner_kept = (
-            _snapshot_submodules(root, env, secret_globs)
-            if (root / ".gitmodules").is_file()
-            else []
+        tree, in_index, untracked, tracked, inner_kept = _stage(
+            root, index, kept_index, tmp_index, rules, secret_globs, inside, background
         )
-        # Every secret-looking file the index now has: tracked ones, and any a .gitignore
-        # `!rule` let in. The tree is written meanwhile, and again if some must go.
-        tree_writer = _start_git(root, "write-tree", env=env)
-        background.append(tree_writer)
-        in_index = git(root, "ls-files", "-z", "--cached", "-i", f"--exclude-from={secrets_only}",
-                       env=env).split("\0")  # fmt: skip
-        in_index = sorted(p for p in in_index if p)
-        tree = _finish_git(tree_writer, "write-tree") or ""
-        if in_index:
-            literal = [f":(literal){p}" for p in in_index]
-            git(root, "rm", "-q", "--cached", "--ignore-unmatch", "--", *literal, env=env)
-            tree = git(root, "write-tree", env=env)
-        untracked = sorted(
-            p for p in (_finish_git(untracked_lookup, "ls-files") or "").split("\0") if p
-        )
-        tracked = sorted(set(in_index) - set(untracked))
-        kept_out = sorted(set(untracked) | set(in_index)) + inner_kept
-        if kept_index is not None:
-            snapshot_cache.keep_index(tmp_index, kept_index)
     finally:
         if os.path.exists(tmp_index):
             os.unlink(tmp_index)
+    kept_out = sorted(set(untracked) | set(in_index)) + inner_kept
     memo = snapshot_cache.memo_path(common_dir, head, tree, tracked) if common_dir else None
     known = snapshot_cache.read_memo(memo, common_dir) if memo and common_dir else None
     if known is not None:  # this tree on this HEAD was snapshotted before: the same commit
@@ -263,6 +218,108 @@ def _take_snapshot(
         known = {"sha": sha, "dirty": dirty, "not_inlined": snap.not_inlined, "diff": snap.diff}
         snapshot_cache.write_memo(memo, known)
     return snap
+
+
+def _copy_index(sources: tuple[Path | None, ...], tmp_index: str) -> None:
+    """The first of `sources` that exists, copied to `tmp_index` with its mtime: git
+    trusts a cached stat only for files changed before the index was written, so a copy
+    newer than its content would hide a same-size edit made in the same second."""
+    for source in sources:  # the kept one may go under us (keep_index)
+        try:
+            if source is not None:
+                shutil.copy2(source, tmp_index)
+                return
+        except FileNotFoundError:
+            continue
+    if os.path.exists(tmp_index):
+        os.unlink(tmp_index)  # no index yet: git starts an empty one
+
+
+def _stage(
+    root: Path, index: Path, kept_index: Path | None, tmp_index: str,
+    rules: tuple[Path, Path, Path], secret_globs: tuple[str, ...], inside: list[str],
+    background: list[subprocess.Popen[str]],
+) -> tuple[str, list[str], list[str], list[str], list[str]]:  # fmt: skip
+    """Stage the working tree in `tmp_index` and write its tree without secret-looking
+    files: (tree, secret-looking paths the index holds, untracked secret-looking files,
+    those the user tracks, what submodules kept out). The index, secrets included,
+    becomes the kept index of the next snapshot (git's stat and untracked caches)."""
+    secrets_only, status_ignore, add_ignore = rules
+    env = {"GIT_INDEX_FILE": tmp_index, **_IDENTITY}
+    record = (
+        snapshot_cache.read_record(kept_index, add_ignore)
+        if kept_index is not None and staging.names_only(secret_globs)
+        and not (root / ".gitmodules").is_file()
+        else None
+    )  # fmt: skip
+    _copy_index((kept_index, index), tmp_index)
+    changes = None
+    if record is not None:
+        changes = staging.worktree_changes(root, env, status_ignore, inside, secret_globs)
+        if changes is None:  # undecided (a .gitignore changed): from the user's index
+            _copy_index((index,), tmp_index)
+    if record is not None and changes is not None and not changes.to_add:
+        in_index = record["in_index"]  # nothing differs: the tree of the last snapshot
+        tree, untracked, tracked = record["tree"], changes.secrets, record["tracked"]
+        inner_kept: list[str] = []
+    else:
+        staged = changes is not None and staging.add_paths(root, env, add_ignore, changes.to_add)
+        if not staged:
+            # Untracked secret files the user does not ignore (for the warning), beside add.
+            untracked_lookup = _start_git(
+                root, *_UNTRACKED_CACHE, "ls-files", "-z", "--others", "--exclude-standard",
+                "--", *secret_pathspecs(secret_globs), *(f":(exclude,literal){p}" for p in inside),
+            )  # fmt: skip
+            background.append(untracked_lookup)
+            # The secret globs are ignore rules for this add (matched per name, as .gitignore
+            # rules are: pathspec globs cost a full match per file, 0.2 s at 100,000 files).
+            git(root, *_UNTRACKED_CACHE, "-c", f"core.excludesFile={add_ignore}", "add", "-A",
+                env=env)  # fmt: skip
+        inner_kept = (
+            _snapshot_submodules(root, env, secret_globs)
+            if (root / ".gitmodules").is_file()
+            else []
+        )
+        tree, in_index = _tree_without_secrets(root, env, tmp_index, secrets_only, background)
+        if staged and changes is not None and record is not None:
+            untracked = changes.secrets
+            tracked = sorted(set(record["tracked"]) & set(in_index))
+        else:
+            untracked = sorted(
+                p for p in (_finish_git(untracked_lookup, "ls-files") or "").split("\0") if p
+            )
+            tracked = sorted(set(in_index) - set(untracked))
+    if kept_index is not None:
+        found = {"tree": tree, "in_index": in_index, "tracked": tracked, "rules": str(add_ignore)}
+        snapshot_cache.keep_index(tmp_index, kept_index, found)
+    return tree, in_index, untracked, tracked, inner_kept
+
+
+def _tree_without_secrets(
+    root: Path, env: dict[str, str], tmp_index: str, secrets_only: Path,
+    background: list[subprocess.Popen[str]],
+) -> tuple[str, list[str]]:  # fmt: skip
+    """The tree of the staged index without its secret-looking files (tracked ones, and
+    any a .gitignore `!rule` let in), and those files. The tree is written meanwhile, and
+    again from a copy without them if there are some (the index keeps them: the user
+    tracks them, so they belong in the next snapshot's start)."""
+    tree_writer = _start_git(root, "write-tree", env=env)
+    background.append(tree_writer)
+    in_index = git(root, "ls-files", "-z", "--cached", "-i", f"--exclude-from={secrets_only}",
+                   env=env).split("\0")  # fmt: skip
+    in_index = sorted(p for p in in_index if p)
+    tree = _finish_git(tree_writer, "write-tree") or ""
+    if in_index:
+        without = f"{tmp_index}.tree"
+        shutil.copy2(tmp_index, without)
+        try:
+            literal = [f":(literal){p}" for p in in_index]
+            env = {**env, "GIT_INDEX_FILE": without}
+            git(root, "rm", "-q", "--cached", "--ignore-unmatch", "--", *literal, env=env)
+            tree = git(root, "write-tree", env=env)
+        finally:
+            os.unlink(without)
+    return tree, in_index
 
 
 def submodule_paths(root: Path) -> list[str]:

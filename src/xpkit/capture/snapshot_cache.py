@@ -64,27 +64,50 @@ def kept_index_path(common_dir: str, user_index: Path) -> Path | None:
     return folder / f"{digest}.{st.st_ino}-{st.st_size}-{st.st_mtime_ns}.index"
 
 
-def keep_index(tmp_index: str, kept: Path) -> None:
+def keep_index(tmp_index: str, kept: Path, record: dict[str, Any] | None = None) -> None:
     """The index a snapshot was taken with becomes the next one's start (a rename: the
-    kept index is always whole); those kept for an earlier state of the user's index go."""
+    kept index is always whole), with `record`: what the snapshot found in it (see
+    read_record); those kept for an earlier state of the user's index go."""
     try:
+        if record is not None:
+            st = os.stat(tmp_index)  # before the rename: another snapshot's may replace it
+            record = {**record, "index": [st.st_ino, st.st_size, st.st_mtime_ns]}
         os.replace(tmp_index, kept)
+        if record is not None:
+            write_memo(kept.with_suffix(".json"), record)
         prefix = kept.name.split(".", 1)[0] + "."
         for other in kept.parent.iterdir():
-            if other.name.startswith(prefix) and other != kept:
+            if other.name.startswith(prefix) and other not in (kept, kept.with_suffix(".json")):
                 other.unlink(missing_ok=True)
     except OSError:
         pass  # a cache
 
 
+def read_record(kept: Path, rules: Path) -> dict[str, Any] | None:
+    """What the last snapshot found in the kept index (its tree, the secret-looking paths
+    it holds and which of them the user tracks), if the record belongs to the kept index
+    as it is now and was made with the same ignore rules."""
+    try:
+        record = json.loads(kept.with_suffix(".json").read_bytes())
+        st = kept.stat()
+        if record["index"] == [st.st_ino, st.st_size, st.st_mtime_ns] and record["rules"] == str(
+            rules
+        ):
+            return dict(record)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
 def exclude_files(
     secret_globs: tuple[str, ...], user_file: str | None, inside: list[str]
-) -> tuple[Path, Path]:
-    """Two ignore files in XP_CACHE_DIR/snapshot-excludes (named by their content): the
-    secret globs alone; and the user's global excludes file (core.excludesFile, which a
-    `-c core.excludesFile=` replaces), the folders `inside` (the runs root: never part
-    of a snapshot) and the secret globs, so a snapshot's `git add` skips what the user
-    ignores everywhere, the runs, and every secret-looking file."""
+) -> tuple[Path, Path, Path]:
+    """Three ignore files in XP_CACHE_DIR/snapshot-excludes (named by their content): the
+    secret globs alone; the user's global excludes file (core.excludesFile, which a
+    `-c core.excludesFile=` replaces) and the folders `inside` (the runs root: never part
+    of a snapshot), for `git status`; and those with the secret globs, so a snapshot's
+    `git add` skips what the user ignores everywhere, the runs, and every
+    secret-looking file."""
     if user_file:
         user = Path(user_file).expanduser()
     else:
@@ -97,7 +120,8 @@ def exclude_files(
     secrets = "".join(f"{glob}\n" for glob in secret_globs)
     folders = "".join(f"/{_escape_rule(rel)}/\n" for rel in inside)
     found = []
-    for text in (secrets, f"{user_rules.rstrip()}\n{folders}{secrets}".lstrip("\n")):
+    unsecret = f"{user_rules.rstrip()}\n{folders}".lstrip("\n")
+    for text in (secrets, unsecret, f"{unsecret}{secrets}"):
         name = sha256(text.encode()).hexdigest()[:24]
         for folder in _ignore_folders():
             path = folder / f"xp-{name}.ignore"
@@ -111,7 +135,7 @@ def exclude_files(
             except OSError:
                 continue  # an unwritable cache folder: the temporary folder
         found.append(path)
-    return found[0], found[1]
+    return found[0], found[1], found[2]
 
 
 def _escape_rule(path: str) -> str:
