@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,8 +34,8 @@ def snapshot_pin(runs_root: Path) -> Iterator[Pin]:
     """Held from before the snapshot is taken until its runs exist."""
     folder = pins_dir(runs_root)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{socket.gethostname()}_{os.getpid()}_{os.urandom(3).hex()}.json"
-    write_json_atomic(path, {"host": socket.gethostname(), "pid": os.getpid(), "sha": None})
+    path = folder / f"{os.uname().nodename}_{os.getpid()}_{os.urandom(3).hex()}.json"
+    write_json_atomic(path, {"host": os.uname().nodename, "pid": os.getpid(), "sha": None})
     try:
         yield Pin(path)
     finally:
@@ -56,7 +55,7 @@ def pinned(runs_root: Path) -> tuple[set[str], bool]:
         except (OSError, ValueError):
             pending = True  # being written
             continue
-        if data.get("host") == socket.gethostname() and not pid_alive(int(data.get("pid", 0))):
+        if data.get("host") == os.uname().nodename and not pid_alive(int(data.get("pid", 0))):
             path.unlink(missing_ok=True)
             continue
         if data.get("sha"):
