@@ -1,13 +1,20 @@
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import os
+import shutil
+import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from conftest import git
+from xpkit.capture import staging, watcher
 from xpkit.capture.git import SNAPSHOT_REF_PREFIX, repo_root, take_snapshot
 from xpkit.errors import GitError
 
@@ -210,8 +217,11 @@ def test_a_tracked_secret_stays_kept_out_in_every_later_snapshot(git_project: Pa
     assert ".env" not in git(git_project, "ls-tree", "-r", "--name-only", snaps[0].snapshot)
 
 
-def _snapshot_view(root: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[object, ...]:
+def _snapshot_view(
+    root: Path, cache: Path, monkeypatch: pytest.MonkeyPatch, watch: bool = False
+) -> tuple[object, ...]:
     monkeypatch.setenv("XP_CACHE_DIR", str(cache))
+    monkeypatch.setenv("XP_WATCH_MIN_FILES", "0" if watch else "1000000000")
     snap = take_snapshot(root)
     files = git(root, "ls-tree", "-r", "--full-tree", "-z", snap.snapshot).split("\0")
     return snap.dirty, snap.kept_out, snap.tracked_secrets, sorted(f for f in files if f)
@@ -256,3 +266,94 @@ def test_a_snapshot_from_the_kept_index_equals_one_from_scratch(
     assert kept_out == [".env", ".env.local", "data/deep/id_rsa"] and tracked == [".env"]
     assert not any(name.endswith(("new_module.py", "out.txt", "inside.py")) for name in files)
     assert any(name.endswith("\tweird [*] name?.py") for name in files)
+
+
+def _stop_watchers(cache: Path) -> None:
+    """Tests stop what they start: the watchers snapshots started, by PID (one still
+    starting holds its lock before it writes its PID: waited for)."""
+    deadline = time.monotonic() + 30
+    for state in cache.glob("watch/*"):
+        while True:
+            with open(state / "lock", "a") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break  # no watcher holds it
+                except OSError:
+                    pass
+            try:
+                os.kill(int((state / "pid").read_text()), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+            assert time.monotonic() < deadline, f"a watcher of {state} outlived its kill"
+            time.sleep(0.05)
+        sock = watcher.socket_path(state)
+        if sock is not None:
+            sock.unlink(missing_ok=True)
+
+
+def _wait_for_watcher(root: Path) -> None:
+    deadline = time.monotonic() + 30
+    while watcher.changes_since(root, None, []) is None:
+        assert time.monotonic() < deadline, "no watcher answered within 30 s"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def watched(git_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A project whose snapshots ask a watcher what changed (any size is large here)."""
+    monkeypatch.setenv("XP_WATCH_MIN_FILES", "0")
+    monkeypatch.setenv("XP_CACHE_DIR", str(tmp_path / "kept-cache"))
+    yield git_project
+    _stop_watchers(tmp_path / "kept-cache")
+
+
+def test_a_watched_project_stages_what_the_watcher_saw_change(
+    watched: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a watcher, git looks only at the paths that changed since the kept index (no
+    git at all when none did), and every snapshot is still the one a fresh cache takes,
+    through edits, new folders made and filled at once, deletions and a killed watcher."""
+    root = watched
+    seen: list[list[str] | None] = []
+    asked = staging.worktree_changes
+
+    def spy(*args: Any) -> staging.Changes | None:
+        seen.append(None if args[5] is None else list(args[5][0]))
+        return asked(*args)
+
+    monkeypatch.setattr(staging, "worktree_changes", spy)
+    take_snapshot(root)
+    _wait_for_watcher(root)
+    take_snapshot(root)  # the first answer with a token: git looks everywhere
+    edits = [
+        lambda: None,
+        lambda: (root / "train.py").write_text("print('watched')\n"),
+        lambda: [(root / "made" / "at" / "once").mkdir(parents=True),
+                 (root / "made" / "at" / "once" / "m.py").write_text("M = 1\n"),
+                 (root / "made" / "at" / "once" / ".env").write_text("S = 1\n")],
+        lambda: (root / "version.txt").unlink(),
+        lambda: (root / "made" / "at" / "once" / "m.py").write_text("M = 2\n"),
+        lambda: shutil.rmtree(root / "made"),
+        lambda: (root / ".env.local").write_text("SECRET=1\n"),
+        lambda: _stop_watchers(tmp_path / "kept-cache"),
+        lambda: (root / "train.py").write_text("print('unwatched')\n"),
+        lambda: _wait_for_watcher(root),
+        lambda: (root / "train.py").write_text("print('watched again')\n"),
+    ]  # fmt: skip
+    for number, edit in enumerate(edits):
+        seen.clear()
+        edit()
+        incremental = _snapshot_view(root, tmp_path / "kept-cache", monkeypatch, watch=True)
+        scratch = _snapshot_view(root, tmp_path / f"fresh-cache-{number}", monkeypatch)
+        monkeypatch.setenv("XP_CACHE_DIR", str(tmp_path / "kept-cache"))
+        monkeypatch.setenv("XP_WATCH_MIN_FILES", "0")
+        assert incremental == scratch, f"after edit {number}"
+        if number in (0, 1, 4, 6):  # the watcher answered with exactly what changed
+            assert (
+                seen[0]
+                == [[], ["train.py"], ["made/at/once/m.py"], [".env.local"]][
+                    [0, 1, 4, 6].index(number)
+                ]
+            ), f"after edit {number}: git was asked about {seen[0]}"
+    assert incremental[1] == [".env.local"] and "train.py" in str(incremental[3])
+    assert seen[0] is not None  # the restarted watcher answers again

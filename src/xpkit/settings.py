@@ -158,6 +158,15 @@ XP_WORKER_POLL = EnvVar(
     "XP_WORKER_POLL", _positive_float, 0.25, "Seconds between a worker's looks at the queue."
 )
 
+XP_WATCH_MIN_FILES = EnvVar(
+    "XP_WATCH_MIN_FILES",
+    int,
+    20_000,
+    "Projects with this many tracked files get a watcher that tells snapshots what changed.",
+)
+XP_WATCH_IDLE = EnvVar(
+    "XP_WATCH_IDLE", _positive_float, 3600.0, "Seconds a project's watcher waits for a question."
+)
 XP_TOOL_TIMEOUT = EnvVar(
     "XP_TOOL_TIMEOUT",
     _positive_float,

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xpkit.capture import snapshot_cache, staging
+from xpkit.capture import snapshot_cache, staging, watcher
 from xpkit.errors import GitError
 from xpkit.settings import XP_TOOL_TIMEOUT
 from xpkit.subprocs import run_tool
@@ -252,10 +252,16 @@ def _stage(
         and not (root / ".gitmodules").is_file()
         else None
     )  # fmt: skip
+    # A large project's watcher says what changed since the kept index (asked before git
+    # looks, so a change made meanwhile is in the next answer): capture/watcher.py.
+    watch = watcher.changes_since(root, record.get("watch") if record else None, inside) \
+        if kept_index is not None and watcher.large(index) else None  # fmt: skip
     _copy_index((kept_index, index), tmp_index)
     changes = None
     if record is not None:
-        changes = staging.worktree_changes(root, env, status_ignore, inside, secret_globs)
+        watched = (watch[1], record["untracked"]) if watch and watch[1] is not None else None
+        changes = staging.worktree_changes(root, env, status_ignore, inside, secret_globs,
+                                           watched)  # fmt: skip
         if changes is None:  # undecided (a .gitignore changed): from the user's index
             _copy_index((index,), tmp_index)
     if record is not None and changes is not None and not changes.to_add:
@@ -290,7 +296,8 @@ def _stage(
             )
             tracked = sorted(set(in_index) - set(untracked))
     if kept_index is not None:
-        found = {"tree": tree, "in_index": in_index, "tracked": tracked, "rules": str(add_ignore)}
+        found = {"tree": tree, "in_index": in_index, "tracked": tracked, "untracked": untracked,
+                 "rules": str(add_ignore), "watch": watch[0] if watch else None}  # fmt: skip
         snapshot_cache.keep_index(tmp_index, kept_index, found)
     return tree, in_index, untracked, tracked, inner_kept
 

@@ -40,14 +40,22 @@ def names_only(secret_globs: tuple[str, ...]) -> bool:
 
 def worktree_changes(
     root: Path, env: dict[str, str], status_ignore: Path, inside: list[str],
-    secret_globs: tuple[str, ...],
+    secret_globs: tuple[str, ...], watched: tuple[list[str], list[str]] | None = None,
 ) -> Changes | None:  # fmt: skip
     """What `git add -A` would change in the index `env` names, or None when the full
     staging must decide. `status_ignore` holds the user's global rules and the runs root
-    (not the secret globs: untracked secrets are reported, then left out here)."""
-    out = _git(root, env, *UNTRACKED_CACHE, "-c", f"core.excludesFile={status_ignore}",
-               "status", "--porcelain", "-z", "--untracked-files=normal", "--no-renames",
-               "--ignore-submodules=dirty")  # fmt: skip
+    (not the secret globs: untracked secrets are reported, then left out here).
+    `watched`: the paths a watcher saw change since the index was kept, and the untracked
+    secret files then; git looks at those paths only."""
+    paths: list[str] = []
+    if watched is not None:
+        paths, before = watched
+        if not paths:
+            return Changes([], before)
+    out = _git(root, env, "--literal-pathspecs", *UNTRACKED_CACHE, "-c",
+               f"core.excludesFile={status_ignore}", "status", "--porcelain", "-z",
+               "--untracked-files=normal", "--no-renames", "--ignore-submodules=dirty",
+               "--", *paths)  # fmt: skip
     if out is None:
         return None
     to_add: list[str] = []
@@ -77,7 +85,11 @@ def worktree_changes(
         secrets += [p for p in listed.split("\0") if p and _secret(p.rsplit("/", 1)[-1],
                                                                   secret_globs)]  # fmt: skip
         to_add += folders  # their secret files stay out by the add's ignore rules
-    return Changes(to_add, sorted(secrets))
+    if watched is not None:  # those the watcher saw no change to are still there
+        changed = [p.rstrip("/") for p in paths]
+        secrets += [s for s in watched[1]
+                    if not any(s == p or s.startswith(p + "/") for p in changed)]  # fmt: skip
+    return Changes(to_add, sorted(set(secrets)))
 
 
 def add_paths(root: Path, env: dict[str, str], add_ignore: Path, paths: list[str]) -> bool:
