@@ -252,6 +252,8 @@ def test_a_snapshot_from_the_kept_index_equals_one_from_scratch(
         lambda: (root / "runs").mkdir(),
         lambda: (root / "runs" / "out.txt").write_text("run output\n"),
         lambda: (root / ".gitignore").write_text("/runs/\nnew_module.py\n"),  # now ignored
+        lambda: (root / "scratch.txt").write_text("mine\n"),
+        lambda: (root / ".git" / "info" / "exclude").write_text("scratch.txt\n"),
         lambda: (root / ".env").write_text("TRACKED=2\n"),
         lambda: (root / "data" / "deep" / "a.py").unlink(),
         lambda: git(root, "commit", "-qam", "commit the edits"),
@@ -264,7 +266,8 @@ def test_a_snapshot_from_the_kept_index_equals_one_from_scratch(
         assert incremental == scratch, f"after edit {number}"
     dirty, kept_out, tracked, files = incremental
     assert kept_out == [".env", ".env.local", "data/deep/id_rsa"] and tracked == [".env"]
-    assert not any(name.endswith(("new_module.py", "out.txt", "inside.py")) for name in files)
+    assert not any(name.endswith(("new_module.py", "out.txt", "inside.py", "scratch.txt"))
+                   for name in files)  # fmt: skip
     assert any(name.endswith("\tweird [*] name?.py") for name in files)
 
 
@@ -335,6 +338,8 @@ def test_a_watched_project_stages_what_the_watcher_saw_change(
         lambda: (root / "made" / "at" / "once" / "m.py").write_text("M = 2\n"),
         lambda: shutil.rmtree(root / "made"),
         lambda: (root / ".env.local").write_text("SECRET=1\n"),
+        lambda: (root / "notes.txt").write_text("mine\n"),
+        lambda: (root / ".git" / "info" / "exclude").write_text("notes.txt\n"),
         lambda: _stop_watchers(tmp_path / "kept-cache"),
         lambda: (root / "train.py").write_text("print('unwatched')\n"),
         lambda: _wait_for_watcher(root),

@@ -171,7 +171,7 @@ def _take_snapshot(
         (v for k, v in settings.items() if k.startswith("remote.")), None
     )
     rules = snapshot_cache.exclude_files(secret_globs, settings.get("core.excludesfile"), inside)
-    kept_index = snapshot_cache.kept_index_path(common_dir, index) if common_dir else None
+    kept_index = snapshot_cache.kept_index_path(common_dir, index, rules[2]) if common_dir else None
     if kept_index is not None:
         try:
             kept_index.parent.mkdir(parents=True, exist_ok=True)

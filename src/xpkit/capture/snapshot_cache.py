@@ -54,14 +54,22 @@ def write_memo(memo: Path, data: dict[str, Any]) -> None:
 # whose stat changed. The user's index is never written; a copy of it is the start again
 # whenever it changes (a `git add -f`, a checkout), since what it tracks decides what a
 # snapshot takes. Named by the user's index's inode, size and mtime.
-def kept_index_path(common_dir: str, user_index: Path) -> Path | None:
+# Ignore rules changed (the global excludes, .git/info/exclude, the secret globs, the runs
+# root) start from the user's index again too: a file the old rules let in stays in an
+# index whatever the new rules say.
+def kept_index_path(common_dir: str, user_index: Path, rules: Path) -> Path | None:
     try:
         st = user_index.stat()
     except OSError:
         return None  # no index yet (no commit): nothing to keep
+    try:
+        local = Path(common_dir, "info", "exclude").read_bytes()
+    except OSError:
+        local = b""
     digest = sha256(os.path.realpath(user_index).encode()).hexdigest()[:24]
+    ruled = sha256(str(rules).encode() + b"\0" + local).hexdigest()[:12]
     folder = XP_CACHE_DIR.get() / "snapshot-index"
-    return folder / f"{digest}.{st.st_ino}-{st.st_size}-{st.st_mtime_ns}.index"
+    return folder / f"{digest}.{st.st_ino}-{st.st_size}-{st.st_mtime_ns}-{ruled}.index"
 
 
 def keep_index(tmp_index: str, kept: Path, record: dict[str, Any] | None = None) -> None:

@@ -47,7 +47,8 @@ class Watcher:
         libc = _libc()
         if libc is None:
             raise OSError(errno.ENOSYS, "no inotify")
-        self.libc, self.root, self.skip = libc, str(root), skip
+        self.libc, self.root = libc, str(root)
+        self.skip = {os.path.join(self.root, path) for path in skip}  # given relative
         self.fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
         if self.fd < 0:
             raise OSError(ctypes_errno(), "inotify_init1")
@@ -68,6 +69,8 @@ class Watcher:
                 raise OSError(ctypes_errno(), "inotify_init1")
         self.folders: dict[int, str] = {}
         self.git_wd = self._watch(os.path.join(self.root, ".git"))
+        info = os.path.join(self.root, ".git", "info")
+        self.info_wd = self._watch(info) if os.path.isdir(info) else -1
         ignored = _ignored_folders(self.root)
         for base, dirs, _files in os.walk(self.root):
             dirs[:] = [d for d in dirs if d != ".git" and os.path.join(base, d) not in ignored
@@ -114,7 +117,11 @@ class Watcher:
         if wd == self.git_wd:
             if name.startswith(COOKIE_PREFIX) and mask & IN_CREATE:
                 self.cookies[name] = self.seq
-            return True
+                with contextlib.suppress(OSError):  # the asker's, or one a kill left
+                    os.unlink(os.path.join(folder, name))
+            return name != "info"  # info/exclude: which files are ignored
+        if wd == self.info_wd:
+            return False
         if mask & (IN_MOVE_SELF | IN_DELETE_SELF):
             return folder != self.root  # the root moved or went: lost
         if mask & IN_ISDIR and mask & IN_MOVED_FROM:
@@ -187,7 +194,7 @@ def serve(root: Path, state: Path, sock_path: Path, skip: set[str]) -> None:
 
 def _answer_until_idle(root: Path, state: Path, watcher: Watcher, server: socket.socket) -> None:
     waiting: dict[socket.socket, bytes] = {}  # connections with their question so far
-    asked: list[tuple[socket.socket, dict[str, Any], float]] = []
+    asked: list[tuple[socket.socket, dict[str, Any], float, str]] = []  # (.., when, epoch)
     last_question = time.monotonic()
     idle = XP_WATCH_IDLE.get()
     while time.monotonic() - last_question < idle and os.path.isdir(root / ".git"):
@@ -210,21 +217,26 @@ def _answer_until_idle(root: Path, state: Path, watcher: Watcher, server: socket
             if not data or waiting[conn].endswith(b"\n"):
                 try:
                     question = json.loads(waiting.pop(conn))
-                    asked.append((conn, dict(question), time.monotonic()))
+                    asked.append((conn, dict(question), time.monotonic(), watcher.epoch))
                 except (ValueError, TypeError):
                     conn.close()
                 last_question = time.monotonic()
         for item in list(asked):
-            conn, asking, when = item
+            conn, asking, when, epoch = item
             cookie = str(asking.get("cookie"))
-            if cookie in watcher.cookies or time.monotonic() - when > 2.0:
-                asked.remove(item)
-                reply = watcher.answer(asking.get("since")) if cookie in watcher.cookies \
-                    else {"token": "", "paths": None}  # fmt: skip
-                watcher.cookies.pop(cookie, None)
-                with contextlib.suppress(OSError):
-                    conn.sendall(json.dumps(reply).encode() + b"\n")
-                conn.close()
+            if cookie in watcher.cookies:
+                reply = watcher.answer(asking.get("since"))
+            elif epoch != watcher.epoch:  # watching anew: "unknown", and a token of now
+                reply = watcher.answer(None)
+            elif time.monotonic() - when > 2.0:  # the cookie never came: no token
+                reply = {"token": "", "paths": None}
+            else:
+                continue
+            asked.remove(item)
+            watcher.cookies.pop(cookie, None)
+            with contextlib.suppress(OSError):
+                conn.sendall(json.dumps(reply).encode() + b"\n")
+            conn.close()
         if len(watcher.cookies) > 256:  # cookies of snapshots that gave up waiting
             for name in sorted(watcher.cookies, key=watcher.cookies.__getitem__)[:128]:
                 del watcher.cookies[name]

@@ -134,5 +134,5 @@ def _start(root: Path, state: Path, sock: Path, skip: list[str]) -> None:
             [sys.executable, "-m", "xpkit.capture.watchd", str(root), str(state), str(sock),
              *skip],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True, close_fds=True,
+            start_new_session=True, close_fds=True, cwd="/",
         )  # fmt: skip
