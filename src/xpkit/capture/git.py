@@ -220,19 +220,26 @@ def _take_snapshot(
     return snap
 
 
-def _copy_index(sources: tuple[Path | None, ...], tmp_index: str) -> None:
-    """The first of `sources` that exists, copied to `tmp_index` with its mtime: git
+def _copy_index(sources: tuple[Path | None, ...], tmp_index: str) -> list[int] | None:
+    """The first of `sources` that exists, copied to `tmp_index` with its mtime (git
     trusts a cached stat only for files changed before the index was written, so a copy
-    newer than its content would hide a same-size edit made in the same second."""
-    for source in sources:  # the kept one may go under us (keep_index)
+    newer than its content would hide a same-size edit made in the same second); the
+    inode, size and mtime of the file copied from `sources[0]`, read from the open file
+    (the kept index is replaced by renames, never written in place)."""
+    for at, source in enumerate(sources):  # the kept one may go under us (keep_index)
+        if source is None:
+            continue
         try:
-            if source is not None:
-                shutil.copy2(source, tmp_index)
-                return
+            with open(source, "rb") as src, open(tmp_index, "wb") as dst:
+                st = os.fstat(src.fileno())
+                shutil.copyfileobj(src, dst, 1 << 20)
         except FileNotFoundError:
             continue
+        os.utime(tmp_index, ns=(st.st_atime_ns, st.st_mtime_ns))
+        return [st.st_ino, st.st_size, st.st_mtime_ns] if at == 0 else None
     if os.path.exists(tmp_index):
         os.unlink(tmp_index)  # no index yet: git starts an empty one
+    return None
 
 
 def _stage(
@@ -246,17 +253,17 @@ def _stage(
     becomes the kept index of the next snapshot (git's stat and untracked caches)."""
     secrets_only, status_ignore, add_ignore = rules
     env = {"GIT_INDEX_FILE": tmp_index, **_IDENTITY}
+    copied = _copy_index((kept_index, index), tmp_index)
     record = (
-        snapshot_cache.read_record(kept_index, add_ignore)
-        if kept_index is not None and staging.names_only(secret_globs)
+        snapshot_cache.read_record(kept_index, copied, add_ignore)
+        if kept_index is not None and copied is not None and staging.names_only(secret_globs)
         and not (root / ".gitmodules").is_file()
         else None
     )  # fmt: skip
     # A large project's watcher says what changed since the kept index (asked before git
     # looks, so a change made meanwhile is in the next answer): capture/watcher.py.
-    watch = watcher.changes_since(root, record.get("watch") if record else None, inside) \
+    watch = watcher.changes_since(root, record["watch"] if record else None, inside) \
         if kept_index is not None and watcher.large(index) else None  # fmt: skip
-    _copy_index((kept_index, index), tmp_index)
     changes = None
     if record is not None:
         watched = (watch[1], record["untracked"]) if watch and watch[1] is not None else None

@@ -91,16 +91,19 @@ def keep_index(tmp_index: str, kept: Path, record: dict[str, Any] | None = None)
         pass  # a cache
 
 
-def read_record(kept: Path, rules: Path) -> dict[str, Any] | None:
+RECORD_KEYS = ("tree", "in_index", "tracked", "untracked", "watch")
+
+
+def read_record(kept: Path, copied: list[int], rules: Path) -> dict[str, Any] | None:
     """What the last snapshot found in the kept index (its tree, the secret-looking paths
-    it holds and which of them the user tracks), if the record belongs to the kept index
-    as it is now and was made with the same ignore rules."""
+    it holds, which of them the user tracks, the untracked secret-looking files then, the
+    watcher's token), if the record belongs to the very file copied (`copied`: its inode,
+    size and mtime; another snapshot may have replaced the kept index since) and was made
+    with the same ignore rules."""
     try:
         record = json.loads(kept.with_suffix(".json").read_bytes())
-        st = kept.stat()
-        if record["index"] == [st.st_ino, st.st_size, st.st_mtime_ns] and record["rules"] == str(
-            rules
-        ):
+        belongs = record["index"] == copied and record["rules"] == str(rules)
+        if belongs and all(key in record for key in RECORD_KEYS):
             return dict(record)
     except (OSError, ValueError, KeyError, TypeError):
         pass
