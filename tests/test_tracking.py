@@ -105,6 +105,18 @@ def test_standalone_run_records_everything(git_project: Path) -> None:
     assert "done 0.5 0" in (run_path / rd.OUTPUT_LOG).read_text()
 
 
+def test_a_standalone_run_says_what_it_kept_out_as_xp_run_does(git_project: Path) -> None:
+    (git_project / ".env").write_text("API_KEY=abc\n")
+    proc = subprocess.run(
+        [sys.executable, "train.py"], cwd=git_project, capture_output=True, text=True,
+        env=os.environ.copy(),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "xp: warning: kept out of the snapshot, its diff and bundle because they look " \
+        "like secrets: .env;" in proc.stderr  # fmt: skip
+    assert "UserWarning" not in proc.stderr and "abc" not in proc.stderr
+
+
 def test_standalone_run_that_raises_is_failed(git_project: Path) -> None:
     (git_project / "boom.py").write_text(
         "import xpkit as xp\nrun = xp.init()\nrun.log({'x': 1})\nraise SystemError('boom')\n"

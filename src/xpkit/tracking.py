@@ -467,10 +467,16 @@ def _standalone(name: str | None, tags: list[str], no_git: bool, config: dict[st
     argv = [os.path.basename(sys.executable), *sys.argv]
     script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
     label = name or script.removesuffix(".py")
+    import warnings
+
     try:
-        provenance = reuse_provenance(settings, no_git)
+        with warnings.catch_warnings(record=True) as said:  # as `xp run` says them
+            warnings.simplefilter("always")
+            provenance = reuse_provenance(settings, no_git)
     except GitError as e:
         raise GitError(f"{e} From Python: xp.init(no_git=True).") from e
+    for warning in said:
+        _warn(f"xp: warning: {warning.message}")
     ensure_runs_root(settings.runs)
     new = NewRun(
         expid=names.command_experiment_id(argv),
