@@ -20,6 +20,7 @@ from typing import Any
 
 from xpkit.capture.treewatch import (
     _EVENT,
+    _MASK,
     IN_CLOEXEC,
     IN_IGNORED,
     IN_ISDIR,
@@ -32,7 +33,6 @@ from xpkit.capture.watcher import COOKIE_PREFIX
 from xpkit.settings import XP_WATCH_IDLE
 
 MAX_PATHS = 2000  # more changed paths than this: "unknown" (git checks every file)
-_MASK = 0x2 | 0x4 | 0x8 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800  # = treewatch's
 IN_MOVED_TO, IN_MOVED_FROM, IN_CREATE, IN_DELETE_SELF, IN_MOVE_SELF = (
     0x80,
     0x40,

@@ -33,15 +33,6 @@ from xpkit.settings import XP_CACHE_DIR, XP_WATCH_MIN_FILES
 from xpkit.values import sha256
 
 COOKIE_PREFIX = "xp-watch-cookie-"
-MAX_PATHS = 2000  # more changed paths than this: "unknown" (git checks every file)
-_MASK = 0x2 | 0x4 | 0x8 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800  # = treewatch's
-IN_MOVED_FROM, IN_DELETE_SELF, IN_MOVE_SELF, IN_CREATE, IN_MOVED_TO = (
-    0x40,
-    0x400,
-    0x800,
-    0x100,
-    0x80,
-)
 GAVE_UP_S = 3600.0
 
 
