@@ -156,21 +156,18 @@ def stage_run(
     # never leaves a run directory without its metadata.
     staging = staging_dir(runs_root) / name
     staging.parent.mkdir(parents=True, exist_ok=True)
-    run_dir = RunDir.create(staging, run, sync=False)
+    run_dir = RunDir.create(staging, run)
     if redacted:
         run_dir.write_secrets(new.command, new.argv)
     if claim is not None:  # recovery leaves a claim-less staged run alone for a while
         (staging / rd.CLAIM).write_text(json.dumps(claim) + "\n")
-    config = new.params if new.config is None else new.config
-    rd.write_json_new(staging / rd.CONFIG_JSON, config, sync=False)
+    rd.write_json_new(staging / rd.CONFIG_JSON, new.params if new.config is None else new.config)
     git_info = snapshot.to_json() if snapshot else {"provenance": "none (--no-git)"}
-    rd.write_json_new(staging / rd.GIT_JSON, git_info, sync=False)
+    rd.write_json_new(staging / rd.GIT_JSON, git_info)
     (staging / rd.GIT_DIFF).write_text(snapshot.diff if snapshot else "", encoding="utf-8")
-    rd.write_json_new(staging / rd.ENV_JSON, provenance.env, sync=False)
+    rd.write_json_new(staging / rd.ENV_JSON, provenance.env)
     (staging / rd.OUTPUT_LOG).touch()
     (staging / rd.METRICS).touch()
-    rd.sync_files([staging / name for name in (rd.RUN_JSON, rd.CONFIG_JSON, rd.GIT_JSON,
-                                               rd.ENV_JSON, rd.GIT_DIFF)])  # fmt: skip
     return run_dir
 
 

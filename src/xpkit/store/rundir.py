@@ -62,29 +62,15 @@ def write_json_atomic(path: Path, data: Any) -> None:
         raise
 
 
-def write_json_new(path: Path, data: Any, sync: bool = True) -> None:
+def write_json_new(path: Path, data: Any) -> None:
     """Write JSON into a file that must not exist yet, in a folder no one reads yet (a
-    staged run): no temporary file and rename, which cost a file creation each. Without
-    `sync`, the caller calls sync_files before the folder is published."""
+    staged run): no temporary file and rename, which cost a file creation each."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2, sort_keys=False, default=str)
         f.write("\n")
         f.flush()
-        if sync:
-            os.fsync(f.fileno())
-
-
-def sync_files(paths: list[Path]) -> None:
-    """fsync files written one after another: the first fsync commits the file-system
-    journal's transaction that created them all, so the others cost little (one commit
-    for a staged run's four files instead of four, ~0.2-0.9 ms each here)."""
-    for path in paths:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        os.fsync(f.fileno())
 
 
 def new_lines(path: str | Path, offset: int) -> tuple[bytes, int]:
@@ -198,10 +184,9 @@ class RunDir:
         return self.path / name
 
     @classmethod
-    def create(cls, path: Path, run: dict[str, Any], sync: bool = True) -> RunDir:
+    def create(cls, path: Path, run: dict[str, Any]) -> RunDir:
         """Create the directory exclusively and write its first run.json. For a staging
-        folder: its files are written in place, and it appears by a rename when whole
-        (`sync` False: the caller syncs them before that rename)."""
+        folder: its files are written in place, and it appears by a rename when whole."""
         try:
             path.mkdir(parents=False, exist_ok=False)
         except FileExistsError as e:
@@ -213,7 +198,7 @@ class RunDir:
             ) from e
         rundir = cls(path)
         (path / ARTIFACTS).mkdir()
-        write_json_new(rundir.file(RUN_JSON), run, sync)
+        write_json_new(rundir.file(RUN_JSON), run)
         return rundir
 
     # --- metadata -----------------------------------------------------------------
