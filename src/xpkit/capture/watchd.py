@@ -11,6 +11,7 @@ import fcntl
 import json
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -183,6 +184,7 @@ def serve(root: Path, state: Path, sock_path: Path, skip: set[str]) -> None:
     server.bind(str(sock_path))
     server.listen(16)
     (state / "pid").write_text(f"{os.getpid()}\n")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a kill cleans up too
     try:
         _answer_until_idle(root, state, watcher, server)
     finally:  # gone idle (a kill -9 leaves them: the next watcher replaces them)
