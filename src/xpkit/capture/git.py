@@ -236,7 +236,7 @@ def _copy_index(sources: tuple[Path | None, ...], tmp_index: str) -> list[int] |
         except FileNotFoundError:
             continue
         os.utime(tmp_index, ns=(st.st_atime_ns, st.st_mtime_ns))
-        return [st.st_ino, st.st_size, st.st_mtime_ns] if at == 0 else None
+        return snapshot_cache.file_id(st) if at == 0 else None
     if os.path.exists(tmp_index):
         os.unlink(tmp_index)  # no index yet: git starts an empty one
     return None

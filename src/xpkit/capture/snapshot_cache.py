@@ -78,8 +78,8 @@ def keep_index(tmp_index: str, kept: Path, record: dict[str, Any] | None = None)
     read_record); those kept for an earlier state of the user's index go."""
     try:
         if record is not None:
-            st = os.stat(tmp_index)  # before the rename: another snapshot's may replace it
-            record = {**record, "index": [st.st_ino, st.st_size, st.st_mtime_ns]}
+            # Taken before the rename: another snapshot's index may replace it after.
+            record = {**record, "index": file_id(os.stat(tmp_index))}
         os.replace(tmp_index, kept)
         if record is not None:
             write_memo(kept.with_suffix(".json"), record)
@@ -92,6 +92,12 @@ def keep_index(tmp_index: str, kept: Path, record: dict[str, Any] | None = None)
 
 
 RECORD_KEYS = ("tree", "in_index", "tracked", "untracked", "watch")
+
+
+def file_id(st: os.stat_result) -> list[int]:
+    """Which file a kept index is (inode, size, mtime): it is replaced by renames, never
+    written in place, so these name one content."""
+    return [st.st_ino, st.st_size, st.st_mtime_ns]
 
 
 def read_record(kept: Path, copied: list[int], rules: Path) -> dict[str, Any] | None:

@@ -16,6 +16,7 @@ import os
 import struct
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 _MASK = (0x2 | 0x4 | 0x8 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800)  # fmt: skip
@@ -25,6 +26,38 @@ IN_ISDIR, IN_Q_OVERFLOW, IN_IGNORED = 0x40000000, 0x4000, 0x8000
 IN_NONBLOCK, IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
 _EVENT = struct.Struct("iIII")
 MAX_WATCHES = 20_000  # beyond this many folders, no watch: a new snapshot each time
+
+
+def add_watch(libc: ctypes.CDLL, fd: int, folders: dict[int, str], folder: str) -> int:
+    """Watch `folder` on inotify `fd`, recorded in `folders` (at most MAX_WATCHES)."""
+    if len(folders) >= MAX_WATCHES:
+        raise OSError(errno.ENOSPC, "too many folders to watch")
+    wd = libc.inotify_add_watch(fd, folder.encode(), _MASK)
+    if wd < 0:
+        raise OSError(ctypes.get_errno(), f"cannot watch {folder}")
+    folders[wd] = folder
+    return wd
+
+
+def events(data: bytes) -> Iterator[tuple[int, int, str]]:
+    """The (watch, mask, name) of each inotify event in `data`."""
+    offset = 0
+    while offset < len(data):
+        wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
+        start = offset + _EVENT.size
+        offset = start + length
+        yield wd, mask, os.fsdecode(data[start:offset].rstrip(b"\0"))
+
+
+def ignored_folders(root: str) -> set[str]:
+    """The folders git ignores under `root`, as absolute paths (their changes cannot
+    change a snapshot)."""
+    listing = subprocess.run(
+        ["git", "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory"],
+        cwd=root, capture_output=True, check=False, timeout=60,
+    ).stdout  # fmt: skip
+    return {os.path.join(root, p.rstrip("/")) for p in os.fsdecode(listing).split("\0")
+            if p.endswith("/")}  # fmt: skip
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -55,7 +88,7 @@ class TreeWatch:
             return
         self.fd = fd
         try:
-            ignored = self._ignored()
+            ignored = ignored_folders(str(root))
             git = root / ".git"
             self._add(str(git))
             for base, _dirs, _files in os.walk(git / "refs" / "heads"):
@@ -67,26 +100,12 @@ class TreeWatch:
         except OSError:
             self.close()
 
-    def _ignored(self) -> set[str]:
-        """Folders git ignores (their changes cannot change a snapshot)."""
-        listing = subprocess.run(
-            ["git", "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory"],
-            cwd=self.root, capture_output=True, check=False, timeout=60,
-        ).stdout  # fmt: skip
-        return {os.path.join(str(self.root), p.rstrip("/")) for p in
-                listing.decode(errors="replace").split("\0") if p.endswith("/")}  # fmt: skip
-
     def _skipped(self, base: str, name: str, ignored: set[str]) -> bool:
         path = os.path.join(base, name)
         return path in ignored or path in self.skip
 
     def _add(self, folder: str) -> None:
-        if len(self.folders) >= MAX_WATCHES:
-            raise OSError(errno.ENOSPC, "too many folders to watch")
-        wd = self.libc.inotify_add_watch(self.fd, folder.encode(), _MASK)
-        if wd < 0:
-            raise OSError(ctypes.get_errno(), f"cannot watch {folder}")
-        self.folders[wd] = folder
+        add_watch(self.libc, self.fd, self.folders, folder)
 
     def changed(self) -> bool:
         """Whether something was written, created, removed or moved since the watch
@@ -101,12 +120,8 @@ class TreeWatch:
             except OSError:
                 self.dirty = True
                 return True
-            offset = 0
-            while offset < len(data):
-                wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
-                name = data[offset + _EVENT.size : offset + _EVENT.size + length].rstrip(b"\0")
-                offset += _EVENT.size + length
-                if self._matters(wd, mask, name.decode(errors="replace")):
+            for wd, mask, name in events(data):
+                if self._matters(wd, mask, name):
                     self.dirty = True
 
     def _matters(self, wd: int, mask: int, name: str) -> bool:

@@ -13,22 +13,21 @@ import os
 import select
 import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from xpkit.capture.treewatch import (
-    _EVENT,
-    _MASK,
     IN_CLOEXEC,
     IN_IGNORED,
     IN_ISDIR,
     IN_NONBLOCK,
     IN_Q_OVERFLOW,
-    MAX_WATCHES,
     _libc,
+    add_watch,
+    events,
+    ignored_folders,
 )
 from xpkit.capture.watcher import COOKIE_PREFIX
 from xpkit.settings import XP_WATCH_IDLE
@@ -50,42 +49,35 @@ class Watcher:
             raise OSError(errno.ENOSYS, "no inotify")
         self.libc, self.root = libc, str(root)
         self.skip = {os.path.join(self.root, path) for path in skip}  # given relative
-        self.fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
-        if self.fd < 0:
-            raise OSError(ctypes_errno(), "inotify_init1")
+        self.fd = -1
         self.seq = 0
         self.changed: dict[str, int] = {}
         self.cookies: dict[str, int] = {}  # cookies seen: their seq
         self._rebuild()
 
     def _rebuild(self) -> None:
-        """A new epoch: every earlier token is unknown; watch the tree as it is now."""
+        """A new epoch: every earlier token is unknown; watch the tree as it is now, on a
+        new inotify descriptor (the old one's events name stale watches)."""
         self.epoch = os.urandom(6).hex()
         self.floor = self.seq
         self.changed.clear()
-        if getattr(self, "folders", None):
+        if self.fd >= 0:
             os.close(self.fd)
-            self.fd = self.libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
-            if self.fd < 0:
-                raise OSError(ctypes_errno(), "inotify_init1")
+        self.fd = self.libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
         self.folders: dict[int, str] = {}
         self.git_wd = self._watch(os.path.join(self.root, ".git"))
         info = os.path.join(self.root, ".git", "info")
         self.info_wd = self._watch(info) if os.path.isdir(info) else -1
-        ignored = _ignored_folders(self.root)
+        ignored = ignored_folders(self.root)
         for base, dirs, _files in os.walk(self.root):
             dirs[:] = [d for d in dirs if d != ".git" and os.path.join(base, d) not in ignored
                        and os.path.join(base, d) not in self.skip]  # fmt: skip
             self._watch(base)
 
     def _watch(self, folder: str) -> int:
-        if len(self.folders) >= MAX_WATCHES:
-            raise OSError(errno.ENOSPC, "too many folders to watch")
-        wd = self.libc.inotify_add_watch(self.fd, folder.encode(), _MASK)
-        if wd < 0:
-            raise OSError(ctypes_errno(), f"cannot watch {folder}")
-        self.folders[wd] = folder
-        return wd
+        return add_watch(self.libc, self.fd, self.folders, folder)
 
     def read_events(self) -> None:
         while True:
@@ -94,13 +86,8 @@ class Watcher:
             except BlockingIOError:
                 return
             lost = False
-            offset = 0
-            while offset < len(data):
-                wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
-                name = os.fsdecode(data[offset + _EVENT.size : offset + _EVENT.size + length]
-                                   .rstrip(b"\0"))  # fmt: skip
-                offset += _EVENT.size + length
-                lost = lost or not self._event(wd, mask, name)
+            for wd, mask, name in events(data):
+                lost = not self._event(wd, mask, name) or lost
             if lost:
                 self._rebuild()
 
@@ -152,19 +139,6 @@ class Watcher:
         return {"token": token, "paths": paths if len(paths) <= MAX_PATHS else None}
 
 
-def ctypes_errno() -> int:
-    return ctypes.get_errno()
-
-
-def _ignored_folders(root: str) -> set[str]:
-    listing = subprocess.run(
-        ["git", "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory"],
-        cwd=root, capture_output=True, check=False, timeout=600,
-    ).stdout  # fmt: skip
-    return {os.path.join(root, p.rstrip("/")) for p in os.fsdecode(listing).split("\0")
-            if p.endswith("/")}  # fmt: skip
-
-
 def serve(root: Path, state: Path, sock_path: Path, skip: set[str]) -> None:
     """Watch `root` and answer on `state`/sock until idle for XP_WATCH_IDLE seconds."""
     state.mkdir(parents=True, exist_ok=True)
@@ -200,7 +174,8 @@ def _answer_until_idle(root: Path, state: Path, watcher: Watcher, server: socket
     last_question = time.monotonic()
     idle = XP_WATCH_IDLE.get()
     while time.monotonic() - last_question < idle and os.path.isdir(root / ".git"):
-        ready, _, _ = select.select([watcher.fd, server, *waiting], [], [], 0.1 if asked else 5.0)
+        readable: list[Any] = [watcher.fd, server, *waiting]  # a descriptor and sockets
+        ready, _, _ = select.select(readable, [], [], 0.1 if asked else 5.0)
         if watcher.fd in ready:
             try:
                 watcher.read_events()

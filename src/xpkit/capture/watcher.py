@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from xpkit.settings import XP_CACHE_DIR, XP_WATCH_MIN_FILES
-from xpkit.values import sha256
+from xpkit.values import path_digest
 
 COOKIE_PREFIX = "xp-watch-cookie-"
 GAVE_UP_S = 3600.0
@@ -47,8 +47,7 @@ def large(index: Path) -> bool:
 
 
 def state_folder(root: Path) -> Path:
-    digest = sha256(os.path.realpath(root).encode()).hexdigest()[:24]
-    return XP_CACHE_DIR.get() / "watch" / digest
+    return XP_CACHE_DIR.get() / "watch" / path_digest(root, 24)
 
 
 def socket_path(state: Path) -> Path | None:
@@ -64,7 +63,7 @@ def socket_path(state: Path) -> Path | None:
         return None
     if st.st_uid != os.getuid() or st.st_mode & 0o077:
         return None
-    return folder / f"xp-watch-{sha256(str(state).encode()).hexdigest()[:16]}.sock"
+    return folder / f"xp-watch-{path_digest(state)}.sock"
 
 
 def changes_since(root: Path, token: str | None, skip: list[str],
