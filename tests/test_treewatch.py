@@ -89,3 +89,41 @@ def test_runs_in_one_process_share_a_snapshot_until_the_code_changes(
     shown = git(git_project, "show", f"{after}:version.txt")
     assert shown == "edited between runs\n"  # the reused snapshot never hides an edit
     assert snapshot_of_new_run(4) == after
+
+
+def test_runs_in_one_process_share_their_provenance_files_and_never_a_stale_one(
+    git_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import xpkit as xp
+    from xpkit.store.rundir import RunDir
+
+    monkeypatch.chdir(git_project)
+    (git_project / "version.txt").write_text("dirty\n")
+
+    def new_run(i: int) -> Path:
+        run = xp.init(name=f"share{i}", config={"i": i})
+        run.log({"loss": 1.0 / (i + 1)})
+        run.finish()
+        return run.dir
+
+    first, second = new_run(0), new_run(1)
+    for name in ("git.json", "env.json", "git.diff"):  # one file, read-only: no editor
+        assert os.stat(first / name).st_ino == os.stat(second / name).st_ino
+        assert not os.stat(second / name).st_mode & 0o222
+    assert "+dirty" in (second / "git.diff").read_text()
+    assert json.loads((second / "summary.json").read_text()) == {"loss": 0.5}
+    assert json.loads((second / "run.json").read_text())["status"] == "finished"
+    # A run's env.json replaced (its own environment built): the next run is not given it
+    RunDir(second).write_json("env.json", {"replaced": True})
+    monkeypatch.setenv("XP_TEST_MARKER", "set-between-runs")
+    third = new_run(2)
+    env = json.loads((third / "env.json").read_text())
+    assert env["env"]["variables"]["XP_TEST_MARKER"] == "set-between-runs"
+    assert "XP_TEST_MARKER" not in (first / "env.json").read_text()
+    (git_project / "version.txt").write_text("edited\n")
+    fourth = new_run(3)
+    assert "+edited" in (fourth / "git.diff").read_text()
+    assert "+dirty" in (first / "git.diff").read_text()  # earlier runs keep theirs
+    assert os.stat(fourth / "git.json").st_ino != os.stat(third / "git.json").st_ino
+    assert not (fourth / "artifacts").exists()  # made on first use
+    assert (xp.init(name="art").artifacts).is_dir()

@@ -82,17 +82,25 @@ class Summary(dict[str, "Any"]):  # a string: typing is not imported at run time
 class Run:
     """A run as seen from inside the training program."""
 
-    def __init__(self, run_dir: RunDir, *, owned: bool) -> None:
+    def __init__(self, run_dir: RunDir, *, owned: bool,
+                 config: dict[str, Any] | None = None) -> None:  # fmt: skip
+        """`config`: the config.json of a run this process just created (with its
+        run.json in `run_dir.created`); else both are read, with the summary so far."""
         self._run_dir = run_dir
         self._owned = owned  # standalone: this process also owns status and heartbeat
-        info = run_dir.read_run()
+        info = run_dir.created if config is not None else None
+        if info is None:
+            info = run_dir.read_run()
+            config = run_dir.read_optional(rd.CONFIG_JSON, {}) or {}
+            existing = run_dir.read_optional(rd.SUMMARY_JSON, {}) or {}
+        else:
+            existing = {}
         self.name: str = info["name"]
         self.id: str = info["experiment_id"]
         self.trial: int = info["trial"]
-        self.config: dict[str, Any] = run_dir.read_optional(rd.CONFIG_JSON, {}) or {}
+        self.config: dict[str, Any] = config  # type: ignore[assignment]
         self._explicit: dict[str, Any] = {}
         self._last: dict[str, Any] = {}
-        existing = run_dir.read_optional(rd.SUMMARY_JSON, {}) or {}
         self.summary = Summary(self)
         dict.update(self.summary, existing)
         self._summary_dirty = False
@@ -319,8 +327,9 @@ class Run:
         merged = {**dict(self.summary), **self._last, **self._explicit}
         dict.update(self.summary, merged)
         try:
+            # derived from metrics.jsonl (which is not fsynced either): no fsync
             self._run_dir.write_json(rd.SUMMARY_JSON, metric_lines.json_safe(merged),
-                                     note=self._stop.is_set())  # fmt: skip
+                                     note=self._stop.is_set(), durable=False)  # fmt: skip
         except OSError:
             self._summary_dirty = True
             raise
@@ -351,15 +360,16 @@ class Run:
         failure = self._unwritten_failure()
         if self._owned:
             ended = rd.now()
-            info = self._run_dir.read_run()
+            info = self._run_dir.read_run()  # read again: `xp tag` may have changed it
             final = status or ("failed" if self._failed or failure else "finished")
-            self._run_dir.update_run(
+            info.update(
                 status=final,
                 ended=ended,
                 duration=round(ended - (info.get("started") or ended), 3),
                 exit_code=0 if final == "finished" else 1,
                 **({"reason": failure} if failure else {}),
             )
+            self._run_dir.write_run(info)
             process_hooks.restore_streams()
         elif failure:
             try:  # the runner marks the run failed with this reason
@@ -486,8 +496,10 @@ def _standalone(name: str | None, tags: list[str], no_git: bool, config: dict[st
         experiment={"name": label, "file": None},
         tags=tags,
         config=config,
+        artifacts_folder=False,
     )
-    run_dir = create_run(settings.runs, new, provenance, status="running")  # started, pid
-    run_dir.beat()
+    # started and pid set: `running`, alive until the heartbeat timeout after `started`
+    # even before the flusher's first beat
+    run_dir = create_run(settings.runs, new, provenance, status="running")
     process_hooks.capture_streams(run_dir)
-    return Run(run_dir, owned=True)
+    return Run(run_dir, owned=True, config=config)

@@ -252,6 +252,7 @@ def test_a_large_diff_is_listed_per_file_and_loaded_on_demand(
         f"+++ b/out/{i}.txt\n@@ -0,0 +1 @@\n" + "".join(f"+line {j} <x>\n" for j in range(2000))
         for i in range(200)
     )  # 200 files, about 5 MB
+    (run / "git.diff").unlink()  # a run's git.diff may be shared with its sweep's (a link)
     (run / "git.diff").write_text(big)
     page = get(f"{ui_url}/runs/{run.name}")
     assert page.status_code == 200 and len(page.content) < 300_000
@@ -260,6 +261,7 @@ def test_a_large_diff_is_listed_per_file_and_loaded_on_demand(
     part = get(f"{ui_url}/api/runs/{run.name}/diff/7").json()["html"]
     assert "line 1999" in part and "&lt;x&gt;" in part and "out/7.txt" in part
     assert get(f"{ui_url}/api/runs/{run.name}/diff/200").status_code == 404
+    (run / "git.diff").unlink()
     (run / "git.diff").write_text("diff --git a/a.py b/a.py\n+small change\n")
     small = get(f"{ui_url}/runs/{run.name}").text
     assert "small change" in small and '<details class="diff-part" open>' in small

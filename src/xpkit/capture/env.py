@@ -106,8 +106,17 @@ def collect_packages() -> dict[str, Any]:
     return {"packages": [found[k] for k in sorted(found)]}
 
 
+_last_vars: tuple[dict[str, str], dict[str, Any]] | None = None
+
+
 def collect_env_vars() -> dict[str, Any]:
-    return {"variables": redact_env(dict(os.environ))}
+    """The environment, secrets redacted: the very same dict as last time while no
+    variable changed (runs in one process then share their env.json's bytes)."""
+    global _last_vars
+    current = dict(os.environ)
+    if _last_vars is None or _last_vars[0] != current:
+        _last_vars = (current, {"variables": redact_env(current)})
+    return _last_vars[1]
 
 
 COLLECTORS: dict[str, Callable[[], dict[str, Any]]] = {

@@ -1,7 +1,8 @@
 """A run directory: exclusive creation, atomic JSON writes, status and heartbeat.
 
 Every metadata file is written to a temporary file, fsynced and renamed over the old
-one, so a reader sees either the old or the new content, never half of it.
+one, so a reader sees either the old or the new content, never half of it (a file that
+can be derived again, like summary.json, is not fsynced).
 """
 
 from __future__ import annotations
@@ -43,16 +44,18 @@ ENDED = ("finished", "failed", "killed", "cancelled", "pruned")
 STATUSES = ("queued", "running", "finished", "failed", "killed", "cancelled", "pruned", "lost")
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so that a crash leaves either the old file or the new one."""
+def encode_json(data: Any) -> bytes:
+    """A metadata file's bytes: indented JSON, as people read it, and a final newline."""
+    return (json.dumps(data, indent=2, default=str) + "\n").encode()
+
+
+def write_json_atomic(path: Path, data: Any, durable: bool = True) -> None:
+    """Write JSON so that a crash leaves either the old file or the new one. `durable`
+    (fsync before the rename) for what a power loss must not take; a file that can be
+    derived again (summary.json, from metrics.jsonl) skips it."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=False, default=str)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
+        write_new(tmp, encode_json(data), durable)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -62,15 +65,18 @@ def write_json_atomic(path: Path, data: Any) -> None:
         raise
 
 
-def write_json_new(path: Path, data: Any) -> None:
-    """Write JSON into a file that must not exist yet, in a folder no one reads yet (a
-    staged run): no temporary file and rename, which cost a file creation each."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=False, default=str)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
+def write_new(path: Path, content: bytes, durable: bool = True, mode: int = 0o644) -> None:
+    """Write a file that must not exist yet; fsync it when `durable`. In a folder no one
+    reads yet (a staged run) it is written in place: no temporary file and rename."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        done = 0
+        while done < len(content):
+            done += os.write(fd, content[done:])
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def new_lines(path: str | Path, offset: int) -> tuple[bytes, int]:
@@ -173,8 +179,11 @@ def now() -> float:
 class RunDir:
     """One run's directory. Cheap to construct; reads files on demand."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, created: dict[str, Any] | None = None) -> None:
         self.path = path
+        # the run.json written by create() (and carried by publish_run), so that the
+        # process that created the run need not read it back; None when opened
+        self.created = created
 
     @property
     def name(self) -> str:
@@ -184,9 +193,10 @@ class RunDir:
         return self.path / name
 
     @classmethod
-    def create(cls, path: Path, run: dict[str, Any]) -> RunDir:
+    def create(cls, path: Path, run: dict[str, Any], artifacts: bool = True) -> RunDir:
         """Create the directory exclusively and write its first run.json. For a staging
-        folder: its files are written in place, and it appears by a rename when whole."""
+        folder: its files are written in place, and it appears by a rename when whole.
+        `artifacts`: create the artifacts folder now (else on first use)."""
         try:
             path.mkdir(parents=False, exist_ok=False)
         except FileExistsError as e:
@@ -196,9 +206,10 @@ class RunDir:
                 f"cannot create run directory {path}: {e.strerror}. "
                 "Check that the runs root is writable (`runs = ...` in xp.toml or XP_RUNS)."
             ) from e
-        rundir = cls(path)
-        (path / ARTIFACTS).mkdir()
-        write_json_new(rundir.file(RUN_JSON), run)
+        rundir = cls(path, run)
+        if artifacts:
+            (path / ARTIFACTS).mkdir()
+        write_new(rundir.file(RUN_JSON), encode_json(run))
         return rundir
 
     # --- metadata -----------------------------------------------------------------
@@ -225,13 +236,14 @@ class RunDir:
         self.write_run(run)
         return run
 
-    def write_json(self, name: str, data: Any, note: bool = True) -> None:
-        """Write one of the run's JSON files atomically. Unless `note` is False (a live
-        run's periodic summary: listings re-read running runs anyway), the change is
-        journaled before and after it, so that listings re-read this run (store/journal)."""
+    def write_json(self, name: str, data: Any, note: bool = True, durable: bool = True) -> None:
+        """Write one of the run's JSON files atomically (see write_json_atomic). Unless
+        `note` is False (a live run's periodic summary: listings re-read running runs
+        anyway), the change is journaled before and after it, so that listings re-read
+        this run (store/journal)."""
         if note:
             journal.note(self.path)
-        write_json_atomic(self.file(name), data)
+        write_json_atomic(self.file(name), data, durable)
         if note:
             journal.note(self.path)
 
