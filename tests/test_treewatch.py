@@ -126,4 +126,25 @@ def test_runs_in_one_process_share_their_provenance_files_and_never_a_stale_one(
     assert "+dirty" in (first / "git.diff").read_text()  # earlier runs keep theirs
     assert os.stat(fourth / "git.json").st_ino != os.stat(third / "git.json").st_ino
     assert not (fourth / "artifacts").exists()  # made on first use
-    assert (xp.init(name="art").artifacts).is_dir()
+    with xp.init(name="art") as run:
+        assert run.artifacts.is_dir()
+
+
+def test_a_cache_folder_inside_the_project_stays_out_of_its_snapshots(
+    git_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import xpkit as xp
+
+    monkeypatch.chdir(git_project)
+    monkeypatch.setenv("XP_CACHE_DIR", str(git_project / ".xpcache"))  # not in .gitignore
+    (git_project / "version.txt").write_text("dirty\n")
+    snapshots = set()
+    for i in range(3):
+        with xp.init(name=f"cache{i}") as run:
+            snapshots.add(json.loads((run.dir / "run.json").read_text())["snapshot"])
+            diff = (run.dir / "git.diff").read_text()
+    assert (git_project / ".xpcache").is_dir()
+    assert len(snapshots) == 1  # its index copies, rewritten by every run, are no change
+    assert ".xpcache" not in diff and "+dirty" in diff
+    listed = git(git_project, "ls-tree", "-r", "--name-only", snapshots.pop())
+    assert ".xpcache" not in listed

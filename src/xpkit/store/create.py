@@ -240,6 +240,14 @@ def publish_run(runs_root: Path, staged: RunDir) -> RunDir:
     return RunDir(runs_root / staged.name, staged.created)
 
 
+def own_folders(settings: Settings) -> tuple[Path, ...]:
+    """xpkit's folders, never part of a snapshot even inside the project and not ignored:
+    the runs root, the work folder and XP_CACHE_DIR (its index copies change every run)."""
+    from xpkit.settings import XP_CACHE_DIR
+
+    return (settings.runs, settings.workdir, XP_CACHE_DIR.get())
+
+
 def capture_provenance(settings: Settings, no_git: bool) -> Provenance:
     """Snapshot the code (unless --no-git) and capture the host, once per sweep."""
     cwd = Path.cwd().resolve()
@@ -248,7 +256,7 @@ def capture_provenance(settings: Settings, no_git: bool) -> Provenance:
         project = settings.root
     else:
         project = repo_root(settings.root)
-        snapshot = take_snapshot(project, exclude=(settings.runs, settings.workdir),
+        snapshot = take_snapshot(project, exclude=own_folders(settings),
                                  secret_globs=SECRET_GLOBS + settings.secret_globs)  # fmt: skip
         if snapshot.kept_out:
             listed = ", ".join(snapshot.kept_out[:8]) + (" …" if len(snapshot.kept_out) > 8 else "")
@@ -322,7 +330,7 @@ def reuse_provenance(settings: Settings, no_git: bool) -> Provenance:
         watch.close()
     # A second run in this process: watch from now on. The watch starts before the
     # snapshot, so an edit made while it is taken counts as a change.
-    watch = TreeWatch(settings.root, skip=(settings.runs, settings.workdir))
+    watch = TreeWatch(settings.root, skip=own_folders(settings))
     provenance = capture_provenance(settings, no_git)
     _reused[key] = _Reused(watch, provenance, packages)
     return provenance
