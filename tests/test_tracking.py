@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,7 @@ def test_standalone_run_records_everything(git_project: Path) -> None:
     run = json.loads((run_path / rd.RUN_JSON).read_text())
     assert run["status"] == "finished"
     assert run["pid"] and run["duration"] is not None
+    assert uuid.UUID(hex=run["id"]).version == 4 and len(run["id"]) == 32  # XP_RUN_ID
     assert json.loads((run_path / rd.GIT_JSON).read_text())["branch"] == "main"
     assert json.loads((run_path / rd.CONFIG_JSON).read_text())["lr"] == 0.5
     assert len(metric_lines(rd.RunDir(run_path))) == 5
