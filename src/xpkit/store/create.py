@@ -21,7 +21,7 @@ from xpkit.capture.env import capture_env
 from xpkit.capture.git import SECRET_GLOBS, Snapshot, repo_root, take_snapshot
 from xpkit.errors import StoreError
 from xpkit.redact import redact_command, shown_run
-from xpkit.settings import Settings
+from xpkit.settings import XP_CACHE_DIR, Settings
 from xpkit.store import rundir as rd
 from xpkit.store.rundir import RunDir
 
@@ -251,8 +251,6 @@ def publish_run(runs_root: Path, staged: RunDir) -> RunDir:
 def own_folders(settings: Settings) -> tuple[Path, ...]:
     """xpkit's folders, never part of a snapshot even inside the project and not ignored:
     the runs root, the work folder and XP_CACHE_DIR (its index copies change every run)."""
-    from xpkit.settings import XP_CACHE_DIR
-
     return (settings.runs, settings.workdir, XP_CACHE_DIR.get())
 
 
