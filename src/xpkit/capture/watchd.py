@@ -43,13 +43,11 @@ IN_MOVED_TO, IN_MOVED_FROM, IN_CREATE, IN_DELETE_SELF, IN_MOVE_SELF = (
 
 
 class Watcher:
-    def __init__(self, root: Path, skip: set[str], git_dir: Path | None = None) -> None:
+    def __init__(self, root: Path, skip: set[str]) -> None:
         libc = _libc()
         if libc is None:
             raise OSError(errno.ENOSYS, "no inotify")
         self.libc, self.root = libc, str(root)
-        # where cookies appear: root/.git, or a linked worktree's folder in the project's
-        self.git_dir = str(git_dir or root / ".git")
         self.skip = {os.path.join(self.root, path) for path in skip}  # given relative
         self.fd = -1
         self.seq = 0
@@ -69,8 +67,8 @@ class Watcher:
         if self.fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1")
         self.folders: dict[int, str] = {}
-        self.git_wd = self._watch(self.git_dir)
-        info = os.path.join(_common_dir(self.git_dir), "info")
+        self.git_wd = self._watch(os.path.join(self.root, ".git"))
+        info = os.path.join(self.root, ".git", "info")
         self.info_wd = self._watch(info) if os.path.isdir(info) else -1
         ignored = ignored_folders(self.root)
         for base, dirs, _files in os.walk(self.root):
@@ -141,16 +139,7 @@ class Watcher:
         return {"token": token, "paths": paths if len(paths) <= MAX_PATHS else None}
 
 
-def _common_dir(git_dir: str) -> str:
-    """The repository's own folder: a linked worktree's git dir names it in `commondir`."""
-    try:
-        with open(os.path.join(git_dir, "commondir"), encoding="utf-8") as f:
-            return os.path.normpath(os.path.join(git_dir, f.read().strip()))
-    except OSError:
-        return git_dir
-
-
-def serve(root: Path, git_dir: Path, state: Path, sock_path: Path, skip: set[str]) -> None:
+def serve(root: Path, state: Path, sock_path: Path, skip: set[str]) -> None:
     """Watch `root` and answer on `state`/sock until idle for XP_WATCH_IDLE seconds."""
     state.mkdir(parents=True, exist_ok=True)
     lock = open(state / "lock", "a")  # noqa: SIM115 (held for the process's life)
@@ -159,7 +148,7 @@ def serve(root: Path, git_dir: Path, state: Path, sock_path: Path, skip: set[str
     except OSError:
         return  # another watcher runs
     try:
-        watcher = Watcher(root, skip, git_dir)
+        watcher = Watcher(root, skip)
     except OSError:
         (state / "gave-up").touch()
         return
@@ -171,7 +160,7 @@ def serve(root: Path, git_dir: Path, state: Path, sock_path: Path, skip: set[str
     (state / "pid").write_text(f"{os.getpid()}\n")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a kill cleans up too
     try:
-        _answer_until_idle(state, watcher, server)
+        _answer_until_idle(root, state, watcher, server)
     finally:  # gone idle (a kill -9 leaves them: the next watcher replaces them)
         with contextlib.suppress(OSError):
             sock_path.unlink()
@@ -179,12 +168,12 @@ def serve(root: Path, git_dir: Path, state: Path, sock_path: Path, skip: set[str
             (state / "pid").unlink()
 
 
-def _answer_until_idle(state: Path, watcher: Watcher, server: socket.socket) -> None:
+def _answer_until_idle(root: Path, state: Path, watcher: Watcher, server: socket.socket) -> None:
     waiting: dict[socket.socket, bytes] = {}  # connections with their question so far
     asked: list[tuple[socket.socket, dict[str, Any], float, str]] = []  # (.., when, epoch)
     last_question = time.monotonic()
     idle = XP_WATCH_IDLE.get()
-    while time.monotonic() - last_question < idle and os.path.isdir(watcher.git_dir):
+    while time.monotonic() - last_question < idle and os.path.isdir(root / ".git"):
         readable: list[Any] = [watcher.fd, server, *waiting]  # a descriptor and sockets
         ready, _, _ = select.select(readable, [], [], 0.1 if asked else 5.0)
         if watcher.fd in ready:
@@ -231,10 +220,4 @@ def _answer_until_idle(state: Path, watcher: Watcher, server: socket.socket) -> 
 
 
 if __name__ == "__main__":
-    serve(
-        Path(sys.argv[1]),
-        Path(sys.argv[2]),
-        Path(sys.argv[3]),
-        Path(sys.argv[4]),
-        set(sys.argv[5:]),
-    )
+    serve(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), set(sys.argv[4:]))

@@ -3,8 +3,7 @@ since the last one, so that `git status` looks at those paths only instead of ca
 lstat on every tracked file (~80 ms at 100,000 files). DESIGN.md, "Snapshots that cost
 what changed".
 
-The watcher (`python -m xpkit.capture.watchd <root> <git dir> <state> <socket> [skip...]`,
-started
+The watcher (`python -m xpkit.capture.watchd <root> <state> <socket> [skip...]`, started
 by the first snapshot of a project with XP_WATCH_MIN_FILES tracked files, gone after
 XP_WATCH_IDLE seconds without a question) watches every folder git does not ignore with
 inotify and numbers the changes. A snapshot asks "what changed since token T?":
@@ -67,19 +66,17 @@ def socket_path(state: Path) -> Path | None:
     return folder / f"xp-watch-{path_digest(state)}.sock"
 
 
-def changes_since(root: Path, token: str | None, skip: list[str], timeout: float = 1.0,
-                  git_dir: Path | None = None) -> tuple[str, list[str] | None] | None:  # fmt: skip
+def changes_since(root: Path, token: str | None, skip: list[str],
+                  timeout: float = 1.0) -> tuple[str, list[str] | None] | None:  # fmt: skip
     """(a new token, the paths relative to `root` changed since `token` or None when
-    unknown), or None when no watcher answered (one is started for the next time).
-    `git_dir`: the repository's folder when it is not `root`/.git (a linked worktree's,
-    where the cookies go)."""
+    unknown), or None when no watcher answered (one is started for the next time)."""
     import socket  # only large projects: ~2 ms of every `xp run` otherwise
 
     state = state_folder(root)
-    git_dir = git_dir or root / ".git"
+    git_dir = root / ".git"
     sock = socket_path(state)
     if not git_dir.is_dir() or sock is None:
-        return None  # a submodule (.git is a file), or no private folder: no watcher
+        return None  # a linked worktree or a submodule, or no private folder: no watcher
     cookie = git_dir / f"{COOKIE_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
@@ -97,14 +94,14 @@ def changes_since(root: Path, token: str | None, skip: list[str], timeout: float
         paths = answer["paths"]
         return str(answer["token"]), None if paths is None else [str(p) for p in paths]
     except (OSError, ValueError, KeyError, TypeError):
-        _start(root, git_dir, state, sock, skip)
+        _start(root, state, sock, skip)
         return None
     finally:
         with contextlib.suppress(OSError):
             os.unlink(cookie)
 
 
-def _start(root: Path, git_dir: Path, state: Path, sock: Path, skip: list[str]) -> None:
+def _start(root: Path, state: Path, sock: Path, skip: list[str]) -> None:
     """Start a watcher unless one runs, is starting, or gave up on this project lately."""
     try:
         gave_up = (state / "gave-up").stat().st_mtime
@@ -124,8 +121,8 @@ def _start(root: Path, git_dir: Path, state: Path, sock: Path, skip: list[str]) 
         return
     with contextlib.suppress(OSError):
         subprocess.Popen(
-            [sys.executable, "-m", "xpkit.capture.watchd", str(root), str(git_dir), str(state),
-             str(sock), *skip],
+            [sys.executable, "-m", "xpkit.capture.watchd", str(root), str(state), str(sock),
+             *skip],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True, close_fds=True, cwd="/",
         )  # fmt: skip
