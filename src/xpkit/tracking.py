@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import signal
 import sys
 import threading
@@ -32,7 +31,7 @@ from pathlib import Path
 from types import TracebackType
 
 from xpkit import metric_lines, process_hooks
-from xpkit.errors import GitError, RunError
+from xpkit.errors import RunError
 from xpkit.settings import (
     XP_ATTEMPT,
     XP_CKPT_DIR,
@@ -462,44 +461,9 @@ def init(
         if config:
             run.set_config(config)
     else:  # config.json is written with the run
-        run = _standalone(name, tags or [], no_git, dict(config or {}))
+        from xpkit.standalone import create_standalone_run
+
+        run = create_standalone_run(name, tags or [], no_git, dict(config or {}))
     process_hooks.install_exit_hooks(run)
     _current_run.set(run)
     return run
-
-
-def _standalone(name: str | None, tags: list[str], no_git: bool, config: dict[str, Any]) -> Run:
-    from xpkit import names
-    from xpkit.settings import load_settings
-    from xpkit.store.create import NewRun, create_run, ensure_runs_root, reuse_provenance
-
-    settings = load_settings()
-    argv = [os.path.basename(sys.executable), *sys.argv]
-    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
-    label = name or script.removesuffix(".py")
-    import warnings
-
-    try:
-        with warnings.catch_warnings(record=True) as said:  # as `xp run` says them
-            warnings.simplefilter("always")
-            provenance = reuse_provenance(settings, no_git)
-    except GitError as e:
-        raise GitError(f"{e} From Python: xp.init(no_git=True).") from e
-    for warning in said:
-        _warn(f"xp: warning: {warning.message}")
-    ensure_runs_root(settings.runs)
-    new = NewRun(
-        expid=names.command_experiment_id(argv),
-        slug=names.slugify(label),
-        command=shlex.join(argv),
-        argv=argv,
-        experiment={"name": label, "file": None},
-        tags=tags,
-        config=config,
-        artifacts_folder=False,
-    )
-    # started and pid set: `running`, alive until the heartbeat timeout after `started`
-    # even before the flusher's first beat
-    run_dir = create_run(settings.runs, new, provenance, status="running")
-    process_hooks.capture_streams(run_dir)
-    return Run(run_dir, owned=True, config=config)
