@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import re
-from dataclasses import dataclass
+from collections import namedtuple
 from pathlib import Path
 
 from xpkit.errors import RunError, StoreError
@@ -82,11 +82,11 @@ def run_name(expid: str, trial: int, slug: str) -> str:
     return f"{expid}_{trial:03d}_{slug}"
 
 
-@dataclass(frozen=True)
-class ParsedName:
-    expid: str
-    trial: int
-    slug: str
+class ParsedName(namedtuple("ParsedName", "expid trial slug")):
+    """A run name's parts (expid: str, trial: int, slug: str). A named tuple, not a
+    dataclass: `import dataclasses` (~8 ms) is kept off every run's start-up."""
+
+    __slots__ = ()
 
 
 def parse_run_name(name: str) -> ParsedName | None:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass
-from typing import Any
+
+TYPE_CHECKING = False  # typing is not imported on `xp run`'s path
+if TYPE_CHECKING:
+    from typing import Any
 
 MASK = "***"
 
@@ -118,14 +120,15 @@ def redact_command(command: str) -> str:
     return command if masked == words else shlex.join(masked)
 
 
-@dataclass
 class Shown:
     """A run's command and params as records show them (secret values masked)."""
 
-    command: str
-    argv: list[str] | None
-    params: dict[str, Any]
-    masked_params: list[str]  # names of params whose values were masked
+    __slots__ = ("argv", "command", "masked_params", "params")
+
+    def __init__(self, command: str, argv: list[str] | None, params: dict[str, Any],
+                 masked_params: list[str]) -> None:  # fmt: skip
+        self.command, self.argv, self.params = command, argv, params
+        self.masked_params = masked_params  # names of params whose values were masked
 
     def differs(self, command: str, argv: list[str] | None) -> bool:
         return self.command != command or self.argv != argv or bool(self.masked_params)

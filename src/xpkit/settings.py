@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -242,7 +243,7 @@ def _has_tool_xp(pyproject: Path) -> bool:
     if not pyproject.is_file():
         return False
     try:
-        return "xp" in read_toml(pyproject).get("tool", {})
+        return "xp" in read_toml_cached(pyproject).get("tool", {})
     except ConfigError:
         return False
 
@@ -264,6 +265,47 @@ def read_toml(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: not UTF-8 text ({e.reason})") from e
     return read_toml_text(text, str(path))
+
+
+# A file modified this recently is not cached: a second edit within the same tick of
+# its timestamp, with the same size, would not change the cache's key (git's racy-clean
+# rule). Seconds.
+TOML_CACHE_SETTLED = 2.0
+
+
+def read_toml_cached(path: Path) -> dict[str, Any]:
+    """read_toml, through a cache of the parse in XP_CACHE_DIR/toml: every `xp run` and
+    `xp.init()` reads xp.toml, and importing tomllib (with typing and datetime) would be
+    ~8 ms of their start-up. The cache is keyed by the file's path, size, inode and
+    modification and change times; a file that changed within TOML_CACHE_SETTLED
+    seconds, or whose values JSON cannot hold (dates), is parsed each time."""
+    import json
+
+    from xpkit.values import sha1
+
+    try:
+        st = path.stat()
+    except OSError:
+        return read_toml(path)  # says why it cannot be read
+    key = [str(path), st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
+    cache = XP_CACHE_DIR.get() / "toml" / f"{sha1(str(path).encode()).hexdigest()}.json"
+    try:
+        kept = json.loads(cache.read_bytes())
+        if kept["key"] == key and isinstance(kept["data"], dict):
+            return kept["data"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    data = read_toml(path)
+    if st.st_mtime_ns / 1e9 < time.time() - TOML_CACHE_SETTLED:
+        try:
+            text = json.dumps({"key": key, "data": data})
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            partial = cache.with_name(f".{cache.name}.{os.getpid()}")
+            partial.write_text(text, encoding="utf-8")
+            os.replace(partial, cache)
+        except (OSError, TypeError, ValueError):
+            pass  # a read-only cache, or a date: parsed again next time
+    return data
 
 
 def read_toml_text(text: str, where: str) -> dict[str, Any]:
@@ -298,10 +340,10 @@ def load_settings(start: Path | None = None) -> Settings:
     source: Path | None = None
     if (root / CONFIG_FILE).is_file():
         source = root / CONFIG_FILE
-        raw = read_toml(source)
+        raw = read_toml_cached(source)
     elif _has_tool_xp(root / "pyproject.toml"):
         source = root / "pyproject.toml"
-        raw = read_toml(source)["tool"]["xp"]
+        raw = read_toml_cached(source)["tool"]["xp"]
     where = str(source) if source else "defaults"
     unknown = sorted(set(raw) - set(_KNOWN_KEYS))
     if unknown:

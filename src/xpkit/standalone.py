@@ -8,13 +8,16 @@ import os
 import shlex
 import sys
 import warnings
-from typing import Any
 
 from xpkit import names, process_hooks
 from xpkit.errors import GitError
 from xpkit.settings import load_settings
 from xpkit.store.create import NewRun, create_run, ensure_runs_root, reuse_provenance
 from xpkit.tracking import Run, _warn
+
+TYPE_CHECKING = False  # typing is not imported on a run's path
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def create_standalone_run(

@@ -6,7 +6,10 @@ import importlib
 import math
 import re
 from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False  # typing is not imported on `xp run`'s path
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _builtin_hash(name: str, modules: tuple[str, ...]) -> Any:

@@ -11,14 +11,16 @@ import os
 import shutil
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from xpkit.capture import snapshot_cache, staging, watcher
 from xpkit.errors import GitError
 from xpkit.settings import XP_TOOL_TIMEOUT
 from xpkit.subprocs import run_tool
+
+TYPE_CHECKING = False  # typing is not imported on `xp run`'s path
+if TYPE_CHECKING:
+    from typing import Any
 
 SNAPSHOT_REF_PREFIX = "refs/xp/snapshots/"
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
@@ -100,24 +102,40 @@ def _fresh_facts(root: Path) -> list[str] | None:
     return found[1]
 
 
-@dataclass
 class Snapshot:
-    """What `git.json` records, plus the diff text for `git.diff`."""
+    """What `git.json` records, plus the diff text for `git.diff`. A plain class, not a
+    dataclass: `import dataclasses` (~8 ms) is kept off every run's start-up."""
 
-    commit: str | None
-    branch: str | None
-    remote: str | None
-    dirty: bool
-    snapshot: str
-    not_inlined: list[dict[str, Any]] = field(default_factory=list)
-    kept_out: list[str] = field(default_factory=list)  # secret-looking files left out
-    tracked_secrets: list[str] = field(default_factory=list)  # of those, tracked by git
-    diff: str = ""
+    __slots__ = ("branch", "commit", "diff", "dirty", "kept_out", "not_inlined", "remote",
+                 "snapshot", "tracked_secrets")  # fmt: skip
+
+    def __init__(
+        self, commit: str | None, branch: str | None, remote: str | None, dirty: bool,
+        snapshot: str, not_inlined: list[dict[str, Any]] | None = None,
+        kept_out: list[str] | None = None, tracked_secrets: list[str] | None = None,
+        diff: str = "",
+    ) -> None:  # fmt: skip
+        self.commit, self.branch, self.remote, self.dirty = commit, branch, remote, dirty
+        self.snapshot = snapshot
+        self.not_inlined = not_inlined if not_inlined is not None else []
+        self.kept_out = kept_out if kept_out is not None else []  # secret-looking files left out
+        self.tracked_secrets = tracked_secrets if tracked_secrets is not None else []  # of those
+        self.diff = diff
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        del data["diff"]
-        return data
+        """git.json: every field but the diff (which is git.diff)."""
+        fields = ("commit", "branch", "remote", "dirty", "snapshot", "not_inlined",
+                  "kept_out", "tracked_secrets")  # fmt: skip
+        return {name: copy_json(getattr(self, name)) for name in fields}
+
+
+def copy_json(value: Any) -> Any:
+    """A deep copy of lists and dicts, as dataclasses.asdict made."""
+    if isinstance(value, dict):
+        return {k: copy_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [copy_json(v) for v in value]
+    return value
 
 
 def secret_pathspecs(globs: tuple[str, ...]) -> list[str]:

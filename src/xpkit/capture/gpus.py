@@ -12,11 +12,13 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from xpkit.errors import XpError
 from xpkit.settings import XP_GPU_PROBE
+
+TYPE_CHECKING = False  # typing is not imported on `xp run`'s path
+if TYPE_CHECKING:
+    from typing import Any
 
 SMI_TIMEOUT = 20.0
 
@@ -25,33 +27,63 @@ class GpuProbeError(XpError):
     """The GPU probe that was asked for could not run."""
 
 
-@dataclass
-class GpuProcess:
-    pid: int
-    used_mib: int
+# Plain classes, not dataclasses: every `xp run` captures its GPUs, and `import
+# dataclasses` (with inspect) would cost it ~8 ms.
 
 
-@dataclass
-class Gpu:
-    index: int
-    uuid: str
-    name: str
-    memory_total_mib: int
-    memory_used_mib: int
-    processes: list[GpuProcess] = field(default_factory=list)
-    utilization_pct: int | None = None  # None where the board does not say
-    temperature_c: int | None = None
-
-
-@dataclass
-class GpuReport:
-    source: str  # "nvml", "nvidia-smi" or "none"
-    driver: str | None = None
-    cuda: str | None = None
-    gpus: list[Gpu] = field(default_factory=list)
+class _Record:
+    """Equal when their JSON is; shown as their JSON."""
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self.to_json() == other.to_json()  # type: ignore[attr-defined,unused-ignore]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.to_json()!r})"
+
+
+class GpuProcess(_Record):
+    def __init__(self, pid: int, used_mib: int) -> None:
+        self.pid, self.used_mib = pid, used_mib
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pid": self.pid, "used_mib": self.used_mib}
+
+
+class Gpu(_Record):
+    def __init__(
+        self, index: int, uuid: str, name: str, memory_total_mib: int, memory_used_mib: int,
+        processes: list[GpuProcess] | None = None,
+        utilization_pct: int | None = None,  # None where the board does not say
+        temperature_c: int | None = None,
+    ) -> None:  # fmt: skip
+        self.index, self.uuid, self.name = index, uuid, name
+        self.memory_total_mib, self.memory_used_mib = memory_total_mib, memory_used_mib
+        self.processes = processes if processes is not None else []
+        self.utilization_pct, self.temperature_c = utilization_pct, temperature_c
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index, "uuid": self.uuid, "name": self.name,
+            "memory_total_mib": self.memory_total_mib, "memory_used_mib": self.memory_used_mib,
+            "processes": [p.to_json() for p in self.processes],
+            "utilization_pct": self.utilization_pct, "temperature_c": self.temperature_c,
+        }  # fmt: skip
+
+
+class GpuReport(_Record):
+    def __init__(
+        self, source: str,  # "nvml", "nvidia-smi" or "none"
+        driver: str | None = None, cuda: str | None = None, gpus: list[Gpu] | None = None,
+    ) -> None:  # fmt: skip
+        self.source, self.driver, self.cuda = source, driver, cuda
+        self.gpus = gpus if gpus is not None else []
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "driver": self.driver, "cuda": self.cuda,
+                "gpus": [g.to_json() for g in self.gpus]}  # fmt: skip
 
 
 def probe() -> GpuReport:

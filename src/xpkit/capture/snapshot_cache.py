@@ -9,10 +9,13 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from xpkit.settings import XP_CACHE_DIR
 from xpkit.values import sha256
+
+TYPE_CHECKING = False  # typing is not imported on `xp run`'s path
+if TYPE_CHECKING:
+    from typing import Any
 
 SNAPSHOT_REF_PREFIX = "refs/xp/snapshots/"  # = capture.git's (not imported: git imports us)
 

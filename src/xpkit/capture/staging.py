@@ -13,7 +13,6 @@ returns None, and the snapshot stages the whole tree as before."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
@@ -24,12 +23,14 @@ from xpkit.subprocs import run_tool
 UNTRACKED_CACHE = ("-c", "core.untrackedCache=true")
 
 
-@dataclass
 class Changes:
     """How the working tree differs from the kept index."""
 
-    to_add: list[str]  # paths and wholly untracked folders to stage; no untracked secret
-    secrets: list[str]  # untracked secret-looking files, as the full lookup lists them
+    __slots__ = ("secrets", "to_add")
+
+    def __init__(self, to_add: list[str], secrets: list[str]) -> None:
+        self.to_add = to_add  # paths and wholly untracked folders to stage; no untracked secret
+        self.secrets = secrets  # untracked secret-looking files, as the full lookup lists them
 
 
 def names_only(secret_globs: tuple[str, ...]) -> bool:

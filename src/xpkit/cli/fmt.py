@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from xpkit.values import format_duration as duration
+
+TYPE_CHECKING = False  # typing is not imported on `xp run`'s path
+if TYPE_CHECKING:
+    from typing import Any
 
 STATUS_COLOR = {
     "queued": "cyan",
@@ -40,8 +43,23 @@ def status(text: str) -> str:
     return f"[{color}]{text}[/]" if color else text
 
 
-def styled_status(text: str) -> str:
-    """Status with ANSI color for click.echo (no rich import on the `xp run` path)."""
-    import click
+_ANSI = {"red": 31, "green": 32, "yellow": 33, "blue": 34, "magenta": 35, "cyan": 36}
 
-    return click.style(text, fg=STATUS_COLOR.get(text), bold=text == "lost")
+
+def styled(text: str, color: str | None = None, bold: bool = False) -> str:
+    """`text` in ANSI color and/or bold, as click.style writes it (click.echo strips it
+    where the stream is not a terminal); without importing click: `xp run`'s path."""
+    codes = ([f"\x1b[{_ANSI[color]}m"] if color else []) + (["\x1b[1m"] if bold else [])
+    return "".join(codes) + text + "\x1b[0m" if codes else text
+
+
+def unstyled(text: str) -> str:
+    """`text` without its ANSI styles."""
+    import re
+
+    return re.sub("\x1b\\[[0-9;]*m", "", text)
+
+
+def styled_status(text: str) -> str:
+    """Status with ANSI color (no rich import on the `xp run` path)."""
+    return styled(text, STATUS_COLOR.get(text), bold=text == "lost")

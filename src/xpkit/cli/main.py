@@ -1,5 +1,6 @@
 """Entry point. Subcommands are imported only when invoked, so `xp --help` stays fast;
-every XpError becomes a one-paragraph message and exit code 2 here, in one place."""
+every XpError becomes a one-paragraph message and exit code 2 here, in one place.
+`xp run`'s common forms are parsed without importing click (cli/running.py)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ import importlib
 import signal
 import sys
 import warnings
-from typing import Any
-
-import click
 
 from xpkit.errors import XpError
+
+TYPE_CHECKING = False  # typing is not imported on `xp run`'s path
+if TYPE_CHECKING:
+    from typing import Any
+
+    import click
 
 # name -> (module, attribute, one-line help shown by `xp --help` without importing it)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -46,38 +50,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-class LazyGroup(click.Group):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(COMMANDS)
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in COMMANDS:
-            return None
-        module, attr, _ = COMMANDS[cmd_name]
-        command = getattr(importlib.import_module(module), attr)
-        assert isinstance(command, click.Command)
-        return command
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        with formatter.section("Commands"):
-            formatter.write_dl([(name, short) for name, (_, _, short) in COMMANDS.items()])
-
-
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="xpkit", prog_name="xp")
-def cli() -> None:
-    """xpkit: every run tied to its exact code, isolated, recorded, reportable.
-
-    Start with `xp init`, then `xp new experiments/<topic>/01_<name>` and
-    `xp run experiments/<topic>/01_<name>.xp.toml`.
-    """
-
-
 def _show_warning(
     message: Warning | str, category: type[Warning], filename: str, lineno: int,
     file: Any = None, line: str | None = None,
 ) -> None:  # fmt: skip
-    click.echo(f"xp: warning: {message}", err=True)
+    print(f"xp: warning: {message}", file=sys.stderr, flush=True)
 
 
 _DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
@@ -88,36 +65,96 @@ def main(argv: list[str] | None = None) -> None:
     # Over a file-size limit (ulimit -f), a write fails with EFBIG and is reported,
     # instead of the process dying; runs inherit this and do the same.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        cli.main(args=argv, prog_name="xp", standalone_mode=False)
+        if args[:1] == ["run"] and (parsed := _parse_run(args[1:])) is not None:
+            from xpkit.cli.running import run
+
+            run(**parsed)
+        else:
+            _click_main(args)
     except XpError as e:
-        click.echo(f"xp: error: {e}", err=True)
+        _error(f"xp: error: {e}")
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        click.echo("xp: aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(2)
     except KeyboardInterrupt:
-        click.echo("xp: interrupted", err=True)
+        _error("xp: interrupted")
         sys.exit(130)
     except OSError as e:
         if e.errno not in _DISK_ERRORS:
             raise
         # A full disk or quota anywhere, or a file-size limit: said plainly. Every
         # metadata write is atomic, so what was there before is intact.
-        click.echo(
+        _error(
             f"xp: error: cannot write {e.filename or 'a file'}: {e.strerror}; free space (or "
-            "raise the limit) and try again: nothing written before was damaged",
-            err=True,
+            "raise the limit) and try again: nothing written before was damaged"
         )
         sys.exit(1)
+    sys.exit(0)
+
+
+def _parse_run(args: list[str]) -> dict[str, Any] | None:
+    from xpkit.cli.running import parse_run_argv
+
+    return parse_run_argv(args)
+
+
+def _error(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _click_main(args: list[str]) -> None:
+    """Every command but `xp run`'s common forms: parsed by click. Its exceptions are
+    turned into messages and exit codes here; XpError and the rest in main()."""
+    import click
+
+    try:
+        group().main(args=args, prog_name="xp", standalone_mode=False)
+    except click.exceptions.Abort:
+        _error("xp: aborted")
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(2)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
-    except SystemExit:
-        raise
-    sys.exit(0)
+
+
+def group() -> click.Group:
+    """The click group of every command (`cli`), each imported only when invoked."""
+    import click
+
+    class LazyGroup(click.Group):
+        def list_commands(self, ctx: click.Context) -> list[str]:
+            return list(COMMANDS)
+
+        def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+            if cmd_name not in COMMANDS:
+                return None
+            module, attr, _ = COMMANDS[cmd_name]
+            command = getattr(importlib.import_module(module), attr)
+            assert isinstance(command, click.Command)
+            return command
+
+        def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+            with formatter.section("Commands"):
+                formatter.write_dl([(name, short) for name, (_, _, short) in COMMANDS.items()])
+
+    @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+    @click.version_option(package_name="xpkit", prog_name="xp")
+    def cli() -> None:
+        """xpkit: every run tied to its exact code, isolated, recorded, reportable.
+
+        Start with `xp init`, then `xp new experiments/<topic>/01_<name>` and
+        `xp run experiments/<topic>/01_<name>.xp.toml`.
+        """
+
+    return cli
+
+
+def __getattr__(name: str) -> Any:
+    if name == "cli":  # built on first use: importing this module imports no click
+        return group()
+    raise AttributeError(name)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,8 +3,6 @@ itself (`xp run --queue` is `xp submit`), so that neither command imports the ot
 
 from __future__ import annotations
 
-import click
-
 from xpkit.errors import ConfigError
 
 
@@ -52,6 +50,8 @@ def submit_runs(
     yes: bool = False,
 ) -> None:
     """Shared by `xp submit` and `xp run --queue`."""
+    import click
+
     from xpkit.queue.submit import QueueRequest, submit_target
     from xpkit.settings import load_settings
 

@@ -7,11 +7,14 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any
 
 from xpkit.errors import StoreError
 from xpkit.settings import XP_GONE_WAIT
 from xpkit.store.rundir import RunDir
+
+TYPE_CHECKING = False  # typing is not imported on `xp run`'s path
+if TYPE_CHECKING:
+    from typing import Any
 
 END_WRITE_RETRY = 10.0  # seconds the end of a run is retried on a full disk
 

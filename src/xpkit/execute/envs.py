@@ -301,15 +301,16 @@ def _build(spec: EnvSpec, contents: dict[str, str], key: str, folder: Path) -> d
 
 
 def _uv(uv: str, args: list[str], env: dict[str, str], spec: EnvSpec) -> str:
-    from xpkit.execute.runner import parent_death_signal
+    from xpkit.execute.runner import with_death_signal
 
+    argv, preexec = with_death_signal([uv, *args], os.getpid())
     proc = subprocess.run(
-        [uv, *args],
+        argv,
         env=env,
         capture_output=True,
         text=True,
         errors="replace",
-        preexec_fn=parent_death_signal(os.getpid()) if sys.platform == "linux" else None,
+        preexec_fn=preexec,
         check=False,
     )
     if proc.returncode != 0:

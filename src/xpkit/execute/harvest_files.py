@@ -10,13 +10,15 @@ row once)."""
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False  # typing is not imported on `xp run`'s path
+if TYPE_CHECKING:
+    from typing import Any
 
 Point = tuple[int, dict[str, float]]
 SKIPPED_DIRS = {".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", "venv", ".tox"}
@@ -104,6 +106,8 @@ class FileSource:
                     yield point
 
     def _read(self, path: Path) -> list[dict[str, Any]]:
+        import csv  # here, not at the top: every `xp run` imports this module
+
         try:
             return self.rows(path)
         except (OSError, ValueError, UnicodeDecodeError, csv.Error):
@@ -117,6 +121,8 @@ def _fingerprint(group: str, row: dict[str, Any]) -> int:
 
 def _csv_rows(path: Path) -> list[dict[str, Any]]:
     """Complete lines only: the last one may be half written."""
+    import csv
+
     text = path.read_text(encoding="utf-8")
     if not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]
@@ -130,6 +136,8 @@ def _header(path: Path) -> list[str] | None:
     if b"\n" not in head:
         return None
     line = head.split(b"\n", 1)[0].decode("utf-8", errors="replace").strip()
+    import csv
+
     return next(csv.reader([line]), [])
 
 

@@ -12,9 +12,7 @@ import shutil
 import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from xpkit import names
 from xpkit.capture.env import capture_env
@@ -33,23 +31,31 @@ from xpkit.store.create import NewRun, Provenance, create_run, ensure_runs_root
 from xpkit.store.rundir import RunDir
 from xpkit.suggest import close_to
 
+TYPE_CHECKING = False  # typing is not imported on `xp run`'s path
 if TYPE_CHECKING:
+    from typing import Any
+
     from xpkit.experiment import Experiment
 
 
-@dataclass
 class SweepRequest:
-    """What the user asked `xp run` (or `xp submit`) for."""
+    """What the user asked `xp run` (or `xp submit`) for. A plain class, not a dataclass:
+    `import dataclasses` would cost every `xp run` ~8 ms."""
 
-    experiment_file: Path | None = None
-    argv: list[str] | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-    sets: dict[str, Any] = field(default_factory=dict)  # --set config.path=value
-    name: str | None = None
-    tags: list[str] = field(default_factory=list)
-    no_git: bool = False
-    yes: bool = False  # more runs than XP_MAX_RUNS are fine
-    queued: bool = False  # for workers (maybe elsewhere): the program need not be here
+    def __init__(
+        self, experiment_file: Path | None = None, argv: list[str] | None = None,
+        params: dict[str, Any] | None = None,
+        sets: dict[str, Any] | None = None,  # --set config.path=value
+        name: str | None = None, tags: list[str] | None = None, no_git: bool = False,
+        yes: bool = False,  # more runs than XP_MAX_RUNS are fine
+        queued: bool = False,  # for workers (maybe elsewhere): the program need not be here
+    ) -> None:  # fmt: skip
+        self.experiment_file, self.argv = experiment_file, argv
+        self.params = params if params is not None else {}
+        self.sets = sets if sets is not None else {}
+        self.name = name
+        self.tags = tags if tags is not None else []
+        self.no_git, self.yes, self.queued = no_git, yes, queued
 
 
 def count_runs(settings: Settings, request: SweepRequest) -> int:

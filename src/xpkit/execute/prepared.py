@@ -9,7 +9,6 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
 
 from xpkit.capture.env import capture_env
 from xpkit.capture.git import fetch_bundle, git, repo_root, snapshot_exists
@@ -22,6 +21,10 @@ from xpkit.store import rundir as rd
 from xpkit.store.locks import exclusive_lock
 from xpkit.store.rundir import RunDir
 from xpkit.values import path_digest
+
+TYPE_CHECKING = False  # typing is not imported on `xp run`'s path
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def bundle_path(runs_root: Path, sha: str) -> Path:

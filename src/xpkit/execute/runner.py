@@ -22,10 +22,9 @@ import signal
 import sys
 import threading
 import time
+from collections import namedtuple
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from xpkit.errors import RunError, StoreError
 from xpkit.execute.ending import end_changes, keep_end, record_end, stopped_by
@@ -50,6 +49,10 @@ from xpkit.settings import (
 from xpkit.store import rundir as rd
 from xpkit.store.locks import pid_alive
 from xpkit.store.rundir import RunDir
+
+TYPE_CHECKING = False  # typing is not imported on `xp run`'s path
+if TYPE_CHECKING:
+    from typing import Any
 
 _SHELL_WORDS = {
     "cd",
@@ -81,10 +84,10 @@ REQUEUE_EXIT_CODE = 75
 CHECKPOINTS = "checkpoints"
 
 
-@dataclass
-class Outcome:
-    status: str
-    exit_code: int | None
+class Outcome(namedtuple("Outcome", "status exit_code")):
+    """How an execution ended: status (str), exit_code (int, or None if none started)."""
+
+    __slots__ = ()
 
 
 def stop_signal_of(run: dict[str, Any]) -> signal.Signals:
@@ -94,10 +97,30 @@ def stop_signal_of(run: dict[str, Any]) -> signal.Signals:
         return signal.SIGTERM
 
 
-def parent_death_signal(parent: int) -> Callable[[], None]:
+def with_death_signal(args: list[str], parent: int) -> tuple[list[str], Callable[[], None] | None]:
     """Linux: the command gets SIGTERM if the runner dies (kill -9), instead of running
-    on unobserved and holding GPUs while its run shows `lost`. prctl is looked up here,
-    in the parent, once: importing ctypes in every forked child cost ~4 ms a run."""
+    on unobserved and holding GPUs while its run shows `lost`. Through util-linux's
+    `setpriv --pdeathsig` where there is one (the signal survives its exec of the
+    command): a preexec_fn would make subprocess fork the whole runner instead of vfork,
+    is not safe beside the runner's threads, and needs ctypes (~3 ms a start). Else a
+    preexec_fn. Returns the argv to start and the preexec_fn (None: none needed)."""
+    if sys.platform != "linux":
+        return args, None
+    setpriv = _setpriv()
+    if setpriv is not None:
+        return [setpriv, "--pdeathsig", "TERM", "--", *args], None
+    return args, parent_death_signal(parent)
+
+
+@functools.cache
+def _setpriv() -> str | None:
+    return shutil.which("setpriv")
+
+
+def parent_death_signal(parent: int) -> Callable[[], None]:
+    """A preexec_fn that sets the child's death signal (with_death_signal's fallback).
+    prctl is looked up here, in the parent, once: importing ctypes in every forked child
+    cost ~4 ms a run."""
     prctl = _prctl()
 
     def arm() -> None:  # pragma: no cover - runs in the child
@@ -138,6 +161,9 @@ def resolve_program(command: str, argv: list[str] | None, cwd: Path, path_env: s
         program = words[0]
     if "/" in program:
         target = Path(program) if os.path.isabs(program) else cwd / program
+        if target.is_file() and not os.access(target, os.X_OK):
+            raise RunError(f"{program!r} is not executable: `chmod +x {program}`, or start it "
+                           "with its interpreter (python, bash)")  # fmt: skip
         if target.exists():
             return
         raise RunError(f"command not found: {program!r} (no such file in {cwd})")
@@ -226,15 +252,16 @@ class Runner:
         read_fd, write_fd = os.pipe()
         import subprocess
 
+        started_args, preexec = with_death_signal(args, os.getpid())
         try:
             child = subprocess.Popen(
-                args,
+                started_args,
                 cwd=self.cwd,
                 env=env,
                 stdout=write_fd,
                 stderr=write_fd,
                 start_new_session=True,
-                preexec_fn=parent_death_signal(os.getpid()) if sys.platform == "linux" else None,
+                preexec_fn=preexec,
             )
         except OSError as e:
             os.close(read_fd)

@@ -11,12 +11,15 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
 
 from xpkit.execute.harvest import Harvester
 from xpkit.settings import XP_HEARTBEAT_INTERVAL
 from xpkit.store import rundir as rd
 from xpkit.store.rundir import RunDir
+
+TYPE_CHECKING = False  # typing is not imported on `xp run`'s path
+if TYPE_CHECKING:
+    from typing import IO
 
 
 class OutputTee(threading.Thread):

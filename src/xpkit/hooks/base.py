@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import abc
 import os
-import time
-import uuid
-from dataclasses import dataclass, field
-from typing import Any
+import time as _time
+from collections import namedtuple
 
 from xpkit.errors import HookError, XpError
+
+TYPE_CHECKING = False  # typing is not imported on `xp run`'s path
+if TYPE_CHECKING:
+    from typing import Any
 
 EVENTS = ("sweep.submitted", "sweep.finished", "run.started", "run.finished", "run.failed",
           "run.lost")  # fmt: skip
@@ -27,27 +29,41 @@ BUILTIN = {
 COMMON_KEYS = {"type", "events", "rate_per_minute", "retry_hours"}
 
 
-@dataclass
 class Event:
-    type: str
-    sweep: str | None
-    experiment: dict[str, Any]
-    runs: list[str]
-    host: str = ""
-    counts: dict[str, int] = field(default_factory=dict)
-    duration: float | None = None
-    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
-    reason: str | None = None
-    planned: int | None = None  # runs the sweep will have, when not all exist yet
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    time: float = field(default_factory=time.time)
+    """What a hook is told. A plain class, not a dataclass: `xp run` imports this module,
+    and `import dataclasses` would cost every run ~8 ms."""
+
+    FIELDS = ("type", "sweep", "experiment", "runs", "host", "counts", "duration", "metrics",
+              "reason", "planned", "id", "time")  # fmt: skip
+
+    def __init__(
+        self, type: str, sweep: str | None, experiment: dict[str, Any], runs: list[str],
+        host: str = "", counts: dict[str, int] | None = None, duration: float | None = None,
+        metrics: dict[str, dict[str, Any]] | None = None, reason: str | None = None,
+        planned: int | None = None, id: str | None = None, time: float | None = None,
+    ) -> None:  # fmt: skip
+        self.type, self.sweep, self.experiment, self.runs = type, sweep, experiment, runs
+        self.host = host
+        self.counts = counts if counts is not None else {}
+        self.duration = duration
+        self.metrics = metrics if metrics is not None else {}
+        self.reason = reason
+        self.planned = planned  # runs the sweep will have, when not all exist yet
+        self.id = id if id is not None else os.urandom(16).hex()
+        self.time = time if time is not None else _time.time()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Event) and self.to_json() == other.to_json()
+
+    def __repr__(self) -> str:
+        return f"Event({self.to_json()!r})"
 
     def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {name: getattr(self, name) for name in self.FIELDS}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Event:
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        return cls(**{k: v for k, v in data.items() if k in cls.FIELDS})
 
     def summary_text(self) -> str:
         """One line a human reads in Slack or a task comment."""
@@ -62,14 +78,11 @@ class Event:
         return f"xp: {target} {what}{reason}"
 
 
-@dataclass
-class HookSpec:
-    name: str
-    type: str
-    events: tuple[str, ...]
-    options: dict[str, Any]
-    rate_per_minute: float
-    retry_hours: float
+class HookSpec(namedtuple("HookSpec", "name type events options rate_per_minute retry_hours")):
+    """One configured hook: name, type, events (tuple of str), options (dict),
+    rate_per_minute and retry_hours (floats)."""
+
+    __slots__ = ()
 
 
 class Hook(abc.ABC):

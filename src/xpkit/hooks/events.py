@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from typing import Any
 
 from xpkit.errors import XpError
 from xpkit.hooks.base import Event, HookSpec, parse_hooks
@@ -16,6 +15,10 @@ from xpkit.settings import Settings
 from xpkit.store import rundir as rd
 from xpkit.store.locks import create_exclusive, exclusive_lock
 from xpkit.store.rundir import RunDir, write_json_atomic
+
+TYPE_CHECKING = False  # typing is not imported on `xp run`'s path
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def specs_of(settings: Settings) -> list[HookSpec]:

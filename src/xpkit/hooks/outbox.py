@@ -15,13 +15,16 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 from xpkit.errors import HookError
 from xpkit.hooks.base import Event, Hook, HookSpec, TransientError, make_hook
 from xpkit.names import META_DIR
 from xpkit.store.locks import exclusive_lock
 from xpkit.store.rundir import write_json_atomic
+
+TYPE_CHECKING = False  # typing is not imported on `xp run`'s path
+if TYPE_CHECKING:
+    from typing import Any
 
 BACKOFF_FIRST, BACKOFF_MAX = 2.0, 600.0
 BURST = 5  # events a hook may get at once before its rate limit spaces them

@@ -12,9 +12,7 @@ import json
 import os
 import sys
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from xpkit import names
 from xpkit.capture.env import capture_env
@@ -25,17 +23,28 @@ from xpkit.settings import XP_CACHE_DIR, Settings
 from xpkit.store import rundir as rd
 from xpkit.store.rundir import RunDir
 
+TYPE_CHECKING = False  # typing is not imported on `xp run`'s path
+if TYPE_CHECKING:
+    from typing import Any
 
-@dataclass
+
+# Plain classes, not dataclasses: `import dataclasses` (with inspect, ~8 ms) would be a
+# tenth of every `xp run`'s and standalone `xp.init()`'s start-up.
+
+
 class Provenance:
     """What every run of one sweep shares: code snapshot and host environment."""
 
-    project: Path
-    snapshot: Snapshot | None  # None with --no-git: no code provenance
-    env: dict[str, Any]
-    cwd: str = "."  # where the command starts, relative to the project root
-    # git.json's, env.json's and git.diff's bytes, encoded once per provenance
-    encoded: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
+    __slots__ = ("cwd", "encoded", "env", "project", "snapshot")
+
+    def __init__(self, project: Path, snapshot: Snapshot | None, env: dict[str, Any],
+                 cwd: str = ".") -> None:  # fmt: skip
+        self.project = project
+        self.snapshot = snapshot  # None with --no-git: no code provenance
+        self.env = env
+        self.cwd = cwd  # where the command starts, relative to the project root
+        # git.json's, env.json's and git.diff's bytes, encoded once per provenance
+        self.encoded: dict[str, bytes] = {}
 
     def encoded_file(self, name: str) -> bytes:
         content = self.encoded.get(name)
@@ -51,33 +60,47 @@ class Provenance:
         return content
 
 
-@dataclass
 class NewRun:
     """One run to create."""
 
-    expid: str
-    slug: str
-    command: str
-    argv: list[str] | None  # set for `xp run -- CMD`: executed without a shell
-    params: dict[str, Any] = field(default_factory=dict)
-    config: dict[str, Any] | None = None  # None: the program's config is its params
-    experiment: dict[str, Any] = field(default_factory=dict)
-    tags: list[str] = field(default_factory=list)
-    gpus: int = 0
-    sweep: str | None = None
-    rerun_of: str | None = None  # the run this one repeats (`xp rerun`)
-    metrics_from: dict[str, Any] = field(default_factory=dict)  # stdout patterns, tensorboard
-    resumable: bool = False  # preempted: back to the queue as its next attempt
-    stop_signal: str = "SIGTERM"  # what `stop` sends the process group first
-    app: str | None = None  # "hydra" / "lightning": it saves the config it composes (apps.py)
-    priority: int = 0
-    labels: list[str] = field(default_factory=list)
-    requeue_of: str | None = None  # the run this one replaces in the queue (xp requeue)
-    search: dict[str, Any] | None = None  # a sweep trial: {"study": expid, "trial": key}
-    env: dict[str, Any] | None = None  # its Python environment (envspec.EnvSpec), None: xp's
-    # False for xp.init()'s runs: `run.artifacts` creates the folder when first used
-    # (a folder costs a loop of short runs more than any file)
-    artifacts_folder: bool = True
+    def __init__(
+        self, expid: str, slug: str, command: str,
+        argv: list[str] | None,  # set for `xp run -- CMD`: executed without a shell
+        params: dict[str, Any] | None = None,
+        config: dict[str, Any] | None = None,  # None: the program's config is its params
+        experiment: dict[str, Any] | None = None,
+        tags: list[str] | None = None,
+        gpus: int = 0,
+        sweep: str | None = None,
+        rerun_of: str | None = None,  # the run this one repeats (`xp rerun`)
+        metrics_from: dict[str, Any] | None = None,  # stdout patterns, tensorboard
+        resumable: bool = False,  # preempted: back to the queue as its next attempt
+        stop_signal: str = "SIGTERM",  # what `stop` sends the process group first
+        app: str | None = None,  # "hydra"/"lightning": it saves the config it composes
+        priority: int = 0,
+        labels: list[str] | None = None,
+        requeue_of: str | None = None,  # the run this one replaces in the queue
+        search: dict[str, Any] | None = None,  # a sweep trial: {"study": expid, "trial": key}
+        env: dict[str, Any] | None = None,  # its Python environment (envspec), None: xp's
+        # False for xp.init()'s runs: `run.artifacts` creates the folder when first used
+        # (a folder costs a loop of short runs more than any file)
+        artifacts_folder: bool = True,
+    ) -> None:  # fmt: skip
+        self.expid, self.slug, self.command, self.argv = expid, slug, command, argv
+        self.params = params if params is not None else {}
+        self.config = config
+        self.experiment = experiment if experiment is not None else {}
+        self.tags = tags if tags is not None else []
+        self.gpus, self.sweep, self.rerun_of = gpus, sweep, rerun_of
+        self.metrics_from = metrics_from if metrics_from is not None else {}
+        self.resumable, self.stop_signal, self.app = resumable, stop_signal, app
+        self.priority = priority
+        self.labels = labels if labels is not None else []
+        self.requeue_of, self.search, self.env = requeue_of, search, env
+        self.artifacts_folder = artifacts_folder
+
+    def __repr__(self) -> str:
+        return f"NewRun({self.expid}_NNN_{self.slug}: {self.command!r})"
 
 
 def user_name() -> str:
@@ -294,13 +317,15 @@ def capture_provenance(settings: Settings, no_git: bool) -> Provenance:
     return Provenance(project=project, snapshot=snapshot, env=capture_env(), cwd=rel)
 
 
-@dataclass
 class _Reused:
     """The last provenance of one project in this process, and what would make it stale."""
 
-    watch: Any  # a capture.treewatch.TreeWatch once the process makes a second run
-    provenance: Provenance
-    packages: tuple[Any, ...]
+    __slots__ = ("packages", "provenance", "watch")
+
+    def __init__(self, watch: Any, provenance: Provenance, packages: tuple[Any, ...]) -> None:
+        self.watch = watch  # a capture.treewatch.TreeWatch once the process makes a second run
+        self.provenance = provenance
+        self.packages = packages
 
 
 _reused: dict[tuple[Path, bool, Path], _Reused] = {}
@@ -314,7 +339,6 @@ def reuse_provenance(settings: Settings, no_git: bool) -> Provenance:
     at the second run): a new snapshot costs ~20 ms, a reused one nothing. Environment
     variables are captured afresh."""
     from xpkit.capture.env import collect_env_vars
-    from xpkit.capture.treewatch import TreeWatch
 
     key = (settings.root, no_git, Path.cwd())
     packages = _packages_stamp()
@@ -334,6 +358,8 @@ def reuse_provenance(settings: Settings, no_git: bool) -> Provenance:
         return cached.provenance
     if watch is not None:
         watch.close()
+    from xpkit.capture.treewatch import TreeWatch  # here: it imports ctypes (~2 ms)
+
     # A second run in this process: watch from now on. The watch starts before the
     # snapshot, so an edit made while it is taken counts as a change.
     watch = TreeWatch(settings.root, skip=own_folders(settings))
