@@ -206,6 +206,40 @@ def test_many_values_are_checked_like_one(run_dir: rd.RunDir) -> None:
     assert lines[6]["m8"] == lines[6]["m9"] == 1e308
 
 
+def test_one_metric_is_checked_like_many(run_dir: rd.RunDir) -> None:
+    """`run.log({name: value})` takes a path of its own: it converts and refuses what the
+    general path does, and switches between sets of metrics in either direction."""
+
+    class Scalar:  # a numpy/torch-like scalar
+        def __float__(self) -> float:
+            return 2.5
+
+    run = Run(run_dir, owned=False)
+    for step, value in enumerate([1.5, True, math.nan, Scalar(), 7, 2**60, "best"]):
+        run.log({"v": value}, step=step)
+    run.log({"a": 1.0, "b": 2.0}, step=7)
+    run.log({"a": 3.0}, step=8)  # one of the names of the set before: a set of its own
+    with pytest.raises(RunError, match="'big' is an int no float can hold"):
+        run.log({"big": 10**400}, step=9)
+    with pytest.raises(RunError, match="'step' is reserved"):
+        run.log({"step": 1.0}, step=9)
+    with pytest.raises(RunError, match="metric names must be strings"):
+        run.log({None: 1.0}, step=9)  # type: ignore[dict-item]
+    with pytest.raises(RunError, match="metric 'w' has a list value"):
+        run.log({"w": [1.0]}, step=9)
+    run.finish()
+    with pytest.raises(RunError, match="finished"):
+        run.log({"v": 1.0})
+    lines = metric_lines(run_dir)
+    assert [line["step"] for line in lines] == list(range(9))
+    values = [line.get("v") for line in lines[:7]]
+    assert values[0] == 1.5 and values[1] is True and math.isnan(values[2])  # type: ignore[arg-type]
+    assert values[3:] == [2.5, 7, 2**60, "best"]
+    assert lines[7] | {"time": 0} == {"step": 7, "time": 0, "a": 1.0, "b": 2.0}
+    assert lines[8]["a"] == 3.0 and "b" not in lines[8]
+    assert json.loads(run_dir.file(rd.SUMMARY_JSON).read_text())["a"] == 3.0
+
+
 def test_values_read_back_as_logged(run_dir: rd.RunDir) -> None:
     """Lines are written with 17 significant digits: every float reads back as the very
     same float, ints a float cannot hold exactly keep every digit."""

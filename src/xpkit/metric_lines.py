@@ -39,6 +39,9 @@ def line_template(keys: tuple[str, ...]) -> bytes:
     return ('{"step": %d, "time": %s' + fields + "}\n").encode()  # time: preformatted
 
 
+_NOT_ONE = object()  # Stream.only of a stream of several metrics
+
+
 class SlowLine(bytes):
     """A line formatted by `slow_row`, in a stream's rows where a time text would be."""
 
@@ -48,10 +51,13 @@ class Stream:
     and the values, flat. `log` extends `rows` by a whole row in one call, which the GIL
     makes atomic, so the flush takes a prefix of whole rows without a lock."""
 
-    __slots__ = ("keys", "line_bytes", "rows", "template", "width")
+    __slots__ = ("keys", "line_bytes", "only", "rows", "template", "width")
+    only: Any
 
     def __init__(self, keys: tuple[str, ...]) -> None:
         self.keys = keys
+        # run.log's one-metric path compares the name to this (no name equals the stand-in)
+        self.only = keys[0] if len(keys) == 1 else _NOT_ONE
         self.template = line_template(keys)
         self.width = len(keys) + 2
         self.rows: list[Any] = []

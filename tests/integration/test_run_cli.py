@@ -227,6 +227,31 @@ def test_ctrl_c_forwards_sigint_and_records_killed(git_project: Path, runs_root:
     assert "got SIGINT" in (run / rd.OUTPUT_LOG).read_text()
 
 
+def test_ctrl_c_of_a_grid_cancels_the_run_made_ready_after_it(
+    git_project: Path, runs_root: Path
+) -> None:
+    """A grid creates each next run while the one before it executes; stopped by Ctrl-C
+    there, the run made ready is cancelled (never started), and nothing after it exists."""
+    (git_project / "wait.py").write_text(
+        "import sys, time\nprint('ready', sys.argv[1], flush=True)\ntime.sleep(30)\n"
+    )
+    experiment = git_project / "experiments" / "stop.xp.toml"
+    experiment.write_text('id = "stop01"\ncommand = "python wait.py {i}"\n[grid]\ni = [1, 2, 3]\n')
+    proc = subprocess.Popen([*XP, "run", str(experiment)], cwd=git_project,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    wait_for(lambda: len(runs_of(runs_root)) == 2
+             and "ready" in (runs_of(runs_root)[0] / rd.OUTPUT_LOG).read_text())  # fmt: skip
+    assert read_run(runs_of(runs_root)[1])["status"] == "queued"  # the next one, made ready
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    first, second = runs_of(runs_root)
+    assert read_run(first)["status"] == "killed"
+    assert read_run(second)["status"] == "cancelled"
+    assert "not started" in str(read_run(second)["reason"])
+    assert (second / rd.OUTPUT_LOG).read_text() == ""
+
+
 def test_ctrl_c_escalates_when_the_command_ignores_it(git_project: Path, runs_root: Path) -> None:
     (git_project / "stubborn.py").write_text(
         "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"

@@ -11,16 +11,16 @@ what is wrong. tests/test_cli_run_argv.py checks that both parsers read every fo
 from __future__ import annotations
 
 import sys
-import threading
 from contextlib import ExitStack, suppress
 from pathlib import Path
 
+from xpkit.background import in_background
 from xpkit.cli.options import parse_params, parse_sets
 
 TYPE_CHECKING = False  # typing is not imported on `xp run`'s path
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any, TypeVar
+    from typing import Any
 
     from xpkit.execute.launch import SweepRequest
     from xpkit.execute.runner import Outcome
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from xpkit.store.create import NewRun, Provenance
     from xpkit.store.rundir import RunDir
 
-    T = TypeVar("T")
 
 DRY_RUN_SHOWN = 20  # runs a --dry-run lists; it counts them all
 # The options `parse_run_argv` reads: name -> (keyword, takes a value, repeatable)
@@ -165,7 +164,7 @@ def _start_provenance(
     import xpkit.store.create
     import xpkit.store.pins  # noqa: F401
 
-    return _in_background(_provenance, settings, no_git, stack)
+    return in_background(_provenance, settings, no_git, stack)
 
 
 def _provenance(settings: Settings, no_git: bool, stack: ExitStack) -> Provenance:
@@ -180,30 +179,6 @@ def _provenance(settings: Settings, no_git: bool, stack: ExitStack) -> Provenanc
     if provenance.snapshot is not None:
         pin.set(provenance.snapshot.snapshot)
     return provenance
-
-
-def _in_background(work: Callable[..., T], *args: Any) -> Callable[[], T]:
-    """Start work(*args) in a thread; the returned function waits for it and returns its
-    value or raises its exception."""
-    box: list[Any] = []
-
-    def target() -> None:
-        try:
-            box.append((True, work(*args)))
-        except BaseException as e:  # handed to the waiting thread
-            box.append((False, e))
-
-    thread = threading.Thread(target=target, name="xp-provenance", daemon=True)
-    thread.start()
-
-    def result() -> T:
-        thread.join()
-        ok, value = box[0]
-        if not ok:
-            raise value
-        return value
-
-    return result
 
 
 def _run_all(

@@ -123,6 +123,7 @@ def execute_prepared(
     capture: bool = True,
     on_runner: Callable[[Runner], None] | None = None,
     raise_errors: bool = False,
+    on_started: Callable[[], None] | None = None,
 ) -> Outcome:
     """Execute a prepared run in `tree` (its code). `gpus` None leaves CUDA_VISIBLE_DEVICES
     as it is; a list sets it ([] hides every GPU). `capture` rewrites env.json for the
@@ -141,7 +142,8 @@ def execute_prepared(
             if info.get("env"):
                 extra.update(_enter_env(run_dir, info, root))
             cwd = root / (info.get("cwd") or ".")
-            runner = Runner(run_dir, cwd if cwd.is_dir() else root, echo=echo)
+            runner = Runner(run_dir, cwd if cwd.is_dir() else root, echo=echo,
+                            on_started=on_started)  # fmt: skip
             if on_runner is not None:
                 on_runner(runner)
             return runner.execute(extra_env=extra)

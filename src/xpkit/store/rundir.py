@@ -230,10 +230,11 @@ class RunDir:
     def write_run(self, run: dict[str, Any]) -> None:
         self.write_json(RUN_JSON, run)
 
-    def update_run(self, **changes: Any) -> dict[str, Any]:
+    def update_run(self, durable: bool = True, **changes: Any) -> dict[str, Any]:
+        """Apply `changes` to run.json; `durable`: fsynced before it replaces the old."""
         run = self.read_run()
         run.update(changes)
-        self.write_run(run)
+        self.write_json(RUN_JSON, run, durable=durable)
         return run
 
     def write_json(self, name: str, data: Any, note: bool = True, durable: bool = True) -> None:
