@@ -190,12 +190,14 @@ def render_scale(r: dict[str, Any]) -> list[str]:
         f"rates: median of {r['reps']}. The goals are issue 22's; the anchors' figures for the "
         "same scenarios are in sections 1, 2 and 5c.",
         "- What keeps these down: metrics reach the file every 0.25 s and every ~64 KiB, "
-        'formatted in bulk there, not per call (DESIGN.md, "Logging"); '
-        "`import xpkit` in a run imports neither typing, dataclasses, socket nor ctypes; runs "
-        "in one process reuse the snapshot and host capture while inotify saw no change; a "
-        "snapshot of an unchanged tree reuses its commit, diff and worktree; the snapshot's "
-        'git calls are few and partly side by side (DESIGN.md, "Snapshots that cost what '
-        'changed").',
+        "formatted in bulk there, not per call, and one metric takes a path without tuples "
+        '(DESIGN.md, "Logging"); `xp run`\'s common forms are parsed without click, and '
+        "neither it nor `import xpkit` imports typing, dataclasses, tomllib (xp.toml's parse "
+        "is cached), platform or ctypes; a grid creates each next run while the one before "
+        'it runs (DESIGN.md, "Start-up"); runs in one process reuse the snapshot and host '
+        "capture while inotify saw no change; a snapshot of an unchanged tree reuses its "
+        "commit, diff and worktree; the snapshot's git calls are few and partly side by side "
+        '(DESIGN.md, "Snapshots that cost what changed").',
         "- Command: `python benchmarks/bench_scale.py --out BENCHMARKS.md` (part of `make bench`).",
         "",
         "",
