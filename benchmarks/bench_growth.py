@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_core import make_runs
-from bench_proc import run_timed, splice
+from bench_proc import run_timed, settle_disk, splice
 from bench_scale import INIT_PY
 
 XP = [sys.executable, "-m", "xpkit.cli.main"]
@@ -79,6 +79,7 @@ def scenario_startup(work: Path, sizes: list[int], reps: int) -> list[dict[str, 
             run_timed(run, project, env)
             time.sleep(0.5)
         plain, xp_run, init, edited = [], [], [], []
+        settle_disk()
         target = project / "src" / "pkg000" / "mod000001.py"
         for rep in range(reps):
             plain.append(run_timed([sys.executable, "-c", "pass"], project, env)[0])
@@ -131,6 +132,7 @@ def scenario_listing(work: Path, counts: list[int], reps: int) -> list[dict[str,
         project.mkdir()
         (project / "xp.toml").write_text('runs = "runs"\n')
         make_runs(project / "runs", count)
+        settle_disk()
         env = _env(work, f"cache-runs{count}")
         ls, where = [*XP, "ls"], [*XP, "ls", "--where", "p3=4", "--limit", "0", "--json"]
         cold, warm, changed, filtered = [], [], [], []

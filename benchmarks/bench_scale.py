@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_proc import run_timed, splice
+from bench_proc import run_timed, settle_disk, splice
 
 XP = [sys.executable, "-m", "xpkit.cli.main"]
 INIT_PY = textwrap.dedent(
@@ -111,10 +111,12 @@ def scenario_scale(work: Path, reps: int, grid: int) -> dict[str, Any]:
     env = {**os.environ, "XP_CACHE_DIR": str(work / "cache"), "XP_GPU_PROBE": "none"}
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # timed as installed: with bytecode
     plain, xp_run, init = [], [], []
+    settle_disk()
     for _ in range(reps * 3):
         plain.append(run_timed([sys.executable, "-c", "pass"], project, env)[0])
         xp_run.append(run_timed([*XP, "run", "--", sys.executable, "-c", "pass"], project, env)[0])
         init.append(run_timed([sys.executable, "init.py"], project, env)[0])
+    settle_disk()
     loop = statistics.median(
         float(run_timed([sys.executable, "loop.py", "1000"], project, env)[1]) for _ in range(reps)
     )
@@ -134,6 +136,7 @@ def scenario_scale(work: Path, reps: int, grid: int) -> dict[str, Any]:
     experiment.parent.mkdir()
     experiment.write_text(f'id = "grid01"\ncommand = "python short.py {{i}}"\n[grid]\n'
                           f"i = {list(range(grid))}\n")  # fmt: skip
+    settle_disk()
     started = time.perf_counter()
     subprocess.run([*XP, "run", str(experiment), "--yes"], cwd=project, env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip

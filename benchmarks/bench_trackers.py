@@ -26,7 +26,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from bench_proc import run_timed, splice
+from bench_proc import run_timed, settle_disk, splice
 
 ANCHORS = {"wandb": "wandb==0.31.0", "trackio": "trackio==0.43.0", "aim": "aim==3.29.1"}
 ANCHOR_ROOT = Path(__file__).resolve().parent.parent / ".bench" / "anchors"
@@ -244,6 +244,7 @@ def scenario_trackers(work: Path, reps: int, tools: list[str], queries: int) -> 
         results[tool]["log"] = {key: statistics.median(x[key] for x in logged)
                                 for key in ("rate", "kept", "rss")}  # fmt: skip
         results[tool]["log"]["calls"] = LOG_CALLS[tool]
+        settle_disk()
         loop = json.loads(call(tool, "loop", LOOP_RUNS[tool], f"{tool}-loop")[1].splitlines()[-1])
         results[tool]["loop_ms"] = loop["per_run"] * 1000
         results[tool]["loop_runs"] = LOOP_RUNS[tool]
