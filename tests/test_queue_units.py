@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from conftest import FakeGpus
 from xpkit.errors import QueueError
 from xpkit.queue.allocate import GpuAllocator
 from xpkit.queue.files import claim, enqueue, me, queued_runs, read_claim
+from xpkit.queue.listing import listed_queue
 from xpkit.queue.recover import cancel
 from xpkit.store import rundir as rd
 from xpkit.store.create import NewRun, Provenance, create_run
@@ -30,6 +32,53 @@ def test_queue_order_priority_then_oldest(tmp_path: Path) -> None:
     queued, problems = queued_runs(runs)
     assert [q.name for q in queued] == [b.name, a.name, c.name] and problems == []
     assert queued[0].gpus == 1 and queued[0].labels == ["a100"]
+
+
+def test_a_cached_queue_listing_sees_every_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`xp queue` keeps its last listing while the queue folder is unchanged: a run
+    queued, taken or given another priority is listed at once, a run whose folder is
+    gone (trashed while queued) is dropped, and a broken cache is a full listing."""
+    monkeypatch.setenv("XP_CACHE_DIR", str(tmp_path / "cache"))
+    runs = tmp_path / "runs"
+    a, b, c = make(runs, "a"), make(runs, "b"), make(runs, "c")
+    enqueue(runs, a, priority=0, gpus=0, labels=[])
+    enqueue(runs, b, priority=1, gpus=2, labels=["x"])
+    folder = runs / ".xp" / "queue"
+
+    def settle() -> None:  # as if the last change were a minute old: the listing is kept
+        past = time.time() - 60
+        os.utime(folder, (past, past))
+
+    def names() -> list[str]:
+        return [q.name for q in listed_queue(runs)[0]]
+
+    assert names() == [b.name, a.name]
+    assert not (tmp_path / "cache" / "queue").exists()  # changed just now: not kept
+    settle()
+    assert names() == [b.name, a.name]
+    (kept,) = (tmp_path / "cache" / "queue").iterdir()
+    assert listed_queue(runs)[0][0].labels == ["x"]  # from the cache
+    enqueue(runs, c, priority=9, gpus=0, labels=[])
+    assert names() == [c.name, b.name, a.name]
+    settle()
+    assert names() == [c.name, b.name, a.name]
+    enqueue(runs, a, priority=10, gpus=0, labels=[])  # a new priority: a rewritten marker
+    assert names() == [a.name, c.name, b.name]
+    settle()
+    names()
+    assert claim(runs, c.name, me("worker")) is True  # taken: its marker removed
+    assert names() == [a.name, b.name]
+    settle()
+    names()
+    shutil.rmtree(b.path)  # gone while queued, its marker left
+    queued, problems = listed_queue(runs)
+    assert [q.name for q in queued] == [a.name] and "deleted while queued" in problems[0]
+    settle()
+    names()
+    kept.write_text("{broken")
+    assert names() == [a.name]
 
 
 def test_claims_are_exclusive(tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xpkit.queue.files import QueuedRun, queued_runs, workers_dir
+from xpkit.queue.files import QueuedRun, workers_dir
+from xpkit.queue.listing import listed_queue
 from xpkit.settings import XP_HEARTBEAT_TIMEOUT
 from xpkit.store.index import RunRow, load_rows
 
@@ -79,7 +80,7 @@ class QueueView:
 
 def queue_view(runs_root: Path, tidy: bool = True) -> QueueView:
     """`tidy` False (the dashboard): change nothing in the runs root."""
-    queued, problems = queued_runs(runs_root, tidy=tidy)
+    queued, problems = listed_queue(runs_root, tidy=tidy)
     workers = live_workers(runs_root)
     rows, warnings = load_rows(runs_root, statuses=("running",))
     return QueueView([(q, why_waiting(q, workers)) for q in queued], rows, workers,
