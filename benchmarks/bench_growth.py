@@ -212,8 +212,9 @@ def render_growth(r: dict[str, Any]) -> list[str]:
     if queue:
         most = queue[-1]
         lines.append(f"- `xp queue` with {most['queued']:,} queued: {most['queue']:.3f} s warm "
-                     "(goal: at most 0.3 s); its last listing is kept while the queue folder "
-                     "is unchanged (DESIGN.md, \"Listing at scale\").")  # fmt: skip
+                     "(goal: at most 0.3 s); the markers it read are kept on local disk, "
+                     "each by its file's inode, mtime and size (DESIGN.md, \"Listing at "
+                     "scale\").")  # fmt: skip
     if len(startup) >= 2:
         small, large = startup[0], startup[-1]
         grown = (large["xp_run"] - large["plain"]) - (small["xp_run"] - small["plain"])

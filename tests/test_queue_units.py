@@ -37,9 +37,9 @@ def test_queue_order_priority_then_oldest(tmp_path: Path) -> None:
 def test_a_cached_queue_listing_sees_every_change(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`xp queue` keeps its last listing while the queue folder is unchanged: a run
-    queued, taken or given another priority is listed at once, a run whose folder is
-    gone (trashed while queued) is dropped, and a broken cache is a full listing."""
+    """`xp queue` keeps the markers it read (by inode, mtime and size): a run queued,
+    taken or given another priority is listed at once, a run whose folder is gone
+    (trashed while queued) is dropped, and a broken cache is a full listing."""
     monkeypatch.setenv("XP_CACHE_DIR", str(tmp_path / "cache"))
     runs = tmp_path / "runs"
     a, b, c = make(runs, "a"), make(runs, "b"), make(runs, "c")
@@ -47,19 +47,25 @@ def test_a_cached_queue_listing_sees_every_change(
     enqueue(runs, b, priority=1, gpus=2, labels=["x"])
     folder = runs / ".xp" / "queue"
 
-    def settle() -> None:  # as if the last change were a minute old: the listing is kept
+    def settle() -> None:  # as if every marker were a minute old: they are kept
         past = time.time() - 60
-        os.utime(folder, (past, past))
+        for marker in folder.iterdir():
+            os.utime(marker, (past, past))
 
     def names() -> list[str]:
         return [q.name for q in listed_queue(runs)[0]]
 
     assert names() == [b.name, a.name]
-    assert not (tmp_path / "cache" / "queue").exists()  # changed just now: not kept
+    assert not (tmp_path / "cache" / "queue").exists()  # written just now: not kept
     settle()
     assert names() == [b.name, a.name]
     (kept,) = (tmp_path / "cache" / "queue").iterdir()
-    assert listed_queue(runs)[0][0].labels == ["x"]  # from the cache
+    assert listed_queue(runs)[0][0].labels == ["x"]
+    marker_b = folder / b.name  # edited in place, its size and mtime kept: not read again
+    before = marker_b.stat()
+    marker_b.write_text(marker_b.read_text().replace('"priority": 1,', '"priority": 7,'))
+    os.utime(marker_b, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert listed_queue(runs)[0][0].priority == 1  # the kept marker: the cache is used
     enqueue(runs, c, priority=9, gpus=0, labels=[])
     assert names() == [c.name, b.name, a.name]
     settle()
@@ -78,6 +84,8 @@ def test_a_cached_queue_listing_sees_every_change(
     settle()
     names()
     kept.write_text("{broken")
+    assert names() == [a.name]
+    kept.write_text(json.dumps({a.name: 5, "x": [[1, 2, 3], 0, 0, [], 0.0]}))
     assert names() == [a.name]
 
 

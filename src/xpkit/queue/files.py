@@ -97,21 +97,25 @@ def queued_runs(
                 cache.pop(entry.name, None)
                 if tidy:
                     Path(entry.path).unlink(missing_ok=True)
-                problems.append(
-                    f"{entry.name}: its run directory was deleted while queued; dropped"
-                )
+                problems.append(dropped(entry.name))
                 continue
-        found.append(
-            QueuedRun(
-                entry.name,
-                int(marker.get("priority", 0)),
-                int(marker.get("gpus", 0)),
-                list(marker.get("labels", [])),
-                float(marker.get("submitted", 0)),
-            )
-        )
-    found.sort(key=lambda q: (-q.priority, q.submitted, q.name))
+        found.append(queued_run(entry.name, marker))
+    found.sort(key=queue_order)
     return found, problems
+
+
+def queued_run(name: str, marker: dict[str, Any]) -> QueuedRun:
+    return QueuedRun(name, int(marker.get("priority", 0)), int(marker.get("gpus", 0)),
+                     list(marker.get("labels", [])), float(marker.get("submitted", 0)))  # fmt: skip
+
+
+def queue_order(run: QueuedRun) -> tuple[int, float, str]:
+    """Highest priority first, then the oldest."""
+    return -run.priority, run.submitted, run.name
+
+
+def dropped(name: str) -> str:
+    return f"{name}: its run directory was deleted while queued; dropped"
 
 
 def claim(runs_root: Path, name: str, holder: Holder) -> bool:
