@@ -301,7 +301,7 @@ def _build(spec: EnvSpec, contents: dict[str, str], key: str, folder: Path) -> d
 
 
 def _uv(uv: str, args: list[str], env: dict[str, str], spec: EnvSpec) -> str:
-    from xpkit.execute.runner import with_death_signal
+    from xpkit.execute.death_signal import with_death_signal
 
     argv, preexec = with_death_signal([uv, *args], os.getpid())
     proc = subprocess.run(
