@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from xpkit.store import claims
 from xpkit.store import rundir as rd
 from xpkit.store.index import RunIndex, index_path, load_rows
 from xpkit.store.query import filter_rows, parse_where, resolve_run, varying_params
@@ -100,6 +102,34 @@ def test_stale_heartbeat_shows_lost(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     rd.RunDir(path).beat()
     assert load_rows(root)[0][0].status == "running"
     stamp = time.time() - 3600
+    os.utime(path / rd.HEARTBEAT, (stamp, stamp))
+    assert load_rows(root)[0][0].status == "lost"
+
+
+def test_a_dead_holder_on_this_host_shows_lost_at_once(tmp_path: Path) -> None:
+    """A run's claim names its holder (`xp run`, a worker): on this host a holder that is
+    gone, or whose pid a younger process now has, makes the run `lost` at once, with a
+    fresh heartbeat; another host's holder is judged by the heartbeat alone."""
+    root = tmp_path / "runs"
+    path = make_run(root, "abc123_001_x", {}, {}, status="running")
+    run_dir = rd.RunDir(path)
+    run_dir.beat()
+    here = os.uname().nodename
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    me_started = claims.process_start(os.getpid())
+    cases = [
+        ({"host": here, "pid": os.getpid(), "pid_start": me_started}, "running"),
+        ({"host": here, "pid": os.getpid(), "pid_start": None}, "running"),  # older claims
+        ({"host": here, "pid": dead.pid, "pid_start": None}, "lost"),
+        ({"host": here, "pid": os.getpid(), "pid_start": (me_started or 0) - 3600}, "lost"),
+        ({"host": "elsewhere", "pid": dead.pid, "pid_start": None}, "running"),
+    ]
+    for claim, shown in cases:
+        (path / rd.CLAIM).write_text(json.dumps({"kind": "run", "worker": "", **claim}))
+        assert load_rows(root)[0][0].status == shown, claim
+        assert rd.status_of(run_dir, run_dir.read_run()) == shown, claim
+    stamp = time.time() - 3600  # the other host's holder stopped beating
     os.utime(path / rd.HEARTBEAT, (stamp, stamp))
     assert load_rows(root)[0][0].status == "lost"
 

@@ -145,15 +145,8 @@ def holder_alive(runs_root: Path, run_dir: RunDir, claim_info: dict[str, Any]) -
     """Whether the holder of a claim still lives: by pid and start time on this host;
     on another host by its scheduler's heartbeat, the run's heartbeat, or a young claim."""
     timeout = XP_HEARTBEAT_TIMEOUT.get()
-    host, pid = claim_info.get("host"), int(claim_info.get("pid") or 0)
-    if host == os.uname().nodename:
-        if pid <= 0:
-            return False
-        started = process_start(pid)
-        if started is None:
-            return False
-        recorded = claim_info.get("pid_start")
-        return recorded is None or abs(float(recorded) - started) < 1.0  # a reused pid
+    if claim_info.get("host") == os.uname().nodename:
+        return _alive_here(claim_info)
     worker = str(claim_info.get("worker") or "")
     beat = workers_dir(runs_root) / (worker.replace(":", "_") + ".json")
     for path in (beat, run_dir.file(rd.HEARTBEAT)):
@@ -163,3 +156,22 @@ def holder_alive(runs_root: Path, run_dir: RunDir, claim_info: dict[str, Any]) -
         except OSError:
             continue
     return time.time() - float(claim_info.get("time") or 0) < timeout
+
+
+def holder_died_here(run_dir: RunDir) -> bool:
+    """Whether the run's holder (`xp run`, a worker, a Ray dispatcher) was a process on
+    this host that is gone, or whose pid another process now has: a kill -9'ed holder
+    shows at once, not once the run's heartbeat is stale. Another host's: not decided."""
+    claim = read_claim(run_dir)
+    if claim is None or claim.get("host") != os.uname().nodename:
+        return False
+    return not _alive_here(claim)
+
+
+def _alive_here(claim_info: dict[str, Any]) -> bool:
+    pid = int(claim_info.get("pid") or 0)
+    started = process_start(pid) if pid > 0 else None
+    if started is None:
+        return False
+    recorded = claim_info.get("pid_start")
+    return recorded is None or abs(float(recorded) - started) < 1.0  # else a reused pid

@@ -245,9 +245,9 @@ class RunIndex:
         for values in self.db.execute(sql, args):
             row = RunRow(values)
             if row.status == "running":
-                # Heartbeats touch a file without changing the directory: read them live.
+                # Heartbeats and holders change no directory: decided live (rundir.status_of).
                 run_dir = rd.RunDir(self.runs_root / row.name)
-                row.status = rd.effective_status("running", run_dir.heartbeat_age(), row.started)
+                row.status = rd.status_of(run_dir, {"status": "running", "started": row.started})
             if not statuses or row.status in statuses:
                 if offset:
                     offset -= 1

@@ -344,6 +344,14 @@ def effective_status(status: str, heartbeat_age: float | None, started: float | 
 
 
 def status_of(rundir: RunDir, run: dict[str, Any]) -> str:
-    return effective_status(
+    """The status to show: a `running` run is `lost` when its heartbeat is stale, or at
+    once when its holder was a process on this host that died (as the queue decides)."""
+    status = effective_status(
         run.get("status", "unknown"), rundir.heartbeat_age(), run.get("started")
     )
+    if status == "running":
+        from xpkit.store import claims  # claims builds on this module
+
+        if claims.holder_died_here(rundir):
+            return "lost"
+    return status
