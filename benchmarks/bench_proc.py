@@ -8,11 +8,16 @@ import time
 from pathlib import Path
 
 
-def settle_disk() -> None:
+def settle_disk(pause: float = 0.0) -> None:
     """Write back what earlier scenarios left in the page cache (a 100,000-run listing is
     gigabytes) before timing, so that its writeback is not timed as this scenario's
-    fsyncs and file creations: on this host that doubled a run's cost for minutes."""
+    fsyncs and file creations: on this host that doubled a run's cost for minutes.
+    `pause` then gives the disk time for what follows a sync and no call waits for: this
+    host's ext4 is mounted with online discard, and for up to a minute after a scenario
+    deleted a gigabyte of small files, creating files cost 2-3x (1,000 runs in one
+    process: 7.1 ms a run just after `bench_envs.py`, 4.1 ms after a sync, 2.5 ms later)."""
     os.sync()
+    time.sleep(pause)
 
 
 def run_timed(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[float, str]:

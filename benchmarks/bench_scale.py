@@ -111,7 +111,7 @@ def scenario_scale(work: Path, reps: int, grid: int) -> dict[str, Any]:
     env = {**os.environ, "XP_CACHE_DIR": str(work / "cache"), "XP_GPU_PROBE": "none"}
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # timed as installed: with bytecode
     plain, xp_run, init = [], [], []
-    settle_disk()
+    settle_disk(pause=30)  # after the scripts before this one
     for _ in range(reps * 3):
         plain.append(run_timed([sys.executable, "-c", "pass"], project, env)[0])
         xp_run.append(run_timed([*XP, "run", "--", sys.executable, "-c", "pass"], project, env)[0])
@@ -191,7 +191,9 @@ def render_scale(r: dict[str, Any]) -> list[str]:
         "",
         f"- Whole processes: median of {r['reps'] * 3}, with bytecode (as installed). In-process "
         f"rates: median of {r['reps']}. The goals are issue 22's; the anchors' figures for the "
-        "same scenarios are in sections 1, 2 and 5c.",
+        "same scenarios are in sections 1, 2 and 5c. Timed after a sync and a 30 s pause: on "
+        "this host's disk (ext4 with online discard) file creation costs 2-3x for up to a "
+        "minute after a scenario deleted a gigabyte of small files (`bench_proc.settle_disk`).",
         "- What keeps these down: metrics reach the file every 0.25 s and every ~64 KiB, "
         "formatted in bulk there, not per call, and one metric takes a path without tuples "
         '(DESIGN.md, "Logging"); `xp run`\'s common forms are parsed without click, and '

@@ -244,7 +244,7 @@ def scenario_trackers(work: Path, reps: int, tools: list[str], queries: int) -> 
         results[tool]["log"] = {key: statistics.median(x[key] for x in logged)
                                 for key in ("rate", "kept", "rss")}  # fmt: skip
         results[tool]["log"]["calls"] = LOG_CALLS[tool]
-        settle_disk()
+        settle_disk(pause=10)
         loop = json.loads(call(tool, "loop", LOOP_RUNS[tool], f"{tool}-loop")[1].splitlines()[-1])
         results[tool]["loop_ms"] = loop["per_run"] * 1000
         results[tool]["loop_runs"] = LOOP_RUNS[tool]
