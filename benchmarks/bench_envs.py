@@ -127,7 +127,7 @@ def render_envs(r: dict[str, Any]) -> list[str]:
         return f"{seed / xp:.1f}x"
 
     return [
-        f"## 12. Per-run environments: {', '.join(r['pins'])} from a folder of wheels",
+        f"## 16. Per-run environments: {', '.join(r['pins'])} from a folder of wheels",
         "",
         "| step | xp (uv) | seed's way (venv + pip) | xp is |",
         "| --- | ---: | ---: | ---: |",
@@ -169,7 +169,7 @@ def main() -> None:
     section = render_envs(result)
     print("\n".join(section))
     if args.out:
-        args.out.write_text(splice(args.out.read_text(), section, "## 12. Per-run environments"))
+        args.out.write_text(splice(args.out.read_text(), section, "## 16. Per-run environments"))
 
 
 if __name__ == "__main__":
