@@ -11,8 +11,9 @@ import pytest
 from conftest import FakeGpus
 from xpkit.errors import QueueError
 from xpkit.queue.allocate import GpuAllocator
-from xpkit.queue.files import claim, enqueue, me, queued_runs, read_claim
+from xpkit.queue.files import MarkerCache, claim, enqueue, me, queued_runs, read_claim
 from xpkit.queue.listing import listed_queue
+from xpkit.queue.priority import set_priority
 from xpkit.queue.recover import cancel
 from xpkit.store import rundir as rd
 from xpkit.store.create import NewRun, Provenance, create_run
@@ -163,3 +164,27 @@ def test_garbage_from_nvidia_smi_means_cpu_only(
     allocator = GpuAllocator(state=tmp_path / "state")
     with pytest.warns(UserWarning, match="GPU probe failed, running CPU-only"):
         assert allocator.count() == 0
+
+
+def test_a_kept_marker_is_read_again_once_rewritten(tmp_path: Path) -> None:
+    """The scheduler and `xp top` keep the markers they read between looks: a run given
+    another priority (its marker taken and written again) is seen with it at the next
+    look, however soon, and a marker left alone is not read again."""
+    runs = tmp_path / "runs"
+    a, b = make(runs, "a"), make(runs, "b")
+    enqueue(runs, a, priority=0, gpus=0, labels=[])
+    enqueue(runs, b, priority=0, gpus=0, labels=[])
+    kept: MarkerCache = {}
+    assert [q.name for q in queued_runs(runs, kept)[0]] == [a.name, b.name]
+    set_priority(runs, b, 5)
+    assert [(q.name, q.priority) for q in queued_runs(runs, kept)[0]] == [(b.name, 5), (a.name, 0)]
+    past = time.time() - 60  # settled markers are kept: an edit that keeps all three is not seen
+    for marker in (runs / ".xp" / "queue").iterdir():
+        os.utime(marker, (past, past))
+    queued_runs(runs, kept)
+    marker = runs / ".xp" / "queue" / a.name
+    st = marker.stat()
+    marker.write_text(marker.read_text().replace('"priority": 0', '"priority": 9'))
+    os.utime(marker, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert [q.priority for q in queued_runs(runs, kept)[0]] == [5, 0]
+    assert [q.priority for q in queued_runs(runs)[0]] == [9, 5]  # without the kept markers

@@ -69,13 +69,26 @@ def enqueue_from_run(runs_root: Path, run_dir: RunDir, info: dict[str, Any]) -> 
     )
 
 
+# A marker is written by a rename (a new inode) and removed by an unlink, so a file with
+# the same inode, mtime and size is the same marker; one written within this many seconds
+# is read again at every look (an unlink and a rewrite within one tick of the mtime clock
+# could reuse the inode and keep all three).
+MARKER_SETTLED = 2.0
+
+MarkerCache = dict[str, tuple[tuple[int, int, int], dict[str, Any]]]  # name: (key, marker)
+
+
 def queued_runs(
-    runs_root: Path, cache: dict[str, dict[str, Any]] | None = None, *, tidy: bool = True
+    runs_root: Path,
+    cache: MarkerCache | None = None,
+    *,
+    tidy: bool = True,
 ) -> tuple[list[QueuedRun], list[str]]:
     """Queued runs in queue order (priority, then oldest), and problems found.
-    `cache` keeps markers already read between calls (a marker is rewritten only when
-    its run is queued again, and then its submitted time changes nothing it holds).
-    `tidy`: drop the marker of a run deleted while queued (not for read-only views)."""
+    `cache` keeps the markers read between calls, each by its file's inode, mtime and
+    size: a marker written again (a run given another priority, or put back in the
+    queue) is read again. `tidy`: drop the marker of a run deleted while queued (not
+    for read-only views)."""
     folder = queue_dir(runs_root)
     cache = {} if cache is None else cache
     try:
@@ -86,19 +99,28 @@ def queued_runs(
     present = {e.name for e in entries}
     for gone in set(cache) - present:
         del cache[gone]
+    settled = time.time() - MARKER_SETTLED
     for entry in entries:
-        marker = cache.get(entry.name)
-        if marker is None:
+        try:
+            st = entry.stat()
+        except OSError:
+            continue  # taken meanwhile
+        seen = (st.st_ino, st.st_mtime_ns, st.st_size)
+        kept = cache.pop(entry.name, None)
+        if kept is not None and kept[0] == seen:
+            marker = kept[1]
+        else:
             try:
-                marker = cache[entry.name] = json.loads(Path(entry.path).read_text())
+                marker = json.loads(Path(entry.path).read_text())
             except (OSError, ValueError):
                 continue  # being written; next look
             if not (runs_root / entry.name).is_dir():
-                cache.pop(entry.name, None)
                 if tidy:
                     Path(entry.path).unlink(missing_ok=True)
                 problems.append(dropped(entry.name))
                 continue
+        if st.st_mtime_ns / 1e9 < settled:
+            cache[entry.name] = (seen, marker)
         found.append(queued_run(entry.name, marker))
     found.sort(key=queue_order)
     return found, problems

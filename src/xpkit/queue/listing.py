@@ -4,7 +4,7 @@ Listing the queue read one marker file per queued run (~30 µs each: 0.4 s for 1
 The markers read last time are kept in XP_CACHE_DIR/queue/, each with the inode, mtime
 and size of its file: every marker is written by a rename (a new inode) and removed by
 an unlink, so a file with the same three is the same marker, and a listing stats each
-marker instead of reading it. A marker changed within TOML_CACHE_SETTLED seconds is not
+marker instead of reading it. A marker changed within MARKER_SETTLED seconds is not
 kept (two writes within one tick of its mtime could look like one). Each queued run's
 folder is still statted: a run trashed while queued leaves its marker, which is dropped.
 The files stay the truth: a missing or broken cache is a full listing."""
@@ -16,8 +16,15 @@ import os
 import time
 from pathlib import Path
 
-from xpkit.queue.files import QueuedRun, dropped, queue_dir, queue_order, queued_run
-from xpkit.settings import TOML_CACHE_SETTLED, XP_CACHE_DIR
+from xpkit.queue.files import (
+    MARKER_SETTLED,
+    QueuedRun,
+    dropped,
+    queue_dir,
+    queue_order,
+    queued_run,
+)
+from xpkit.settings import XP_CACHE_DIR
 from xpkit.values import sha1
 
 TYPE_CHECKING = False
@@ -34,7 +41,7 @@ def listed_queue(runs_root: Path, *, tidy: bool = True) -> tuple[list[QueuedRun]
     except FileNotFoundError:
         return [], []
     kept = _read(cache)
-    settled = time.time() - TOML_CACHE_SETTLED
+    settled = time.time() - MARKER_SETTLED
     keep: dict[str, list[Any]] = {}
     queued, problems = [], []
     for entry in entries:

@@ -128,7 +128,7 @@ class Scheduler:
         self.running: dict[str, files.QueuedRun] = {}
         self.preempted: set[str] = set()
         self.preempting: set[str] = set()  # stopping for a run of higher priority
-        self.markers: dict[str, dict[str, Any]] = {}
+        self.markers: files.MarkerCache = {}
         self.stops = 0
         self.announced = 0
         self.started = time.time()

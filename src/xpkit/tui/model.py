@@ -131,7 +131,7 @@ class TopModel:
     def __init__(self, runs_root: Path, metric: str | None = None) -> None:
         self.runs_root = runs_root
         self.metric = metric  # the sparkline's metric; None: each run's first
-        self.markers: dict[str, dict[str, Any]] = {}
+        self.markers: files.MarkerCache = {}
         self.worker_files: dict[str, tuple[int, dict[str, Any]]] = {}
         self.runs: dict[str, RunView] = {}
         self.recent: list[str] = []  # ended runs, newest first
