@@ -15,8 +15,7 @@ if TYPE_CHECKING:
 
 
 def with_death_signal(args: list[str], parent: int) -> tuple[list[str], Callable[[], None] | None]:
-    """Linux: the command gets SIGTERM if the runner dies (kill -9), instead of running
-    on unobserved and holding GPUs while its run shows `lost`. Through util-linux's
+    """Linux: the command gets SIGTERM if the runner dies (kill -9). Through util-linux's
     `setpriv --pdeathsig` where there is one (the signal survives its exec of the
     command): a preexec_fn would make subprocess fork the whole runner instead of vfork,
     is not safe beside the runner's threads, and needs ctypes (~3 ms a start). Else a

@@ -75,69 +75,64 @@ def enqueue_from_run(runs_root: Path, run_dir: RunDir, info: dict[str, Any]) -> 
 # could reuse the inode and keep all three).
 MARKER_SETTLED = 2.0
 
-MarkerCache = dict[str, tuple[tuple[int, int, int], dict[str, Any]]]  # name: (key, marker)
+# The markers kept between looks, as JSON can hold them (`xp queue` keeps them on disk):
+# name -> [[inode, mtime_ns, size], priority, gpus, labels, submitted].
+MarkerCache = dict[str, list[Any]]
 
 
 def queued_runs(
-    runs_root: Path,
-    cache: MarkerCache | None = None,
-    *,
-    tidy: bool = True,
+    runs_root: Path, cache: MarkerCache | None = None, *, tidy: bool = True
 ) -> tuple[list[QueuedRun], list[str]]:
     """Queued runs in queue order (priority, then oldest), and problems found.
-    `cache` keeps the markers read between calls, each by its file's inode, mtime and
-    size: a marker written again (a run given another priority, or put back in the
-    queue) is read again. `tidy`: drop the marker of a run deleted while queued (not
-    for read-only views)."""
-    folder = queue_dir(runs_root)
-    cache = {} if cache is None else cache
+    `cache` keeps the markers read between calls (see `read_markers`); a marker written
+    again (a run given another priority, or put back in the queue) is read again.
+    `tidy`: drop the marker of a run deleted while queued (not for read-only views)."""
+    queued, problems, keep = read_markers(runs_root, cache or {}, tidy=tidy)
+    if cache is not None:
+        cache.clear()
+        cache.update(keep)
+    return queued, problems
+
+
+def read_markers(
+    runs_root: Path, kept: MarkerCache, *, tidy: bool
+) -> tuple[list[QueuedRun], list[str], MarkerCache]:
+    """One look at the queue: each marker statted, read only when it is not the one in
+    `kept`; each queued run's folder statted (a run trashed while queued leaves its
+    marker, which is dropped). Returns the queue, problems, and the markers to keep."""
     try:
-        entries = [e for e in os.scandir(folder) if not e.name.startswith(".")]
+        entries = [e for e in os.scandir(queue_dir(runs_root)) if not e.name.startswith(".")]
     except FileNotFoundError:
-        return [], []
-    found, problems = [], []
-    present = {e.name for e in entries}
-    for gone in set(cache) - present:
-        del cache[gone]
+        return [], [], {}
     settled = time.time() - MARKER_SETTLED
+    keep: MarkerCache = {}
+    queued, problems = [], []
     for entry in entries:
         try:
             st = entry.stat()
         except OSError:
             continue  # taken meanwhile
-        seen = (st.st_ino, st.st_mtime_ns, st.st_size)
-        kept = cache.pop(entry.name, None)
-        if kept is not None and kept[0] == seen:
-            marker = kept[1]
-        else:
+        seen = [st.st_ino, st.st_mtime_ns, st.st_size]
+        row = kept.get(entry.name)
+        if not (isinstance(row, list) and len(row) == 5 and row[0] == seen):
             try:
-                marker = json.loads(Path(entry.path).read_text())
-            except (OSError, ValueError):
+                with open(entry.path, "rb") as f:
+                    marker = json.loads(f.read())
+                get = marker.get
+                row = [seen, int(get("priority", 0)), int(get("gpus", 0)),
+                       list(get("labels", [])), float(get("submitted", 0))]  # fmt: skip
+            except (OSError, ValueError, TypeError, AttributeError):
                 continue  # being written; next look
-            if not (runs_root / entry.name).is_dir():
-                if tidy:
-                    Path(entry.path).unlink(missing_ok=True)
-                problems.append(dropped(entry.name))
-                continue
+        if not os.path.isdir(os.path.join(runs_root, entry.name)):
+            if tidy:
+                Path(entry.path).unlink(missing_ok=True)
+            problems.append(f"{entry.name}: its run directory was deleted while queued; dropped")
+            continue
         if st.st_mtime_ns / 1e9 < settled:
-            cache[entry.name] = (seen, marker)
-        found.append(queued_run(entry.name, marker))
-    found.sort(key=queue_order)
-    return found, problems
-
-
-def queued_run(name: str, marker: dict[str, Any]) -> QueuedRun:
-    return QueuedRun(name, int(marker.get("priority", 0)), int(marker.get("gpus", 0)),
-                     list(marker.get("labels", [])), float(marker.get("submitted", 0)))  # fmt: skip
-
-
-def queue_order(run: QueuedRun) -> tuple[int, float, str]:
-    """Highest priority first, then the oldest."""
-    return -run.priority, run.submitted, run.name
-
-
-def dropped(name: str) -> str:
-    return f"{name}: its run directory was deleted while queued; dropped"
+            keep[entry.name] = row
+        queued.append(QueuedRun(entry.name, *row[1:]))
+    queued.sort(key=lambda q: (-q.priority, q.submitted, q.name))  # highest, then oldest
+    return queued, problems, keep
 
 
 def claim(runs_root: Path, name: str, holder: Holder) -> bool:
